@@ -1,0 +1,270 @@
+//! API: the HTTP surface (axum). `POST /event` validates a body and answers
+//! `{"status":"queued"}` only once the queue insert is acknowledged; `GET /stats`
+//! serves a site's exact stats. Every error is a JSON `{"error": "..."}`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mongodb::bson::DateTime;
+use mongodb::bson::oid::ObjectId;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use tracing::warn;
+
+use crate::counters::PipelineCounters;
+use crate::ingest::{self, IngestError, MAX_BODY_BYTES};
+use crate::stats::{self, SiteStats};
+use crate::store::{Store, StoreError};
+
+/// Longest wait for the queue insert before answering 503 (server selection
+/// already gives up after two seconds when no server answers at all).
+pub const QUEUE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the stats queries.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The database.
+    pub store: Store,
+    /// Where acknowledged events are counted.
+    pub counters: Arc<PipelineCounters>,
+}
+
+/// An error answered to a client, as `{"error": message}` with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not an acceptable event.
+    #[error(transparent)]
+    InvalidEvent(#[from] IngestError),
+    /// The body could not be read (too large, or broken off).
+    #[error("{message}")]
+    Body {
+        /// 413 for too large, 400 otherwise.
+        status: StatusCode,
+        /// What went wrong.
+        message: String,
+    },
+    /// The content type is not JSON.
+    #[error("Content-Type must be application/json (or text/plain holding JSON), got {0:?}")]
+    UnsupportedMediaType(String),
+    /// A query parameter is missing or malformed.
+    #[error("{0}")]
+    BadQuery(String),
+    /// The database could not be used: nothing was stored.
+    #[error("database unavailable, event not stored: {0}")]
+    Unavailable(StoreError),
+    /// No route here.
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    /// The route exists with other methods.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidEvent(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::Body { status, .. } => *status,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Unavailable(error) = &self {
+            warn!(%error, "answering 503");
+        }
+        (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// The service's routes over `state`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/event", post(record_event))
+        .route("/stats", get(site_stats))
+        .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_string()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `POST /event`: validate, insert into the queue, and only then say "queued".
+async fn record_event(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_json_content_type(&headers)?;
+    let body = body.map_err(|rejection| ApiError::Body {
+        status: rejection.status(),
+        message: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body is larger than {MAX_BODY_BYTES} bytes")
+        } else {
+            format!("cannot read request body: {}", rejection.body_text())
+        },
+    })?;
+    let event = ingest::parse_event(&body)?;
+    let document = event.into_queue_document(ObjectId::new(), DateTime::now());
+
+    match tokio::time::timeout(QUEUE_WRITE_TIMEOUT, state.store.queue().insert_one(document)).await {
+        Ok(Ok(_)) => {
+            state.counters.add_queued(1);
+            Ok(Json(json!({ "status": "queued" })))
+        }
+        Ok(Err(error)) => Err(ApiError::Unavailable(error.into())),
+        Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(QUEUE_WRITE_TIMEOUT))),
+    }
+}
+
+/// Accepts `application/json`, `*/*+json` and `text/plain` (what a browser's
+/// `sendBeacon` sends for a string body).
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = value.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || essence == "text/plain" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(value.unwrap_or_default()))
+    }
+}
+
+/// The query of `GET /stats`.
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    site_id: Option<String>,
+}
+
+/// `GET /stats?site_id=…`: exact totals, unique users and top paths.
+async fn site_stats(
+    State(state): State<ApiState>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<SiteStats>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadQuery(format!("invalid query: {}", rejection.body_text())))?;
+    let site_id = query.site_id.filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::BadQuery("site_id is required, as in /stats?site_id=site-001".into()))?;
+    match tokio::time::timeout(STATS_TIMEOUT, stats::site_stats(&state.store, &site_id)).await {
+        Ok(Ok(stats)) => Ok(Json(stats)),
+        Ok(Err(error)) => Err(ApiError::Unavailable(error)),
+        Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(STATS_TIMEOUT))),
+    }
+}
+
+/// Why the API could not listen, in words that say how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A port below 1024 without the privilege to bind it.
+    #[error(
+        "cannot listen on {addr}: on Linux, ports below 1024 need root or the CAP_NET_BIND_SERVICE capability. \
+         Set PORT to 1024 or above (for example PORT=8000), or grant the capability once: \
+         sudo setcap cap_net_bind_service=+ep {exe}"
+    )]
+    PrivilegedPort {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// This program's path, for the setcap command.
+        exe: String,
+    },
+    /// Another program already listens there.
+    #[error("cannot listen on {addr}: the port is already in use by another program. Stop that program or set PORT to another port")]
+    InUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The host address is not one of this machine's.
+    #[error("cannot listen on {addr}: this machine has no such address. Set HOST to 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)")]
+    NotAvailable {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// Anything else the OS refused.
+    #[error("cannot listen on {addr}: {source}")]
+    Other {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BindError {
+    /// Explains an OS error from binding `addr`.
+    pub fn from_io(addr: SocketAddr, source: io::Error) -> BindError {
+        match source.kind() {
+            io::ErrorKind::PermissionDenied if addr.port() < 1024 => BindError::PrivilegedPort {
+                addr,
+                exe: std::env::current_exe().map_or_else(|_| "/path/to/analytics-service".into(), |p| p.display().to_string()),
+            },
+            io::ErrorKind::AddrInUse => BindError::InUse { addr },
+            io::ErrorKind::AddrNotAvailable => BindError::NotAvailable { addr },
+            _ => BindError::Other { addr, source },
+        }
+    }
+}
+
+/// Opens the listening socket.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|e| BindError::from_io(addr, e))
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
+/// accepting and lets requests in flight finish.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privileged_port_error_says_why_and_how_to_fix() {
+        let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let message = BindError::from_io(addr, io::Error::from(io::ErrorKind::PermissionDenied)).to_string();
+        assert!(message.contains("ports below 1024"), "{message}");
+        assert!(message.contains("PORT=8000"), "{message}");
+        assert!(message.contains("setcap cap_net_bind_service=+ep"), "{message}");
+    }
+
+    #[test]
+    fn port_in_use_error_says_so() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let message = BindError::from_io(addr, io::Error::from(io::ErrorKind::AddrInUse)).to_string();
+        assert!(message.contains("already in use"), "{message}");
+    }
+
+    #[test]
+    fn content_types() {
+        let with = |ct: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            check_json_content_type(&headers).is_ok()
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("text/plain;charset=UTF-8"));
+        assert!(with("application/vnd.api+json"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!with("multipart/form-data; boundary=x"));
+        assert!(check_json_content_type(&HeaderMap::new()).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! `analytics-service`: the engine without a window, for servers. Reads the same
+//! environment and `.env` as the original Node service; `api` and `worker` can
+//! run as separate processes on separate machines, `all` runs both.
+
+use std::process::ExitCode;
+
+use analytics_desk::{Config, Engine, telemetry};
+use clap::{Parser, Subcommand};
+use tracing::info;
+
+/// Local web analytics: ingestion API, queue worker and exact stats on MongoDB.
+///
+/// Configuration comes from the environment and a .env file in the working
+/// directory: PORT (1000), HOST (127.0.0.1), MONGO_URL
+/// (mongodb://localhost:27017/analytics_db), QUEUE_NAME (events_queue),
+/// BATCH_SIZE (1000), POLL_MS (200). Logs go to stderr, filtered by RUST_LOG.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Run the ingestion and stats API only.
+    Api,
+    /// Run the queue worker only.
+    Worker,
+    /// Run the API and the worker in one process.
+    All,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("analytics-service: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    info!(?config, "starting");
+    let engine = Engine::new(config);
+
+    let started = async {
+        if matches!(cli.command, Command::Api | Command::All) {
+            engine.start_api().await?;
+        }
+        if matches!(cli.command, Command::Worker | Command::All) {
+            engine.start_worker().await?;
+        }
+        Ok::<_, analytics_desk::StartError>(())
+    };
+    if let Err(error) = started.await {
+        eprintln!("analytics-service: cannot start: {error}");
+        engine.shutdown().await;
+        return ExitCode::FAILURE;
+    }
+
+    wait_for_signal().await;
+    info!("shutting down: finishing requests in flight and the current batch");
+    engine.shutdown().await;
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("cannot listen for SIGTERM");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

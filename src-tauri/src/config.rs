@@ -1,0 +1,319 @@
+//! Configuration: the service's settings, read from the environment (and a `.env`
+//! file in the working directory) under the names and defaults of the original
+//! Node service, and validated before anything starts.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use mongodb::options::ConnectionString;
+
+/// The database used when `MONGO_URL` names none (`mongodb://host:27017/`).
+pub const DEFAULT_DATABASE: &str = "analytics_db";
+/// The collection processed events are moved into.
+pub const EVENTS_COLLECTION: &str = "events";
+
+/// Largest batch the worker may be asked to move at once; a batch is held in
+/// memory and sent as one `insert_many`, so this bounds the worker's footprint.
+pub const MAX_BATCH_SIZE: u32 = 100_000;
+/// Longest poll interval accepted (one hour).
+pub const MAX_POLL_MS: u64 = 3_600_000;
+
+/// Every setting of the engine. Built from the environment by [`Config::from_env`],
+/// or directly (tests and the desktop app), in which case `port` 0 means "any free port".
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address the API listens on (`HOST`, default `127.0.0.1`: loopback only).
+    pub host: IpAddr,
+    /// Port the API listens on (`PORT`, default 1000).
+    pub port: u16,
+    /// MongoDB connection string (`MONGO_URL`); may hold a password, so never print it raw:
+    /// use [`Config::masked_mongo_url`].
+    pub mongo_url: String,
+    /// Database name, taken from the path of `MONGO_URL`.
+    pub database: String,
+    /// Queue collection the API writes to and the worker drains (`QUEUE_NAME`).
+    pub queue_name: String,
+    /// Most queue entries the worker moves per batch (`BATCH_SIZE`).
+    pub batch_size: u32,
+    /// How long the worker sleeps when the queue had less than a full batch (`POLL_MS`).
+    pub poll_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 1000,
+            mongo_url: format!("mongodb://localhost:27017/{DEFAULT_DATABASE}"),
+            database: DEFAULT_DATABASE.to_string(),
+            queue_name: "events_queue".to_string(),
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A setting that cannot be used, naming the variable and what it accepts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value outside what it allows.
+    #[error("invalid {var}={value:?}: {allowed}")]
+    Invalid {
+        /// The variable's name, as in the environment.
+        var: &'static str,
+        /// The value found (a MONGO_URL with its password masked).
+        value: String,
+        /// What the variable accepts.
+        allowed: String,
+    },
+    /// The `.env` file exists but cannot be read or parsed.
+    #[error("cannot read .env file: {0}")]
+    EnvFile(#[from] dotenvy::Error),
+}
+
+impl Config {
+    /// Reads the configuration from the process environment, after loading a
+    /// `.env` file from the working directory if there is one. Variables already
+    /// set in the environment win over the file, as with Node's `dotenv`.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds and validates a configuration from a variable lookup; an unset or
+    /// empty variable takes its default (as `process.env.X || default` did).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let defaults = Config::default();
+
+        let host = match var("HOST") {
+            None => defaults.host,
+            Some(v) => v.parse().map_err(|_| invalid("HOST", &v, "expected an IP address such as 127.0.0.1 or 0.0.0.0"))?,
+        };
+        let port = match var("PORT") {
+            None => defaults.port,
+            Some(v) => match v.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(invalid("PORT", &v, "expected a whole number from 1 to 65535")),
+            },
+        };
+        let mongo_url = var("MONGO_URL").unwrap_or(defaults.mongo_url);
+        let database = database_from_url(&mongo_url)?;
+        let queue_name = match var("QUEUE_NAME") {
+            None => defaults.queue_name,
+            Some(v) => validate_collection_name(&v).map(|_| v.clone()).map_err(|why| invalid("QUEUE_NAME", &v, why))?,
+        };
+        let batch_size = match var("BATCH_SIZE") {
+            None => defaults.batch_size,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=MAX_BATCH_SIZE).contains(&n) => n,
+                _ => return Err(invalid("BATCH_SIZE", &v, &format!("expected a whole number from 1 to {MAX_BATCH_SIZE}"))),
+            },
+        };
+        let poll_interval = match var("POLL_MS") {
+            None => defaults.poll_interval,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=MAX_POLL_MS).contains(&n) => Duration::from_millis(n),
+                _ => return Err(invalid("POLL_MS", &v, &format!("expected milliseconds, a whole number from 1 to {MAX_POLL_MS}"))),
+            },
+        };
+
+        Ok(Config { host, port, mongo_url, database, queue_name, batch_size, poll_interval })
+    }
+
+    /// Replaces the MongoDB URL, taking the database name from it.
+    pub fn with_mongo_url(mut self, url: &str) -> Result<Config, ConfigError> {
+        self.database = database_from_url(url)?;
+        self.mongo_url = url.to_string();
+        Ok(self)
+    }
+
+    /// The address the API binds.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// `MONGO_URL` with any password replaced by `****`, safe for logs and messages.
+    pub fn masked_mongo_url(&self) -> String {
+        mask_url_password(&self.mongo_url)
+    }
+}
+
+// Hand-written so a password never reaches a log line through `{:?}`.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("mongo_url", &self.masked_mongo_url())
+            .field("database", &self.database)
+            .field("queue_name", &self.queue_name)
+            .field("batch_size", &self.batch_size)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+fn invalid(var: &'static str, value: &str, allowed: &str) -> ConfigError {
+    ConfigError::Invalid { var, value: value.to_string(), allowed: allowed.to_string() }
+}
+
+/// Parses a MongoDB URL the way the driver will, and returns its database name
+/// (or [`DEFAULT_DATABASE`] when the URL has none).
+fn database_from_url(url: &str) -> Result<String, ConfigError> {
+    let bad = |why: String| ConfigError::Invalid {
+        var: "MONGO_URL",
+        value: mask_url_password(url),
+        allowed: format!("expected a MongoDB connection string such as mongodb://localhost:27017/analytics_db ({why})"),
+    };
+    let parsed = ConnectionString::parse(url).map_err(|e| bad(e.kind.to_string()))?;
+    let database = parsed.default_database.unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+    validate_database_name(&database).map_err(|why| bad(why.to_string()))?;
+    Ok(database)
+}
+
+fn validate_database_name(name: &str) -> Result<(), &'static str> {
+    if name.len() > 63 {
+        return Err("the database name must be at most 63 bytes");
+    }
+    if name.chars().any(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0')) {
+        return Err("the database name must not contain / \\ . space \" $");
+    }
+    Ok(())
+}
+
+/// Checks a collection name against MongoDB's rules, and keeps the queue apart
+/// from the events collection (draining a collection into itself would loop).
+pub fn validate_collection_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 120 {
+        return Err("expected a collection name of 1 to 120 bytes");
+    }
+    if name.contains('$') || name.contains('\0') || name.starts_with("system.") {
+        return Err("a collection name must not contain '$' or NUL, nor start with 'system.'");
+    }
+    if name == EVENTS_COLLECTION {
+        return Err("the queue must not be the 'events' collection");
+    }
+    Ok(())
+}
+
+/// Replaces the password of `scheme://user:password@host/...` with `****`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:****{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn error_for(vars: &[(&str, &str)]) -> String {
+        from(vars).expect_err("configuration should be refused").to_string()
+    }
+
+    #[test]
+    fn defaults_are_the_original_services() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.port, 1000);
+        assert_eq!(c.mongo_url, "mongodb://localhost:27017/analytics_db");
+        assert_eq!(c.database, "analytics_db");
+        assert_eq!(c.queue_name, "events_queue");
+        assert_eq!(c.batch_size, 1000);
+        assert_eq!(c.poll_interval, Duration::from_millis(200));
+        assert_eq!(c.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn reads_every_variable_and_the_database_from_the_url() {
+        let c = from(&[
+            ("PORT", "8080"),
+            ("MONGO_URL", "mongodb://db.example:27018/site_stats?retryWrites=true"),
+            ("QUEUE_NAME", "q2"),
+            ("BATCH_SIZE", "50"),
+            ("POLL_MS", "25"),
+            ("HOST", "0.0.0.0"),
+        ])
+        .unwrap();
+        assert_eq!((c.port, c.database.as_str(), c.queue_name.as_str()), (8080, "site_stats", "q2"));
+        assert_eq!((c.batch_size, c.poll_interval), (50, Duration::from_millis(25)));
+        assert_eq!(c.listen_addr().to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn empty_values_take_the_default() {
+        let c = from(&[("PORT", ""), ("BATCH_SIZE", "  ")]).unwrap();
+        assert_eq!((c.port, c.batch_size), (1000, 1000));
+    }
+
+    #[test]
+    fn url_without_database_uses_the_default_database() {
+        let c = from(&[("MONGO_URL", "mongodb://127.0.0.1:27017")]).unwrap();
+        assert_eq!(c.database, DEFAULT_DATABASE);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_what_is_allowed() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("PORT", "0", "from 1 to 65535"),
+            ("PORT", "abc", "from 1 to 65535"),
+            ("PORT", "70000", "from 1 to 65535"),
+            ("BATCH_SIZE", "0", "from 1 to 100000"),
+            ("BATCH_SIZE", "-5", "from 1 to 100000"),
+            ("POLL_MS", "0", "from 1 to 3600000"),
+            ("POLL_MS", "fast", "from 1 to 3600000"),
+            ("MONGO_URL", "http://localhost/analytics", "MongoDB connection string"),
+            ("MONGO_URL", "localhost:27017", "MongoDB connection string"),
+            ("MONGO_URL", "mongodb://localhost:27017/bad.name", "MongoDB connection string"),
+            ("QUEUE_NAME", "events", "must not be the 'events' collection"),
+            ("QUEUE_NAME", "$cmd", "must not contain '$'"),
+            ("HOST", "localhost:80", "IP address"),
+        ];
+        for (var, value, allowed) in cases {
+            let message = error_for(&[(var, value)]);
+            assert!(message.starts_with(&format!("invalid {var}=")), "{var}={value}: {message}");
+            assert!(message.contains(allowed), "{var}={value}: {message}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked_in_errors_and_debug_output() {
+        let message = error_for(&[("MONGO_URL", "mongodb://admin:s3cret@host:27017/bad.name")]);
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(message.contains("admin:****@host"), "{message}");
+
+        let c = from(&[("MONGO_URL", "mongodb+srv://u:p%40ss@cluster0.example.net/db")]);
+        // SRV needs DNS only when connecting; parsing must succeed.
+        let c = c.unwrap();
+        assert!(!format!("{c:?}").contains("p%40ss"));
+        assert_eq!(c.masked_mongo_url(), "mongodb+srv://u:****@cluster0.example.net/db");
+    }
+
+    #[test]
+    fn mask_leaves_urls_without_password_alone() {
+        for url in ["mongodb://localhost:27017/db", "mongodb://user@host/db", "not a url", "mongodb://h/db?x=a@b"] {
+            assert_eq!(mask_url_password(url), url);
+        }
+        assert_eq!(mask_url_password("mongodb://a:b@h1,h2/db"), "mongodb://a:****@h1,h2/db");
+    }
+}

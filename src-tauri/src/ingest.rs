@@ -1,0 +1,242 @@
+//! Ingest: turns the raw body of `POST /event` into a validated [`NewEvent`], and
+//! that into the document stored in the queue.
+//!
+//! Only the four named string fields and an optional timestamp get through: a
+//! client can never put an operator (`{"$gt": ""}`), a nested document or a field
+//! of its own into the database.
+
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, Document, doc};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The string fields of an event, with the most bytes each may hold.
+const FIELD_LIMITS: [(&str, usize); 4] = [("site_id", 128), ("event_type", 64), ("path", 2048), ("user_id", 256)];
+
+/// An event that passed validation, ready to be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Site the event belongs to.
+    pub site_id: String,
+    /// Kind of event, such as `page_view`.
+    pub event_type: String,
+    /// Page path, such as `/pricing`.
+    pub path: String,
+    /// Visitor identifier chosen by the client.
+    pub user_id: String,
+    /// When the event happened, if the client said so.
+    pub timestamp: Option<DateTime>,
+}
+
+/// Why a body is not an acceptable event. The message is what the client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The body is not UTF-8.
+    #[error("request body is not valid UTF-8")]
+    InvalidUtf8,
+    /// The body does not parse as JSON.
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The JSON is not an object, or has fields we do not know, or a field twice.
+    #[error("invalid event: {0}")]
+    Shape(String),
+    /// A required field is absent or null.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// A field holds something other than a string.
+    #[error("{field} must be a string, got {found}")]
+    NotAString {
+        /// The field.
+        field: &'static str,
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// A field is empty or only whitespace.
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// A field is longer than allowed.
+    #[error("{field} is too long: at most {max} bytes")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its limit.
+        max: usize,
+    },
+    /// A field holds a control character (NUL, newline, ...).
+    #[error("{0} must not contain control characters")]
+    ControlCharacter(&'static str),
+    /// `timestamp` is not an RFC 3339 date-time.
+    #[error("timestamp must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got {0:?}")]
+    BadTimestamp(String),
+}
+
+/// The body as sent: every field optional and untyped so that validation can say
+/// precisely which one is wrong. Unknown and duplicate fields are refused by serde.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    site_id: Option<Value>,
+    event_type: Option<Value>,
+    path: Option<Value>,
+    user_id: Option<Value>,
+    timestamp: Option<Value>,
+}
+
+/// Parses and validates one event from a request body.
+pub fn parse_event(body: &[u8]) -> Result<NewEvent, IngestError> {
+    let text = std::str::from_utf8(body).map_err(|_| IngestError::InvalidUtf8)?;
+    if !text.trim_start().starts_with('{') {
+        // serde would say "expected struct RawEvent"; say it in the client's terms.
+        return match serde_json::from_str::<Value>(text) {
+            Ok(_) => Err(IngestError::Shape("the body must be a JSON object".into())),
+            Err(e) => Err(IngestError::InvalidJson(e.to_string())),
+        };
+    }
+    let raw: RawEvent = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => IngestError::Shape(e.to_string()),
+        _ => IngestError::InvalidJson(e.to_string()),
+    })?;
+
+    let [site_id, event_type, path, user_id] = [raw.site_id, raw.event_type, raw.path, raw.user_id]
+        .into_iter()
+        .zip(FIELD_LIMITS)
+        .map(|(value, (field, max))| required_string(field, value, max))
+        .collect::<Result<Vec<_>, _>>()?
+        .try_into()
+        .expect("four fields in, four out");
+
+    let timestamp = match raw.timestamp {
+        None => None,
+        Some(Value::String(s)) => {
+            Some(DateTime::parse_rfc3339_str(s.trim()).map_err(|_| IngestError::BadTimestamp(s.chars().take(64).collect()))?)
+        }
+        Some(other) => return Err(IngestError::NotAString { field: "timestamp", found: json_type(&other) }),
+    };
+
+    Ok(NewEvent { site_id, event_type, path, user_id, timestamp })
+}
+
+fn required_string(field: &'static str, value: Option<Value>, max: usize) -> Result<String, IngestError> {
+    let s = match value {
+        None => return Err(IngestError::Missing(field)),
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(IngestError::NotAString { field, found: json_type(&other) }),
+    };
+    if s.trim().is_empty() {
+        return Err(IngestError::Empty(field));
+    }
+    if s.len() > max {
+        return Err(IngestError::TooLong { field, max });
+    }
+    if s.chars().any(char::is_control) {
+        return Err(IngestError::ControlCharacter(field));
+    }
+    Ok(s)
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl NewEvent {
+    /// The queue document: the event's fields, its id (kept as the processed
+    /// event's id, which makes moving a batch idempotent), and `ingested_at`.
+    pub fn into_queue_document(self, id: ObjectId, ingested_at: DateTime) -> Document {
+        doc! {
+            "_id": id,
+            "site_id": self.site_id,
+            "event_type": self.event_type,
+            "path": self.path,
+            "user_id": self.user_id,
+            "timestamp": self.timestamp.unwrap_or(ingested_at),
+            "ingested_at": ingested_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"{"site_id":"site-001","event_type":"page_view","path":"/pricing","user_id":"user-123"}"#;
+
+    #[test]
+    fn accepts_a_valid_event_with_and_without_timestamp() {
+        let e = parse_event(VALID.as_bytes()).unwrap();
+        assert_eq!((e.site_id.as_str(), e.event_type.as_str(), e.path.as_str(), e.user_id.as_str()), ("site-001", "page_view", "/pricing", "user-123"));
+        assert_eq!(e.timestamp, None);
+
+        let with_ts = VALID.replace('}', r#","timestamp":"2024-05-01T12:00:00.250+02:00"}"#);
+        let e = parse_event(with_ts.as_bytes()).unwrap();
+        let expected = DateTime::parse_rfc3339_str("2024-05-01T10:00:00.250Z").unwrap();
+        assert_eq!(e.timestamp, Some(expected));
+        assert_eq!(expected.timestamp_millis() % 1000, 250);
+    }
+
+    #[test]
+    fn keeps_operator_like_strings_as_plain_values() {
+        let body = r#"{"site_id":"$gt","event_type":"$where","path":"/a.b/$x","user_id":"{}"}"#;
+        let e = parse_event(body.as_bytes()).unwrap();
+        let document = e.into_queue_document(ObjectId::new(), DateTime::now());
+        assert_eq!(document.get_str("site_id").unwrap(), "$gt");
+    }
+
+    #[test]
+    fn refuses_bad_bodies_with_a_message_naming_the_problem() {
+        let long = "x".repeat(129);
+        let cases: Vec<(String, &str)> = vec![
+            ("".into(), "not valid JSON"),
+            ("{".into(), "not valid JSON"),
+            ("[1,2]".into(), "must be a JSON object"),
+            ("\"text\"".into(), "must be a JSON object"),
+            (r#"{"event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id is required"),
+            (r#"{"site_id":null,"event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id is required"),
+            (r#"{"site_id":5,"event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id must be a string, got a number"),
+            (r#"{"site_id":"s","event_type":["a"],"path":"/","user_id":"u"}"#.into(), "event_type must be a string, got an array"),
+            (r#"{"site_id":{"$gt":""},"event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id must be a string, got an object"),
+            (r#"{"site_id":"s","event_type":"a","path":"/","user_id":true}"#.into(), "user_id must be a string, got a boolean"),
+            (r#"{"site_id":"s","event_type":"a","path":"","user_id":"u"}"#.into(), "path must not be empty"),
+            (r#"{"site_id":"  ","event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id must not be empty"),
+            (format!(r#"{{"site_id":"{long}","event_type":"a","path":"/","user_id":"u"}}"#), "site_id is too long: at most 128 bytes"),
+            (r#"{"site_id":"s\u0000","event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id must not contain control characters"),
+            (r#"{"site_id":"s","event_type":"a","path":"/","user_id":"u","timestamp":"yesterday"}"#.into(), "timestamp must be an RFC 3339"),
+            (r#"{"site_id":"s","event_type":"a","path":"/","user_id":"u","timestamp":1714557600}"#.into(), "timestamp must be a string, got a number"),
+            (r#"{"site_id":"s","event_type":"a","path":"/","user_id":"u","extra":1}"#.into(), "unknown field `extra`"),
+            (r#"{"site_id":"s","site_id":"t","event_type":"a","path":"/","user_id":"u"}"#.into(), "duplicate field `site_id`"),
+        ];
+        for (body, expected) in cases {
+            let error = parse_event(body.as_bytes()).expect_err(&body).to_string();
+            assert!(error.contains(expected), "body {body:?}: got {error:?}, expected {expected:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_invalid_utf8_and_deep_nesting() {
+        assert_eq!(parse_event(b"{\"site_id\":\"\xff\xfe\"}"), Err(IngestError::InvalidUtf8));
+        let deep = format!(r#"{{"site_id":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        let error = parse_event(deep.as_bytes()).unwrap_err().to_string();
+        assert!(error.contains("recursion limit"), "{error}");
+    }
+
+    #[test]
+    fn queue_document_has_the_contract_fields() {
+        let now = DateTime::from_millis(1_700_000_000_000);
+        let id = ObjectId::new();
+        let document = parse_event(VALID.as_bytes()).unwrap().into_queue_document(id, now);
+        let keys: Vec<&str> = document.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["_id", "site_id", "event_type", "path", "user_id", "timestamp", "ingested_at"]);
+        assert_eq!(document.get_object_id("_id").unwrap(), id);
+        assert_eq!(document.get_datetime("timestamp").unwrap(), &now, "absent timestamp is the server's time");
+        assert_eq!(document.get_datetime("ingested_at").unwrap(), &now);
+    }
+}

@@ -1,0 +1,21 @@
+//! Analytics Desk's engine: local web analytics on MongoDB.
+//!
+//! Events arrive at the [`api`] (`POST /event`), are validated by [`ingest`] and
+//! stored in a queue collection; the [`worker`] moves them in batches into
+//! `events`, from which [`stats`] computes each site's exact figures. [`store`]
+//! owns the database, [`config`] the settings, [`counters`] the running totals,
+//! and [`supervisor`] the one handle ([`Engine`]) that starts and stops it all,
+//! used by the headless `analytics-service` binary and the desktop app alike.
+
+pub mod api;
+pub mod config;
+pub mod counters;
+pub mod ingest;
+pub mod stats;
+pub mod store;
+pub mod supervisor;
+pub mod telemetry;
+pub mod worker;
+
+pub use config::Config;
+pub use supervisor::{Engine, EngineStatus, PartStatus, StartError};

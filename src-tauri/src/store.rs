@@ -1,0 +1,141 @@
+//! Store: the MongoDB connection, the queue and events collections, and their indexes.
+//!
+//! Every database timeout lives here, so that no caller can hang on an unreachable
+//! server: the driver gives up selecting a server after [`SERVER_SELECTION_TIMEOUT`].
+
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use mongodb::error::{Error as MongoError, ErrorKind};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+use crate::config::{Config, EVENTS_COLLECTION};
+
+/// How long an operation waits for a usable server before failing; keeps the
+/// API's "database unavailable" answer within a couple of seconds.
+pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a new connection may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// MongoDB's code for a duplicate `_id` (or unique key).
+pub const DUPLICATE_KEY: i32 = 11000;
+
+/// A failure to reach or use the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No server answered at the configured URL.
+    #[error("database unreachable at {url}: {source}")]
+    Unreachable {
+        /// `MONGO_URL`, password masked.
+        url: String,
+        /// What the driver reported.
+        #[source]
+        source: MongoError,
+    },
+    /// A database operation failed.
+    #[error("database error: {0}")]
+    Operation(#[from] MongoError),
+    /// A database operation took longer than allowed.
+    #[error("database did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A connected handle on the service's database; cheap to clone (the driver's
+/// client is reference-counted), one per process is enough.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    db: Database,
+    queue: Collection<Document>,
+    events: Collection<Document>,
+}
+
+impl Store {
+    /// Connects to `MONGO_URL` and checks the server answers a ping.
+    pub async fn connect(config: &Config) -> Result<Store, StoreError> {
+        let unreachable = |source| StoreError::Unreachable { url: config.masked_mongo_url(), source };
+        let mut options = ClientOptions::parse(&config.mongo_url).await.map_err(unreachable)?;
+        options.app_name = Some("analytics-desk".to_string());
+        options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+        options.connect_timeout = Some(CONNECT_TIMEOUT);
+        let client = Client::with_options(options).map_err(unreachable)?;
+        let db = client.database(&config.database);
+        let store = Store {
+            queue: db.collection(&config.queue_name),
+            events: db.collection(EVENTS_COLLECTION),
+            client,
+            db,
+        };
+        store.ping().await.map_err(|e| match e {
+            StoreError::Operation(source) => unreachable(source),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// The queue collection (`QUEUE_NAME`): events accepted by the API, not yet processed.
+    pub fn queue(&self) -> &Collection<Document> {
+        &self.queue
+    }
+
+    /// The `events` collection: processed events, each with `processed_at`.
+    pub fn events(&self) -> &Collection<Document> {
+        &self.events
+    }
+
+    /// The database itself.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Asks the server for a ping.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    /// Number of events waiting in the queue (from collection metadata: cheap,
+    /// meant for live display).
+    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.queue.estimated_document_count().await?)
+    }
+
+    /// Creates the indexes the queries need; creating an existing index is a no-op,
+    /// so this runs at every start-up.
+    ///
+    /// - `events {site_id, path}` and `{site_id, user_id}`: the original service's
+    ///   recommended indexes, serving the per-site grouping of `/stats`;
+    /// - `events {site_id, timestamp}`: per-site time ranges;
+    /// - the queue is read in `_id` order, which its default index already serves.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let index = |keys: Document, name: &str| {
+            IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_string()).build()).build()
+        };
+        self.events
+            .create_indexes([
+                index(doc! { "site_id": 1, "path": 1 }, "site_id_path"),
+                index(doc! { "site_id": 1, "user_id": 1 }, "site_id_user_id"),
+                index(doc! { "site_id": 1, "timestamp": 1 }, "site_id_timestamp"),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the driver's connections.
+    pub async fn shutdown(self) {
+        self.client.shutdown().await;
+    }
+}
+
+/// True when an `insert_many` failed only because some documents already exist:
+/// the worker treats those as already moved (a batch re-run after a crash).
+pub fn only_duplicate_keys(error: &MongoError) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::InsertMany(failure) => {
+            failure.write_concern_error.is_none()
+                && failure.write_errors.as_ref().is_some_and(|errors| errors.iter().all(|e| e.code == DUPLICATE_KEY))
+        }
+        _ => false,
+    }
+}

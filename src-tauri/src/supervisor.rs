@@ -1,0 +1,247 @@
+//! Supervisor: the engine's one start/stop handle. [`Engine`] starts and stops
+//! the API and the worker independently, reports their status, the pipeline
+//! counters and the queue depth, and reads stats. The headless binary and the
+//! desktop app are thin layers over it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use futures_util::FutureExt;
+use serde::Serialize;
+use tokio::sync::{Mutex, OnceCell};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::api::{self, ApiState, BindError};
+use crate::config::Config;
+use crate::counters::{CountersSnapshot, PipelineCounters};
+use crate::stats::{self, SiteStats};
+use crate::store::{Store, StoreError};
+use crate::worker::Worker;
+
+/// The state of one part of the engine (API or worker).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PartStatus {
+    /// Not running.
+    #[default]
+    Stopped,
+    /// Connecting to the database or opening its port.
+    Starting,
+    /// Running; for the API, the address it listens on.
+    Running {
+        /// Where the API listens (none for the worker).
+        addr: Option<SocketAddr>,
+    },
+    /// Could not start, or stopped by itself.
+    Failed {
+        /// Why, in words for a person.
+        reason: String,
+    },
+}
+
+/// Everything the engine reports at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EngineStatus {
+    /// The ingestion and stats API.
+    pub api: PartStatus,
+    /// The queue worker.
+    pub worker: PartStatus,
+    /// Totals since the engine was created.
+    pub counters: CountersSnapshot,
+}
+
+/// Why a part could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database is unreachable or refused the start-up work (indexes).
+    #[error(transparent)]
+    Database(#[from] StoreError),
+    /// The API's port could not be opened.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// The engine: one per process, cheap to clone (all clones share the same parts).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    counters: Arc<PipelineCounters>,
+    /// Connected (and indexes ensured) on first need; a failed attempt is retried next time.
+    store: OnceCell<Store>,
+    api: Part,
+    worker: Part,
+}
+
+/// One supervised task: its status (readable at any time) and, while it runs,
+/// the means to stop it. Start and stop hold `running`'s lock, so they never interleave.
+#[derive(Default)]
+struct Part {
+    status: Arc<StdMutex<PartStatus>>,
+    running: Mutex<Option<RunningPart>>,
+}
+
+struct RunningPart {
+    addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Engine {
+    /// An engine with nothing started.
+    pub fn new(config: Config) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                config,
+                counters: Arc::default(),
+                store: OnceCell::new(),
+                api: Part::default(),
+                worker: Part::default(),
+            }),
+        }
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The database, connected and indexed on first use.
+    pub async fn store(&self) -> Result<&Store, StoreError> {
+        self.inner
+            .store
+            .get_or_try_init(|| async {
+                let store = Store::connect(&self.inner.config).await?;
+                store.ensure_indexes().await?;
+                info!(database = %self.inner.config.database, url = %self.inner.config.masked_mongo_url(), "connected to the database");
+                Ok(store)
+            })
+            .await
+    }
+
+    /// Starts the API and returns the address it listens on (the running
+    /// address if it was already started).
+    pub async fn start_api(&self) -> Result<SocketAddr, StartError> {
+        let part = &self.inner.api;
+        let mut running = part.running.lock().await;
+        if let Some(current) = running.as_ref().filter(|r| !r.task.is_finished()) {
+            return Ok(current.addr.expect("a running API has an address"));
+        }
+        part.set(PartStatus::Starting);
+        // The port first: a port problem is reported at once, database or not.
+        let opened = async {
+            let listener = api::bind(self.inner.config.listen_addr()).await?;
+            let addr = listener.local_addr().map_err(|e| BindError::from_io(self.inner.config.listen_addr(), e))?;
+            let store = self.store().await?.clone();
+            Ok::<_, StartError>((store, listener, addr))
+        };
+        let (store, listener, addr) = opened.await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?;
+
+        let router = api::router(ApiState { store, counters: self.inner.counters.clone() });
+        let shutdown = CancellationToken::new();
+        let serving = api::serve(listener, router, shutdown.clone());
+        let task = part.spawn("API", async move { serving.await.map_err(|e| format!("the API stopped: {e}")) });
+        info!("API listening on http://{addr}");
+        part.set(PartStatus::Running { addr: Some(addr) });
+        *running = Some(RunningPart { addr: Some(addr), shutdown, task });
+        Ok(addr)
+    }
+
+    /// Stops the API: no new connections, requests in flight are finished.
+    pub async fn stop_api(&self) {
+        self.inner.api.stop().await;
+    }
+
+    /// Starts the worker (no-op if it runs).
+    pub async fn start_worker(&self) -> Result<(), StartError> {
+        let part = &self.inner.worker;
+        let mut running = part.running.lock().await;
+        if running.as_ref().is_some_and(|r| !r.task.is_finished()) {
+            return Ok(());
+        }
+        part.set(PartStatus::Starting);
+        let store = self.store().await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?.clone();
+        let config = &self.inner.config;
+        let worker = Worker::new(store, config.batch_size, config.poll_interval, self.inner.counters.clone());
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = part.spawn("worker", async move {
+            worker.run(token).await;
+            Ok(())
+        });
+        part.set(PartStatus::Running { addr: None });
+        *running = Some(RunningPart { addr: None, shutdown, task });
+        Ok(())
+    }
+
+    /// Stops the worker after the batch in progress, if any, is finished.
+    pub async fn stop_worker(&self) {
+        self.inner.worker.stop().await;
+    }
+
+    /// Stops the API first (so nothing new arrives), then the worker.
+    pub async fn shutdown(&self) {
+        self.stop_api().await;
+        self.stop_worker().await;
+    }
+
+    /// Status of both parts and the counters.
+    pub fn status(&self) -> EngineStatus {
+        EngineStatus {
+            api: self.inner.api.status(),
+            worker: self.inner.worker.status(),
+            counters: self.inner.counters.snapshot(),
+        }
+    }
+
+    /// Events waiting in the queue.
+    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.store().await?.queue_depth().await
+    }
+
+    /// A site's stats, read directly from the database (the API need not run).
+    pub async fn site_stats(&self, site_id: &str) -> Result<SiteStats, StoreError> {
+        stats::site_stats(self.store().await?, site_id).await
+    }
+}
+
+impl Part {
+    fn status(&self) -> PartStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    fn set(&self, status: PartStatus) {
+        *self.status.lock().expect("status lock") = status;
+    }
+
+    /// Runs `work` as a task whose failure or panic is recorded as `Failed`.
+    fn spawn(&self, name: &'static str, work: impl Future<Output = Result<(), String>> + Send + 'static) -> JoinHandle<()> {
+        let status = self.status.clone();
+        tokio::spawn(async move {
+            let outcome = AssertUnwindSafe(work).catch_unwind().await;
+            let reason = match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(reason)) => reason,
+                Err(_) => format!("the {name} crashed (see the log)"),
+            };
+            error!(part = name, %reason, "stopped unexpectedly");
+            *status.lock().expect("status lock") = PartStatus::Failed { reason };
+        })
+    }
+
+    async fn stop(&self) {
+        let mut running = self.running.lock().await;
+        if let Some(part) = running.take() {
+            part.shutdown.cancel();
+            let _ = part.task.await;
+        }
+        self.set(PartStatus::Stopped);
+    }
+}

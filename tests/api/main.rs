@@ -1,0 +1,10 @@
+//! Integration tests of the engine and its HTTP API against a real MongoDB-wire
+//! server (see `tests/common`): one database per test, so they run in parallel.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod engine;
+mod event;
+mod helpers;
+mod stats;
+mod worker;

@@ -1,0 +1,116 @@
+//! The worker: batches moved exactly once, re-runs without duplicates, no sleep while a backlog remains.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, doc};
+
+use crate::common::eventually;
+use crate::helpers::{event_json, spawn_app, spawn_app_with};
+
+async fn enqueue(app: &crate::helpers::TestApp, n: usize, site: &str) {
+    for i in 0..n {
+        let status = app.post_event(event_json(site, &format!("/p{}", i % 5), &format!("u{i}"))).await.status();
+        assert_eq!(status, 200);
+    }
+}
+
+#[tokio::test]
+async fn batches_move_events_with_processed_at_and_empty_the_queue() {
+    let app = spawn_app().await;
+    enqueue(&app, 25, "site-w").await;
+    let queued = app.queued().await;
+    let worker = app.worker(10);
+    let before = DateTime::now();
+
+    let sizes = [worker.process_batch().await.unwrap(), worker.process_batch().await.unwrap(), worker.process_batch().await.unwrap(), worker.process_batch().await.unwrap()];
+
+    assert_eq!(sizes, [10, 10, 5, 0]);
+    assert_eq!(app.queue_count().await, 0);
+    let processed = app.processed().await;
+    assert_eq!(processed.len(), 25);
+    for (original, moved) in queued.iter().zip(&processed) {
+        let processed_at = *moved.get_datetime("processed_at").expect("processed_at set");
+        assert!(processed_at >= before && processed_at <= DateTime::now());
+        let mut without = moved.clone();
+        without.remove("processed_at");
+        assert_eq!(&without, original, "every queue field kept, _id included");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_rerun_after_a_crash_adds_no_duplicates() {
+    let app = spawn_app().await;
+    enqueue(&app, 10, "site-r").await;
+    // A worker that died after its insert and before its delete: 7 of the 10
+    // already sit in `events`, all 10 are still queued.
+    let partly: Vec<_> = app.queued().await.into_iter().take(7).map(|mut e| {
+        e.insert("processed_at", DateTime::now());
+        e
+    }).collect();
+    app.store.events().insert_many(partly).await.unwrap();
+
+    let moved = app.worker(100).process_batch().await.expect("duplicates are not an error");
+
+    assert_eq!(moved, 10);
+    assert_eq!(app.queue_count().await, 0);
+    assert_eq!(app.events_count().await, 10, "each event once");
+    let ids: HashSet<ObjectId> = app.processed().await.iter().map(|e| e.get_object_id("_id").unwrap()).collect();
+    assert_eq!(ids.len(), 10);
+    assert_eq!(app.stats("site-r").await["total_events"], 10);
+}
+
+#[tokio::test]
+async fn a_full_batch_is_followed_at_once_not_after_poll_ms() {
+    // With a one-minute poll, draining 4 batches takes seconds only if the worker
+    // skips the sleep after each full batch.
+    let app = spawn_app_with(|c| {
+        c.batch_size = 10;
+        c.poll_interval = Duration::from_secs(60);
+    })
+    .await;
+    enqueue(&app, 35, "site-f").await;
+
+    app.engine.start_worker().await.unwrap();
+
+    assert!(eventually(Duration::from_secs(20), || async { app.queue_count().await == 0 }).await, "queue drained without sleeping");
+    assert_eq!(app.events_count().await, 35);
+    assert_eq!(app.engine.status().counters.batches_processed, 4);
+    app.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_running_worker_makes_events_visible_in_stats() {
+    let app = spawn_app().await;
+    app.engine.start_worker().await.unwrap();
+    enqueue(&app, 3, "site-live").await;
+
+    let visible = eventually(Duration::from_secs(10), || async { app.stats("site-live").await["total_events"] == 3 }).await;
+
+    assert!(visible);
+    assert_eq!(app.queue_count().await, 0);
+    let counters = app.engine.status().counters;
+    assert_eq!((counters.events_queued, counters.events_processed), (3, 3));
+    app.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn stopping_the_worker_never_leaves_a_batch_half_done() {
+    let app = spawn_app_with(|c| c.batch_size = 200).await;
+    let docs: Vec<_> = (0..4000)
+        .map(|i| doc! { "_id": mongodb::bson::oid::ObjectId::new(), "site_id": "s", "event_type": "e", "path": format!("/{}", i % 9), "user_id": "u", "timestamp": DateTime::now(), "ingested_at": DateTime::now() })
+        .collect();
+    app.store.queue().insert_many(docs).await.unwrap();
+
+    app.engine.start_worker().await.unwrap();
+    assert!(eventually(Duration::from_secs(30), || async { app.engine.status().counters.batches_processed >= 2 }).await);
+    app.engine.stop_worker().await;
+
+    let queued: HashSet<ObjectId> = app.queued().await.iter().map(|e| e.get_object_id("_id").unwrap()).collect();
+    let processed: HashSet<ObjectId> = app.processed().await.iter().map(|e| e.get_object_id("_id").unwrap()).collect();
+    assert!(queued.is_disjoint(&processed), "an event both queued and processed: a batch was cut in the middle");
+    assert_eq!(queued.len() + processed.len(), 4000);
+    assert_eq!(processed.len() as u64, app.engine.status().counters.events_processed);
+    assert!(!processed.is_empty());
+}

@@ -1,0 +1,217 @@
+//! Shared by the integration tests: a real MongoDB-wire server, a database per
+//! test, and a TCP proxy that can make the database vanish.
+//!
+//! The server is `MONGO_TEST_URL` when set (a real `mongod`, a replica set, Atlas);
+//! otherwise one SecantusDB `secantusd-rs` per test binary, started on a free
+//! port with a temporary storage dir, and stopped (its dir removed) when the test
+//! binary exits, however it exits.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// The base URL of the test database server (no database name chosen yet).
+pub fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("MONGO_TEST_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => start_secantus(),
+    })
+}
+
+/// A URL on the test server with a database of its own, so tests run in parallel.
+pub fn fresh_database_url() -> String {
+    let name = format!("test_{:016x}", rand::random::<u64>());
+    with_database(server_url(), &name)
+}
+
+/// Replaces (or adds) the database path of a MongoDB URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let scheme_end = url.find("://").expect("URL has a scheme") + 3;
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
+    format!("{}{authority}/{database}{query}", &url[..scheme_end])
+}
+
+/// `host:port` of a single-host `mongodb://` URL, for the proxy.
+pub fn single_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("mongodb://")?;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host = authority.rsplit('@').next()?;
+    (!host.contains(',')).then(|| if host.contains(':') { host.to_string() } else { format!("{host}:27017") })
+}
+
+/// A free TCP port on loopback (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The `secantusd-rs` binary: `SECANTUSD_BIN`, else what `scripts/install-secantus.sh`
+/// installs into (or finds in) the cache dir.
+pub fn secantus_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("SECANTUSD_BIN") {
+        return PathBuf::from(path);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/install-secantus.sh");
+    let output = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run install-secantus.sh");
+    assert!(output.status.success(), "scripts/install-secantus.sh failed; install secantusd-rs or set MONGO_TEST_URL");
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim().lines().last().unwrap())
+}
+
+/// A database server process owned by the tests; killed and its data removed
+/// when dropped, or when the test process exits (its watchdog shell sees stdin close).
+pub struct LocalServer {
+    pub port: u16,
+    watchdog: Child,
+}
+
+impl LocalServer {
+    /// Starts `secantusd-rs` on a free port and waits until it accepts connections.
+    pub fn start() -> LocalServer {
+        let binary = secantus_binary();
+        let port = free_port();
+        let storage = tempfile::Builder::new().prefix("analytics-desk-db-").tempdir().unwrap().keep();
+        // The shell holds the server; when our end of its stdin closes (drop, exit,
+        // crash), `cat` returns and the shell stops the server and removes its data.
+        let script = r#""$0" --port "$1" --storage-path "$2" --cache-size 256M >"$2.log" 2>&1 & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid; rm -rf "$2" "$2.log""#;
+        let watchdog = Command::new("sh")
+            .args(["-c", script])
+            .arg(&binary)
+            .arg(port.to_string())
+            .arg(&storage)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start secantusd-rs");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while StdTcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "secantusd-rs did not listen on {port}; see {}.log", storage.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        LocalServer { port, watchdog }
+    }
+
+    /// `mongodb://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (and its watchdog) now.
+    pub fn stop(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        drop(self.watchdog.stdin.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn start_secantus() -> String {
+    static SERVER: OnceLock<LocalServer> = OnceLock::new();
+    // Kept in a static: never dropped, so it lives as long as the test binary.
+    SERVER.get_or_init(LocalServer::start).url()
+}
+
+/// A TCP proxy in front of the database that the test can cut (every connection
+/// dropped, new ones refused) and restore: "the database is gone" without
+/// touching the shared server.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyState {
+    up: bool,
+    connections: CancellationToken,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards to `target` (`host:port`).
+    pub async fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ProxyState { up: true, connections: CancellationToken::new() }));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let (up, token) = {
+                    let s = shared.lock().unwrap();
+                    (s.up, s.connections.clone())
+                };
+                if !up {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, state, task }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.up = false;
+        s.connections.cancel();
+        s.connections = CancellationToken::new();
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.state.lock().unwrap().up = true;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.state.lock().unwrap().connections.cancel();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes `contents` to `dir/name`.
+pub fn write_file(dir: &std::path::Path, name: &str, contents: &str) {
+    std::fs::File::create(dir.join(name)).unwrap().write_all(contents.as_bytes()).unwrap();
+}
