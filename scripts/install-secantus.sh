@@ -16,7 +16,7 @@ fi
 
 # Building WiredTiger needs cmake and a C toolchain.
 if ! command -v cmake >/dev/null 2>&1; then
-  "$(dirname "$0")/apt-install.sh" cmake build-essential >&2
+  "$(dirname "$0")/apt-install.sh" cmake build-essential pkg-config >&2
 fi
 
 mkdir -p "$ROOT"

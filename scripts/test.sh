@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up the machine and runs every test against a real MongoDB-wire server:
+# MONGO_TEST_URL if set, otherwise a SecantusDB server the tests start and stop.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/env.sh"
+"$here/setup.sh"
+cd "$here/.."
+cargo test --locked "$@"
