@@ -40,17 +40,24 @@ async fn runs_from_a_dotenv_file_and_answers_the_readme_examples() {
     common::write_file(
         dir.path(),
         ".env",
-        &format!("PORT={port}\nMONGO_URL={}\nQUEUE_NAME={queue}\nBATCH_SIZE=50\nPOLL_MS=50\n", common::fresh_database_url()),
+        &format!(
+            "PORT={port}\nMONGO_URL={}\nQUEUE_NAME={queue}\nBATCH_SIZE=50\nPOLL_MS=50\n",
+            common::fresh_database_url()
+        ),
     );
     let mut child = service(dir.path(), &["all"], &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let up = common::eventually(Duration::from_secs(30), || async { http.get(format!("{base}/stats?site_id=x")).send().await.is_ok() }).await;
+    let up = common::eventually(Duration::from_secs(30), || async {
+        http.get(format!("{base}/stats?site_id=x")).send().await.is_ok()
+    })
+    .await;
     assert!(up, "the service listens on the PORT from .env");
 
     // curl -X POST http://localhost:1000/event -H "Content-Type: application/json" \
     //   -d '{"site_id":"site-001","event_type":"page_view","path":"/pricing","user_id":"user-123"}'
-    let example = json!({ "site_id": "site-001", "event_type": "page_view", "path": "/pricing", "user_id": "user-123" });
+    let example =
+        json!({ "site_id": "site-001", "event_type": "page_view", "path": "/pricing", "user_id": "user-123" });
     for _ in 0..2 {
         let response = http.post(format!("{base}/event")).json(&example).send().await.unwrap();
         assert_eq!(response.status(), 200);
@@ -59,7 +66,8 @@ async fn runs_from_a_dotenv_file_and_answers_the_readme_examples() {
     // curl "http://localhost:1000/stats?site_id=site-001"
     let expected = json!({ "total_events": 2, "unique_users": 1, "top_paths": [{ "path": "/pricing", "count": 2 }] });
     let stats_match = common::eventually(Duration::from_secs(15), || async {
-        let stats: Value = http.get(format!("{base}/stats?site_id=site-001")).send().await.unwrap().json().await.unwrap();
+        let stats: Value =
+            http.get(format!("{base}/stats?site_id=site-001")).send().await.unwrap().json().await.unwrap();
         stats == expected
     })
     .await;
@@ -76,7 +84,13 @@ async fn runs_from_a_dotenv_file_and_answers_the_readme_examples() {
     .unwrap();
     let (status, logs) = status;
     assert!(status.success(), "graceful exit on SIGTERM: {status:?}\n{logs}");
-    for line in ["Worker running...", "Queue Ready", "Processing batch...", &format!("API listening on http://127.0.0.1:{port}"), "stopped"] {
+    for line in [
+        "Worker running...",
+        "Queue Ready",
+        "Processing batch...",
+        &format!("API listening on http://127.0.0.1:{port}"),
+        "stopped",
+    ] {
         assert!(logs.contains(line), "log should contain {line:?}:\n{logs}");
     }
     assert!(logs.contains(queue), "the QUEUE_NAME from .env is used:\n{logs}");
@@ -100,7 +114,11 @@ fn invalid_configuration_stops_start_up_naming_the_variable() {
         ("PORT", "http", "invalid PORT=\"http\""),
         ("BATCH_SIZE", "0", "invalid BATCH_SIZE=\"0\": expected a whole number from 1 to 100000"),
         ("POLL_MS", "0", "invalid POLL_MS=\"0\""),
-        ("MONGO_URL", "postgres://u:pw@localhost/db", "invalid MONGO_URL=\"postgres://u:****@localhost/db\": expected a MongoDB connection string"),
+        (
+            "MONGO_URL",
+            "postgres://u:pw@localhost/db",
+            "invalid MONGO_URL=\"postgres://u:****@localhost/db\": expected a MongoDB connection string",
+        ),
     ];
     for (var, value, expected) in cases {
         let output = run_to_end(service(dir.path(), &["all"], &[(var, value)]));
@@ -146,7 +164,11 @@ fn a_privileged_port_as_a_normal_user_explains_the_fix() {
         c
     };
     // The port is opened before the database is contacted, so no database is needed.
-    command.current_dir(dir.path()).env("PORT", "1000").env_remove("HOST").env("MONGO_URL", "mongodb://127.0.0.1:9/analytics_db");
+    command
+        .current_dir(dir.path())
+        .env("PORT", "1000")
+        .env_remove("HOST")
+        .env("MONGO_URL", "mongodb://127.0.0.1:9/analytics_db");
 
     let output = run_to_end(command);
 

@@ -141,7 +141,10 @@ async fn record_event(
 fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let value = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let essence = value.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || essence == "text/plain" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    if essence == "application/json"
+        || essence == "text/plain"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType(value.unwrap_or_default()))
@@ -159,8 +162,12 @@ async fn site_stats(
     State(state): State<ApiState>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<SiteStats>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::BadQuery(format!("invalid query: {}", rejection.body_text())))?;
-    let site_id = query.site_id.filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::BadQuery("site_id is required, as in /stats?site_id=site-001".into()))?;
+    let Query(query) =
+        query.map_err(|rejection| ApiError::BadQuery(format!("invalid query: {}", rejection.body_text())))?;
+    let site_id = query
+        .site_id
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::BadQuery("site_id is required, as in /stats?site_id=site-001".into()))?;
     match tokio::time::timeout(STATS_TIMEOUT, stats::site_stats(&state.store, &site_id)).await {
         Ok(Ok(stats)) => Ok(Json(stats)),
         Ok(Err(error)) => Err(ApiError::Unavailable(error)),
@@ -184,13 +191,17 @@ pub enum BindError {
         exe: String,
     },
     /// Another program already listens there.
-    #[error("cannot listen on {addr}: the port is already in use by another program. Stop that program or set PORT to another port")]
+    #[error(
+        "cannot listen on {addr}: the port is already in use by another program. Stop that program or set PORT to another port"
+    )]
     InUse {
         /// The address asked for.
         addr: SocketAddr,
     },
     /// The host address is not one of this machine's.
-    #[error("cannot listen on {addr}: this machine has no such address. Set HOST to 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)")]
+    #[error(
+        "cannot listen on {addr}: this machine has no such address. Set HOST to 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)"
+    )]
     NotAvailable {
         /// The address asked for.
         addr: SocketAddr,
@@ -212,7 +223,8 @@ impl BindError {
         match source.kind() {
             io::ErrorKind::PermissionDenied if addr.port() < 1024 => BindError::PrivilegedPort {
                 addr,
-                exe: std::env::current_exe().map_or_else(|_| "/path/to/analytics-service".into(), |p| p.display().to_string()),
+                exe: std::env::current_exe()
+                    .map_or_else(|_| "/path/to/analytics-service".into(), |p| p.display().to_string()),
             },
             io::ErrorKind::AddrInUse => BindError::InUse { addr },
             io::ErrorKind::AddrNotAvailable => BindError::NotAvailable { addr },

@@ -93,7 +93,9 @@ impl Config {
 
         let host = match var("HOST") {
             None => defaults.host,
-            Some(v) => v.parse().map_err(|_| invalid("HOST", &v, "expected an IP address such as 127.0.0.1 or 0.0.0.0"))?,
+            Some(v) => {
+                v.parse().map_err(|_| invalid("HOST", &v, "expected an IP address such as 127.0.0.1 or 0.0.0.0"))?
+            }
         };
         let port = match var("PORT") {
             None => defaults.port,
@@ -112,14 +114,26 @@ impl Config {
             None => defaults.batch_size,
             Some(v) => match v.parse::<u32>() {
                 Ok(n) if (1..=MAX_BATCH_SIZE).contains(&n) => n,
-                _ => return Err(invalid("BATCH_SIZE", &v, &format!("expected a whole number from 1 to {MAX_BATCH_SIZE}"))),
+                _ => {
+                    return Err(invalid(
+                        "BATCH_SIZE",
+                        &v,
+                        &format!("expected a whole number from 1 to {MAX_BATCH_SIZE}"),
+                    ));
+                }
             },
         };
         let poll_interval = match var("POLL_MS") {
             None => defaults.poll_interval,
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if (1..=MAX_POLL_MS).contains(&n) => Duration::from_millis(n),
-                _ => return Err(invalid("POLL_MS", &v, &format!("expected milliseconds, a whole number from 1 to {MAX_POLL_MS}"))),
+                _ => {
+                    return Err(invalid(
+                        "POLL_MS",
+                        &v,
+                        &format!("expected milliseconds, a whole number from 1 to {MAX_POLL_MS}"),
+                    ));
+                }
             },
         };
 

@@ -110,9 +110,10 @@ pub fn parse_event(body: &[u8]) -> Result<NewEvent, IngestError> {
 
     let timestamp = match raw.timestamp {
         None => None,
-        Some(Value::String(s)) => {
-            Some(DateTime::parse_rfc3339_str(s.trim()).map_err(|_| IngestError::BadTimestamp(s.chars().take(64).collect()))?)
-        }
+        Some(Value::String(s)) => Some(
+            DateTime::parse_rfc3339_str(s.trim())
+                .map_err(|_| IngestError::BadTimestamp(s.chars().take(64).collect()))?,
+        ),
         Some(other) => return Err(IngestError::NotAString { field: "timestamp", found: json_type(&other) }),
     };
 
@@ -173,7 +174,10 @@ mod tests {
     #[test]
     fn accepts_a_valid_event_with_and_without_timestamp() {
         let e = parse_event(VALID.as_bytes()).unwrap();
-        assert_eq!((e.site_id.as_str(), e.event_type.as_str(), e.path.as_str(), e.user_id.as_str()), ("site-001", "page_view", "/pricing", "user-123"));
+        assert_eq!(
+            (e.site_id.as_str(), e.event_type.as_str(), e.path.as_str(), e.user_id.as_str()),
+            ("site-001", "page_view", "/pricing", "user-123")
+        );
         assert_eq!(e.timestamp, None);
 
         let with_ts = VALID.replace('}', r#","timestamp":"2024-05-01T12:00:00.250+02:00"}"#);
@@ -201,18 +205,45 @@ mod tests {
             ("\"text\"".into(), "must be a JSON object"),
             (r#"{"event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id is required"),
             (r#"{"site_id":null,"event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id is required"),
-            (r#"{"site_id":5,"event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id must be a string, got a number"),
-            (r#"{"site_id":"s","event_type":["a"],"path":"/","user_id":"u"}"#.into(), "event_type must be a string, got an array"),
-            (r#"{"site_id":{"$gt":""},"event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id must be a string, got an object"),
-            (r#"{"site_id":"s","event_type":"a","path":"/","user_id":true}"#.into(), "user_id must be a string, got a boolean"),
+            (
+                r#"{"site_id":5,"event_type":"a","path":"/","user_id":"u"}"#.into(),
+                "site_id must be a string, got a number",
+            ),
+            (
+                r#"{"site_id":"s","event_type":["a"],"path":"/","user_id":"u"}"#.into(),
+                "event_type must be a string, got an array",
+            ),
+            (
+                r#"{"site_id":{"$gt":""},"event_type":"a","path":"/","user_id":"u"}"#.into(),
+                "site_id must be a string, got an object",
+            ),
+            (
+                r#"{"site_id":"s","event_type":"a","path":"/","user_id":true}"#.into(),
+                "user_id must be a string, got a boolean",
+            ),
             (r#"{"site_id":"s","event_type":"a","path":"","user_id":"u"}"#.into(), "path must not be empty"),
             (r#"{"site_id":"  ","event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id must not be empty"),
-            (format!(r#"{{"site_id":"{long}","event_type":"a","path":"/","user_id":"u"}}"#), "site_id is too long: at most 128 bytes"),
-            (r#"{"site_id":"s\u0000","event_type":"a","path":"/","user_id":"u"}"#.into(), "site_id must not contain control characters"),
-            (r#"{"site_id":"s","event_type":"a","path":"/","user_id":"u","timestamp":"yesterday"}"#.into(), "timestamp must be an RFC 3339"),
-            (r#"{"site_id":"s","event_type":"a","path":"/","user_id":"u","timestamp":1714557600}"#.into(), "timestamp must be a string, got a number"),
+            (
+                format!(r#"{{"site_id":"{long}","event_type":"a","path":"/","user_id":"u"}}"#),
+                "site_id is too long: at most 128 bytes",
+            ),
+            (
+                r#"{"site_id":"s\u0000","event_type":"a","path":"/","user_id":"u"}"#.into(),
+                "site_id must not contain control characters",
+            ),
+            (
+                r#"{"site_id":"s","event_type":"a","path":"/","user_id":"u","timestamp":"yesterday"}"#.into(),
+                "timestamp must be an RFC 3339",
+            ),
+            (
+                r#"{"site_id":"s","event_type":"a","path":"/","user_id":"u","timestamp":1714557600}"#.into(),
+                "timestamp must be a string, got a number",
+            ),
             (r#"{"site_id":"s","event_type":"a","path":"/","user_id":"u","extra":1}"#.into(), "unknown field `extra`"),
-            (r#"{"site_id":"s","site_id":"t","event_type":"a","path":"/","user_id":"u"}"#.into(), "duplicate field `site_id`"),
+            (
+                r#"{"site_id":"s","site_id":"t","event_type":"a","path":"/","user_id":"u"}"#.into(),
+                "duplicate field `site_id`",
+            ),
         ];
         for (body, expected) in cases {
             let error = parse_event(body.as_bytes()).expect_err(&body).to_string();

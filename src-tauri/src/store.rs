@@ -61,12 +61,8 @@ impl Store {
         options.connect_timeout = Some(CONNECT_TIMEOUT);
         let client = Client::with_options(options).map_err(unreachable)?;
         let db = client.database(&config.database);
-        let store = Store {
-            queue: db.collection(&config.queue_name),
-            events: db.collection(EVENTS_COLLECTION),
-            client,
-            db,
-        };
+        let store =
+            Store { queue: db.collection(&config.queue_name), events: db.collection(EVENTS_COLLECTION), client, db };
         store.ping().await.map_err(|e| match e {
             StoreError::Operation(source) => unreachable(source),
             other => other,

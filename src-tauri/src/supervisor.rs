@@ -142,7 +142,8 @@ impl Engine {
             let store = self.store().await?.clone();
             Ok::<_, StartError>((store, listener, addr))
         };
-        let (store, listener, addr) = opened.await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?;
+        let (store, listener, addr) =
+            opened.await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?;
 
         let router = api::router(ApiState { store, counters: self.inner.counters.clone() });
         let shutdown = CancellationToken::new();
@@ -222,7 +223,11 @@ impl Part {
     }
 
     /// Runs `work` as a task whose failure or panic is recorded as `Failed`.
-    fn spawn(&self, name: &'static str, work: impl Future<Output = Result<(), String>> + Send + 'static) -> JoinHandle<()> {
+    fn spawn(
+        &self,
+        name: &'static str,
+        work: impl Future<Output = Result<(), String>> + Send + 'static,
+    ) -> JoinHandle<()> {
         let status = self.status.clone();
         tokio::spawn(async move {
             let outcome = AssertUnwindSafe(work).catch_unwind().await;

@@ -42,7 +42,12 @@ impl Worker {
     /// outage once and the recovery once.
     pub async fn run(self, shutdown: CancellationToken) {
         info!("Worker running...");
-        info!(queue = self.store.queue().name(), batch_size = self.batch_size, poll_ms = self.poll_interval.as_millis() as u64, "Queue Ready");
+        info!(
+            queue = self.store.queue().name(),
+            batch_size = self.batch_size,
+            poll_ms = self.poll_interval.as_millis() as u64,
+            "Queue Ready"
+        );
         let mut backoff: Option<Duration> = None;
         while !shutdown.is_cancelled() {
             let pause = match self.process_batch().await {

@@ -72,7 +72,12 @@ async fn shutdown_finishes_requests_in_flight_and_loses_no_acknowledged_event() 
             tokio::spawn(async move {
                 let mut acknowledged = 0u64;
                 for i in 0..500 {
-                    let sent = http.post(&url).header("content-type", "application/json").body(event_json("s", &format!("/{n}/{i}"), "u")).send().await;
+                    let sent = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(event_json("s", &format!("/{n}/{i}"), "u"))
+                        .send()
+                        .await;
                     match sent {
                         Ok(r) if r.status() == 200 => acknowledged += 1,
                         Ok(r) => panic!("unexpected status {}", r.status()),
@@ -83,7 +88,10 @@ async fn shutdown_finishes_requests_in_flight_and_loses_no_acknowledged_event() 
             })
         })
         .collect();
-    assert!(common::eventually(Duration::from_secs(20), || async { app.engine.status().counters.events_queued >= 100 }).await);
+    assert!(
+        common::eventually(Duration::from_secs(20), || async { app.engine.status().counters.events_queued >= 100 })
+            .await
+    );
 
     app.engine.shutdown().await;
 
@@ -117,11 +125,29 @@ async fn the_api_answers_503_quickly_while_the_database_is_gone_and_recovers() {
     assert_json_error(stats, 503, "database unavailable").await;
 
     proxy.restore();
-    let recovered = common::eventually(Duration::from_secs(30), || async { app.post_event(event_json("s", "/after", "u")).await.status() == 200 }).await;
+    let recovered = common::eventually(Duration::from_secs(30), || async {
+        app.post_event(event_json("s", "/after", "u")).await.status() == 200
+    })
+    .await;
     assert!(recovered, "the API recovers by itself");
     let paths: Vec<String> = app.queued().await.iter().map(|e| e.get_str("path").unwrap().to_string()).collect();
     assert_eq!(paths.first().map(String::as_str), Some("/before"));
     assert!(!paths.iter().any(|p| p == "/during"), "nothing stored for a 503: {paths:?}");
     let body: Value = app.stats("s").await;
     assert_eq!(body["total_events"], 0);
+}
+
+#[tokio::test]
+async fn indexes_are_created_at_start_up_idempotently() {
+    let url = common::fresh_database_url();
+    let first = Engine::new(test_config(&url));
+    first.start_worker().await.unwrap();
+    let second = Engine::new(test_config(&url));
+    second.start_worker().await.expect("creating existing indexes again is fine");
+
+    let mut names = second.store().await.unwrap().events().list_index_names().await.unwrap();
+    names.sort();
+    assert_eq!(names, ["_id_", "site_id_path", "site_id_timestamp", "site_id_user_id"]);
+    first.shutdown().await;
+    second.shutdown().await;
 }

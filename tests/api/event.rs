@@ -38,7 +38,10 @@ async fn a_given_timestamp_is_stored_as_that_instant() {
     assert_eq!(app.post_event(body.to_string()).await.status(), 200);
 
     let event = &app.queued().await[0];
-    assert_eq!(event.get_datetime("timestamp").unwrap(), &DateTime::parse_rfc3339_str("2024-05-01T12:30:00.125Z").unwrap());
+    assert_eq!(
+        event.get_datetime("timestamp").unwrap(),
+        &DateTime::parse_rfc3339_str("2024-05-01T12:30:00.125Z").unwrap()
+    );
     assert!(event.get_datetime("ingested_at").unwrap() > event.get_datetime("timestamp").unwrap());
 }
 
@@ -66,30 +69,91 @@ async fn every_bad_body_gets_a_json_4xx_and_stores_nothing() {
     };
 
     let mut cases: Vec<(String, Vec<u8>, u16, String)> = Vec::new();
-    let mut case = |name: &str, body: Vec<u8>, status: u16, needle: &str| cases.push((name.into(), body, status, needle.into()));
+    let mut case =
+        |name: &str, body: Vec<u8>, status: u16, needle: &str| cases.push((name.into(), body, status, needle.into()));
     for field in ["site_id", "event_type", "path", "user_id"] {
         case(&format!("{field} missing"), without(field).into(), 400, &format!("{field} is required"));
         case(&format!("{field} null"), with(field, Value::Null).into(), 400, &format!("{field} is required"));
-        case(&format!("{field} number"), with(field, json!(42)).into(), 400, &format!("{field} must be a string, got a number"));
-        case(&format!("{field} array"), with(field, json!(["a"])).into(), 400, &format!("{field} must be a string, got an array"));
-        case(&format!("{field} operator"), with(field, json!({ "$gt": "" })).into(), 400, &format!("{field} must be a string, got an object"));
-        case(&format!("{field} bool"), with(field, json!(true)).into(), 400, &format!("{field} must be a string, got a boolean"));
+        case(
+            &format!("{field} number"),
+            with(field, json!(42)).into(),
+            400,
+            &format!("{field} must be a string, got a number"),
+        );
+        case(
+            &format!("{field} array"),
+            with(field, json!(["a"])).into(),
+            400,
+            &format!("{field} must be a string, got an array"),
+        );
+        case(
+            &format!("{field} operator"),
+            with(field, json!({ "$gt": "" })).into(),
+            400,
+            &format!("{field} must be a string, got an object"),
+        );
+        case(
+            &format!("{field} bool"),
+            with(field, json!(true)).into(),
+            400,
+            &format!("{field} must be a string, got a boolean"),
+        );
         case(&format!("{field} empty"), with(field, json!("")).into(), 400, &format!("{field} must not be empty"));
         case(&format!("{field} blank"), with(field, json!(" \t ")).into(), 400, &format!("{field} must not be empty"));
-        case(&format!("{field} NUL"), with(field, json!("a\u{0}b")).into(), 400, &format!("{field} must not contain control characters"));
-        case(&format!("{field} huge"), with(field, json!("x".repeat(5000))).into(), 400, &format!("{field} is too long"));
+        case(
+            &format!("{field} NUL"),
+            with(field, json!("a\u{0}b")).into(),
+            400,
+            &format!("{field} must not contain control characters"),
+        );
+        case(
+            &format!("{field} huge"),
+            with(field, json!("x".repeat(5000))).into(),
+            400,
+            &format!("{field} is too long"),
+        );
     }
-    case("timestamp garbage", with("timestamp", json!("next tuesday")).into(), 400, "timestamp must be an RFC 3339 date-time");
-    case("timestamp number", with("timestamp", json!(1714557600)).into(), 400, "timestamp must be a string, got a number");
-    case("timestamp operator", with("timestamp", json!({ "$gt": "" })).into(), 400, "timestamp must be a string, got an object");
+    case(
+        "timestamp garbage",
+        with("timestamp", json!("next tuesday")).into(),
+        400,
+        "timestamp must be an RFC 3339 date-time",
+    );
+    case(
+        "timestamp number",
+        with("timestamp", json!(1714557600)).into(),
+        400,
+        "timestamp must be a string, got a number",
+    );
+    case(
+        "timestamp operator",
+        with("timestamp", json!({ "$gt": "" })).into(),
+        400,
+        "timestamp must be a string, got an object",
+    );
     case("unknown field", with("$where", json!("1")).into(), 400, "unknown field `$where`");
-    case("duplicate key", br#"{"site_id":"a","site_id":"b","event_type":"e","path":"/","user_id":"u"}"#.to_vec(), 400, "duplicate field `site_id`");
+    case(
+        "duplicate key",
+        br#"{"site_id":"a","site_id":"b","event_type":"e","path":"/","user_id":"u"}"#.to_vec(),
+        400,
+        "duplicate field `site_id`",
+    );
     case("empty body", Vec::new(), 400, "not valid JSON");
     case("truncated JSON", br#"{"site_id":"s","#.to_vec(), 400, "not valid JSON");
     case("array body", br#"[{"site_id":"s"}]"#.to_vec(), 400, "must be a JSON object");
     case("string body", br#""site_id""#.to_vec(), 400, "must be a JSON object");
-    case("invalid UTF-8", b"{\"site_id\":\"\xc3\x28\",\"event_type\":\"e\",\"path\":\"/\",\"user_id\":\"u\"}".to_vec(), 400, "not valid UTF-8");
-    case("deep nesting", format!(r#"{{"site_id":{}1{}}}"#, "[".repeat(1000), "]".repeat(1000)).into(), 400, "recursion limit");
+    case(
+        "invalid UTF-8",
+        b"{\"site_id\":\"\xc3\x28\",\"event_type\":\"e\",\"path\":\"/\",\"user_id\":\"u\"}".to_vec(),
+        400,
+        "not valid UTF-8",
+    );
+    case(
+        "deep nesting",
+        format!(r#"{{"site_id":{}1{}}}"#, "[".repeat(1000), "]".repeat(1000)).into(),
+        400,
+        "recursion limit",
+    );
     case("oversized body", with("path", json!("/".repeat(20_000))).into(), 413, "larger than 16384 bytes");
 
     for (name, body, status, needle) in cases {

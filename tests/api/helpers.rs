@@ -63,7 +63,13 @@ impl TestApp {
 
     /// `POST /event` with the given content type.
     pub async fn post_event_as(&self, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.http.post(self.url("/event")).header("content-type", content_type).body(body).send().await.expect("request sent")
+        self.http
+            .post(self.url("/event"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// `GET /stats?site_id=…` as JSON, asserting a 200.
@@ -75,7 +81,12 @@ impl TestApp {
 
     /// A worker over this app's database, to move batches by hand.
     pub fn worker(&self, batch_size: u32) -> Worker {
-        Worker::new(self.store.clone(), batch_size, Duration::from_millis(20), std::sync::Arc::new(PipelineCounters::default()))
+        Worker::new(
+            self.store.clone(),
+            batch_size,
+            Duration::from_millis(20),
+            std::sync::Arc::new(PipelineCounters::default()),
+        )
     }
 
     /// Moves every queued event into `events`.

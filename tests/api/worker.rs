@@ -24,7 +24,12 @@ async fn batches_move_events_with_processed_at_and_empty_the_queue() {
     let worker = app.worker(10);
     let before = DateTime::now();
 
-    let sizes = [worker.process_batch().await.unwrap(), worker.process_batch().await.unwrap(), worker.process_batch().await.unwrap(), worker.process_batch().await.unwrap()];
+    let sizes = [
+        worker.process_batch().await.unwrap(),
+        worker.process_batch().await.unwrap(),
+        worker.process_batch().await.unwrap(),
+        worker.process_batch().await.unwrap(),
+    ];
 
     assert_eq!(sizes, [10, 10, 5, 0]);
     assert_eq!(app.queue_count().await, 0);
@@ -45,10 +50,16 @@ async fn a_batch_rerun_after_a_crash_adds_no_duplicates() {
     enqueue(&app, 10, "site-r").await;
     // A worker that died after its insert and before its delete: 7 of the 10
     // already sit in `events`, all 10 are still queued.
-    let partly: Vec<_> = app.queued().await.into_iter().take(7).map(|mut e| {
-        e.insert("processed_at", DateTime::now());
-        e
-    }).collect();
+    let partly: Vec<_> = app
+        .queued()
+        .await
+        .into_iter()
+        .take(7)
+        .map(|mut e| {
+            e.insert("processed_at", DateTime::now());
+            e
+        })
+        .collect();
     app.store.events().insert_many(partly).await.unwrap();
 
     let moved = app.worker(100).process_batch().await.expect("duplicates are not an error");
@@ -74,7 +85,10 @@ async fn a_full_batch_is_followed_at_once_not_after_poll_ms() {
 
     app.engine.start_worker().await.unwrap();
 
-    assert!(eventually(Duration::from_secs(20), || async { app.queue_count().await == 0 }).await, "queue drained without sleeping");
+    assert!(
+        eventually(Duration::from_secs(20), || async { app.queue_count().await == 0 }).await,
+        "queue drained without sleeping"
+    );
     assert_eq!(app.events_count().await, 35);
     assert_eq!(app.engine.status().counters.batches_processed, 4);
     app.engine.shutdown().await;
@@ -86,7 +100,8 @@ async fn a_running_worker_makes_events_visible_in_stats() {
     app.engine.start_worker().await.unwrap();
     enqueue(&app, 3, "site-live").await;
 
-    let visible = eventually(Duration::from_secs(10), || async { app.stats("site-live").await["total_events"] == 3 }).await;
+    let visible =
+        eventually(Duration::from_secs(10), || async { app.stats("site-live").await["total_events"] == 3 }).await;
 
     assert!(visible);
     assert_eq!(app.queue_count().await, 0);
@@ -104,7 +119,9 @@ async fn stopping_the_worker_never_leaves_a_batch_half_done() {
     app.store.queue().insert_many(docs).await.unwrap();
 
     app.engine.start_worker().await.unwrap();
-    assert!(eventually(Duration::from_secs(30), || async { app.engine.status().counters.batches_processed >= 2 }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async { app.engine.status().counters.batches_processed >= 2 }).await
+    );
     app.engine.stop_worker().await;
 
     let queued: HashSet<ObjectId> = app.queued().await.iter().map(|e| e.get_object_id("_id").unwrap()).collect();
