@@ -6,11 +6,17 @@
 //! owns the database, [`config`] the settings, [`counters`] the running totals,
 //! and [`supervisor`] the one handle ([`Engine`]) that starts and stops it all,
 //! used by the headless `analytics-service` binary and the desktop app alike.
+//! The desktop app adds [`settings`] (its saved configuration), [`local_db`]
+//! (the database it launches when none answers) and [`desktop`] (its logic, and
+//! with the `desktop` feature its Tauri shell).
 
 pub mod api;
 pub mod config;
 pub mod counters;
+pub mod desktop;
 pub mod ingest;
+pub mod local_db;
+pub mod settings;
 pub mod stats;
 pub mod store;
 pub mod supervisor;

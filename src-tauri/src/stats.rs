@@ -63,6 +63,31 @@ pub async fn site_stats(store: &Store, site_id: &str) -> Result<SiteStats, Store
     Ok(SiteStats { total_events, unique_users, top_paths })
 }
 
+/// One site seen in `events`, with its number of events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSummary {
+    /// The site.
+    pub site_id: String,
+    /// Its processed events.
+    pub events: u64,
+}
+
+/// Every site with processed events, most events first (then by id).
+pub async fn sites(store: &Store) -> Result<Vec<SiteSummary>, StoreError> {
+    let pipeline = [
+        doc! { "$group": { "_id": "$site_id", "events": { "$sum": 1 } } },
+        doc! { "$sort": { "events": -1, "_id": 1 } },
+    ];
+    let rows: Vec<Document> = store.events().aggregate(pipeline).await?.try_collect().await?;
+    Ok(rows
+        .iter()
+        .map(|row| SiteSummary {
+            site_id: row.get_str("_id").unwrap_or_default().to_string(),
+            events: count_of(row.get("events")),
+        })
+        .collect())
+}
+
 /// Reads a count, which the server may send as a 32- or 64-bit integer.
 fn count_of(value: Option<&Bson>) -> u64 {
     match value {

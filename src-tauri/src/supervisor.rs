@@ -18,7 +18,7 @@ use tracing::{error, info};
 use crate::api::{self, ApiState, BindError};
 use crate::config::Config;
 use crate::counters::{CountersSnapshot, PipelineCounters};
-use crate::stats::{self, SiteStats};
+use crate::stats::{self, SiteStats, SiteSummary};
 use crate::store::{Store, StoreError};
 use crate::worker::Worker;
 
@@ -97,10 +97,16 @@ struct RunningPart {
 impl Engine {
     /// An engine with nothing started.
     pub fn new(config: Config) -> Engine {
+        Engine::with_counters(config, Arc::default())
+    }
+
+    /// An engine adding to existing counters (the desktop app keeps its totals
+    /// when new settings replace the engine).
+    pub fn with_counters(config: Config, counters: Arc<PipelineCounters>) -> Engine {
         Engine {
             inner: Arc::new(Inner {
                 config,
-                counters: Arc::default(),
+                counters,
                 store: OnceCell::new(),
                 api: Part::default(),
                 worker: Part::default(),
@@ -124,6 +130,16 @@ impl Engine {
                 Ok(store)
             })
             .await
+    }
+
+    /// The database if a connection was already made (never connects).
+    pub fn connected_store(&self) -> Option<&Store> {
+        self.inner.store.get()
+    }
+
+    /// The counters this engine adds to.
+    pub fn counters(&self) -> &Arc<PipelineCounters> {
+        &self.inner.counters
     }
 
     /// Starts the API and returns the address it listens on (the running
@@ -205,6 +221,11 @@ impl Engine {
     /// Events waiting in the queue.
     pub async fn queue_depth(&self) -> Result<u64, StoreError> {
         self.store().await?.queue_depth().await
+    }
+
+    /// Every site with processed events, most events first.
+    pub async fn sites(&self) -> Result<Vec<SiteSummary>, StoreError> {
+        stats::sites(self.store().await?).await
     }
 
     /// A site's stats, read directly from the database (the API need not run).

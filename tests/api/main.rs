@@ -3,6 +3,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod desktop;
 mod engine;
 mod event;
 mod helpers;

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up the machine for the desktop app and builds it; prints the binary's path.
+# PROFILE=release for an optimized build (default: debug, faster to compile).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/env.sh"
+"$here/setup-desktop.sh" >&2
+cd "$here/.."
+profile="${PROFILE:-debug}"
+flags=(--locked --features desktop --bin analytics-desk)
+[ "$profile" = release ] && flags+=(--release)
+cargo build "${flags[@]}" >&2
+echo "$CARGO_TARGET_DIR/$profile/analytics-desk"

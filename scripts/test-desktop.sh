@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The desktop app's end-to-end test: builds the app, then drives the real window
+# under Xvfb through tauri-driver and WebKitWebDriver (tests/e2e/). Screenshots of
+# each view land in target/e2e-screenshots/.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/env.sh"
+command -v node >/dev/null 2>&1 || "$here/apt-install.sh" nodejs
+app="$("$here/build-desktop.sh")"
+cd "$here/.."
+APP_BINARY="$app" TAURI_DRIVER="$ANALYTICS_DESK_CACHE/tauri-driver/bin/tauri-driver" \
+  node --test --test-reporter=spec tests/e2e/

@@ -1,0 +1,144 @@
+//! The Tauri shell: registers the [`Controller`] as managed state, exposes its
+//! actions as commands, pushes a `pipeline` snapshot every second and each `log`
+//! line as events, keeps one instance and the window's size, and on quit stops
+//! the service gracefully (the batch in progress is finished) and the managed database.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
+
+use super::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
+use crate::settings::{FieldErrors, Values};
+use crate::stats::{SiteStats, SiteSummary};
+use crate::telemetry::{self, LogBuffer, LogLine};
+
+type Shared<'a> = State<'a, Arc<Controller>>;
+
+#[tauri::command]
+async fn get_snapshot(controller: Shared<'_>) -> Result<Snapshot, String> {
+    Ok(controller.snapshot().await)
+}
+
+#[tauri::command]
+async fn start_service(controller: Shared<'_>, part: Part) -> Result<Snapshot, String> {
+    controller.start(part).await?;
+    Ok(controller.snapshot().await)
+}
+
+#[tauri::command]
+async fn stop_service(controller: Shared<'_>, part: Part) -> Result<Snapshot, String> {
+    controller.stop(part).await;
+    Ok(controller.snapshot().await)
+}
+
+#[tauri::command]
+async fn get_settings(controller: Shared<'_>) -> Result<SettingsView, String> {
+    Ok(controller.settings_view().await)
+}
+
+#[tauri::command]
+async fn validate_settings(controller: Shared<'_>, values: Values) -> Result<serde_json::Value, String> {
+    let errors: FieldErrors = controller.validate(values).await;
+    Ok(serde_json::json!({ "errors": errors }))
+}
+
+#[tauri::command]
+async fn save_settings(controller: Shared<'_>, values: Values) -> Result<SaveOutcome, String> {
+    controller.save_settings(values).await
+}
+
+#[tauri::command]
+async fn list_sites(controller: Shared<'_>) -> Result<Vec<SiteSummary>, String> {
+    controller.sites().await
+}
+
+#[tauri::command]
+async fn site_stats(controller: Shared<'_>, site_id: String) -> Result<SiteStats, String> {
+    controller.site_stats(&site_id).await
+}
+
+#[tauri::command]
+fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
+    logs.recent()
+}
+
+/// Runs the desktop app until its window is closed.
+pub fn run() {
+    let logs = telemetry::init_with_buffer();
+    let app = tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            // A second launch brings the running window forward instead.
+            if let Some(window) = app.get_webview_window("main") {
+                let _ = window.unminimize();
+                let _ = window.set_focus();
+            }
+        }))
+        .plugin(tauri_plugin_window_state::Builder::default().build())
+        .manage(logs.clone())
+        .setup(move |app| {
+            let controller = Arc::new(Controller::new(desktop_paths()?));
+            app.manage(controller.clone());
+            tauri::async_runtime::spawn(push_snapshots(app.handle().clone(), controller));
+            tauri::async_runtime::spawn(push_logs(app.handle().clone(), logs.clone()));
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            get_snapshot,
+            start_service,
+            stop_service,
+            get_settings,
+            validate_settings,
+            save_settings,
+            list_sites,
+            site_stats,
+            recent_logs
+        ])
+        .build(tauri::generate_context!())
+        .expect("cannot build the Analytics Desk window");
+
+    app.run(|app, event| {
+        if let RunEvent::Exit = event {
+            let controller = app.state::<Arc<Controller>>().inner().clone();
+            tauri::async_runtime::block_on(controller.shutdown());
+        }
+    });
+}
+
+/// Settings in the OS config dir, the managed database in the OS data dir
+/// (through `directories`, which follows `XDG_CONFIG_HOME`/`XDG_DATA_HOME` on Linux).
+fn desktop_paths() -> Result<DesktopPaths, Box<dyn std::error::Error>> {
+    let dirs = directories::ProjectDirs::from("dev", "Analytics Desk", "analytics-desk")
+        .ok_or("this system has no home directory for the settings")?;
+    Ok(DesktopPaths {
+        settings_file: dirs.config_dir().join("settings.json"),
+        database_dir: dirs.data_dir().join("db"),
+        seed_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        sidecar_dir: std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from)),
+    })
+}
+
+/// Emits a `pipeline` snapshot every second, so the window never polls.
+async fn push_snapshots(app: AppHandle, controller: Arc<Controller>) {
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every_second.tick().await;
+        let _ = app.emit("pipeline", controller.tick().await);
+    }
+}
+
+/// Forwards each new log line as a `log` event.
+async fn push_logs(app: AppHandle, logs: Arc<LogBuffer>) {
+    let mut lines = logs.subscribe();
+    loop {
+        match lines.recv().await {
+            Ok(line) => {
+                let _ = app.emit("log", line);
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}

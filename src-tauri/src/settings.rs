@@ -1,0 +1,270 @@
+//! Settings: the desktop app's editable configuration. Values are kept as the
+//! strings a person types, under the environment variables' names, stored as JSON
+//! in the OS config dir, and validated with the engine's own rules
+//! ([`Config::from_lookup`]), so the app and `analytics-service` can never disagree.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, mask_url_password};
+
+/// The editable settings, in the order the UI shows them.
+pub const FIELDS: [&str; 6] = ["MONGO_URL", "PORT", "HOST", "BATCH_SIZE", "POLL_MS", "QUEUE_NAME"];
+
+/// Field name → value, as typed.
+pub type Values = BTreeMap<String, String>;
+/// Field name → what is wrong with its value.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// A complete, valid set of settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    values: Values,
+}
+
+/// Why settings could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The settings file could not be read or written.
+    #[error("settings file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The settings file is not the JSON we write.
+    #[error("settings file {path} is damaged: {source}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Some values are invalid.
+    #[error("invalid settings: {}", describe(.0))]
+    Invalid(FieldErrors),
+}
+
+fn describe(errors: &FieldErrors) -> String {
+    errors.iter().map(|(field, message)| format!("{field}: {message}")).collect::<Vec<_>>().join("; ")
+}
+
+#[derive(Serialize, Deserialize)]
+struct SettingsFile {
+    values: Values,
+}
+
+impl Settings {
+    /// The values of a configuration.
+    pub fn from_config(config: &Config) -> Settings {
+        let values = [
+            ("MONGO_URL", config.mongo_url.clone()),
+            ("PORT", config.port.to_string()),
+            ("HOST", config.host.to_string()),
+            ("BATCH_SIZE", config.batch_size.to_string()),
+            ("POLL_MS", config.poll_interval.as_millis().to_string()),
+            ("QUEUE_NAME", config.queue_name.clone()),
+        ];
+        Settings { values: values.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
+    }
+
+    /// Validates `values` (missing fields take their defaults) into settings.
+    pub fn new(values: &Values) -> Result<Settings, SettingsError> {
+        let errors = validate(values);
+        if !errors.is_empty() {
+            return Err(SettingsError::Invalid(errors));
+        }
+        Ok(Settings::from_config(&to_config(values).expect("validated")))
+    }
+
+    /// Reads the settings file; on first run (no file yet) starts from the
+    /// defaults, overridden by a `.env` file in `seed_dir` if there is one.
+    pub fn load_or_seed(path: &Path, seed_dir: &Path) -> Result<Settings, SettingsError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let file: SettingsFile = serde_json::from_slice(&bytes)
+                    .map_err(|source| SettingsError::Format { path: path.to_path_buf(), source })?;
+                Settings::new(&file.values)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Settings::new(&seed_from_dotenv(seed_dir)),
+            Err(source) => Err(SettingsError::Io { path: path.to_path_buf(), source }),
+        }
+    }
+
+    /// Writes the settings file (creating its directory), readable by its owner
+    /// only since MONGO_URL may hold a password, and replaced atomically.
+    pub fn save(&self, path: &Path) -> Result<(), SettingsError> {
+        let io_error = |source| SettingsError::Io { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_error)?;
+        }
+        let json = serde_json::to_vec_pretty(&SettingsFile { values: self.values.clone() }).expect("strings serialize");
+        let temporary = path.with_extension("json.tmp");
+        {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&temporary).map_err(io_error)?;
+            io::Write::write_all(&mut file, &json).map_err(io_error)?;
+            file.sync_all().map_err(io_error)?;
+        }
+        std::fs::rename(&temporary, path).map_err(io_error)
+    }
+
+    /// The engine configuration these settings describe.
+    pub fn config(&self) -> Config {
+        to_config(&self.values).expect("settings are validated when built")
+    }
+
+    /// The values as stored (MONGO_URL password in clear: never send to the UI).
+    pub fn values(&self) -> &Values {
+        &self.values
+    }
+
+    /// The values for display: the MONGO_URL password replaced by `****`.
+    pub fn masked_values(&self) -> Values {
+        let mut values = self.values.clone();
+        if let Some(url) = values.get_mut("MONGO_URL") {
+            *url = mask_url_password(url);
+        }
+        values
+    }
+
+    /// Takes values edited in the UI, where MONGO_URL was shown masked: a `****`
+    /// password stands for the one already stored.
+    pub fn unmask(&self, mut edited: Values) -> Values {
+        if let (Some(url), Some(current)) = (edited.get_mut("MONGO_URL"), self.values.get("MONGO_URL")) {
+            if let Some(password) = url_password(current) {
+                *url = url.replacen(":****@", &format!(":{password}@"), 1);
+            }
+        }
+        edited
+    }
+}
+
+/// Checks each value with the engine's rules; returns an error per invalid field.
+pub fn validate(values: &Values) -> FieldErrors {
+    let mut errors = FieldErrors::new();
+    for (name, value) in values {
+        if !FIELDS.contains(&name.as_str()) {
+            errors.insert(name.clone(), "unknown setting".into());
+            continue;
+        }
+        // Each field alone, so every invalid one is reported, not just the first.
+        if let Err(ConfigError::Invalid { allowed, .. }) =
+            Config::from_lookup(|k| if k == name { Some(value.clone()) } else { None })
+        {
+            errors.insert(name.clone(), allowed);
+        }
+    }
+    errors
+}
+
+fn to_config(values: &Values) -> Result<Config, ConfigError> {
+    Config::from_lookup(|k| values.get(k).cloned())
+}
+
+/// The known settings found in `dir/.env`, if that file exists.
+fn seed_from_dotenv(dir: &Path) -> Values {
+    let Ok(entries) = dotenvy::from_path_iter(dir.join(".env")) else { return Values::new() };
+    entries.flatten().filter(|(key, _)| FIELDS.contains(&key.as_str())).collect()
+}
+
+/// The password of `scheme://user:password@host`, if any.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> Values {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn first_run_takes_defaults_then_the_dotenv_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config/settings.json");
+        let defaults = Settings::load_or_seed(&path, dir.path()).unwrap();
+        assert_eq!(defaults.config(), Config::default());
+
+        std::fs::write(dir.path().join(".env"), "PORT=8123\nBATCH_SIZE=77\nUNRELATED=1\n").unwrap();
+        let seeded = Settings::load_or_seed(&path, dir.path()).unwrap();
+        assert_eq!((seeded.config().port, seeded.config().batch_size), (8123, 77));
+        assert!(!path.exists(), "seeding does not write");
+    }
+
+    #[test]
+    fn saved_settings_are_read_back_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/settings.json");
+        let settings =
+            Settings::new(&values(&[("MONGO_URL", "mongodb://u:pw@db:27017/site"), ("POLL_MS", "50")])).unwrap();
+        settings.save(&path).unwrap();
+
+        // A .env would only seed a first run; the saved file wins now.
+        std::fs::write(dir.path().join(".env"), "POLL_MS=999\n").unwrap();
+        let loaded = Settings::load_or_seed(&path, dir.path()).unwrap();
+        assert_eq!(loaded, settings);
+        assert_eq!(loaded.config().database, "site");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(matches!(Settings::load_or_seed(&path, dir.path()), Err(SettingsError::Format { .. })));
+        std::fs::write(&path, r#"{"values":{"PORT":"0"}}"#).unwrap();
+        let error = Settings::load_or_seed(&path, dir.path()).unwrap_err().to_string();
+        assert!(error.contains("PORT: expected a whole number from 1 to 65535"), "{error}");
+    }
+
+    #[test]
+    fn validation_reports_every_invalid_field_with_the_engines_rules() {
+        let errors = validate(&values(&[
+            ("PORT", "0"),
+            ("BATCH_SIZE", "lots"),
+            ("POLL_MS", "200"),
+            ("MONGO_URL", "http://x"),
+            ("QUEUE_NAME", "events"),
+            ("COLOUR", "blue"),
+        ]));
+        assert_eq!(errors.keys().collect::<Vec<_>>(), ["BATCH_SIZE", "COLOUR", "MONGO_URL", "PORT", "QUEUE_NAME"]);
+        assert_eq!(errors["PORT"], "expected a whole number from 1 to 65535");
+        assert!(errors["MONGO_URL"].contains("MongoDB connection string"));
+        assert!(validate(&Settings::from_config(&Config::default()).values).is_empty());
+        assert!(matches!(Settings::new(&values(&[("PORT", "x")])), Err(SettingsError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_password_is_masked_for_display_and_restored_from_the_mask() {
+        let settings = Settings::new(&values(&[("MONGO_URL", "mongodb://admin:s3cr%40t@db:27017/app")])).unwrap();
+        let shown = settings.masked_values();
+        assert_eq!(shown["MONGO_URL"], "mongodb://admin:****@db:27017/app");
+
+        assert_eq!(settings.unmask(shown.clone())["MONGO_URL"], "mongodb://admin:s3cr%40t@db:27017/app");
+        let mut moved = shown;
+        moved.insert("MONGO_URL".into(), "mongodb://admin:****@db2:27017/app".into());
+        assert_eq!(settings.unmask(moved)["MONGO_URL"], "mongodb://admin:s3cr%40t@db2:27017/app", "host edited");
+        let typed = values(&[("MONGO_URL", "mongodb://admin:new@db:27017/app")]);
+        assert_eq!(settings.unmask(typed.clone()), typed, "a new password is taken as typed");
+    }
+}

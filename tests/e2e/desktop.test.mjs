@@ -1,0 +1,181 @@
+// End-to-end test of the real desktop app: Xvfb, tauri-driver in front of
+// WebKitWebDriver, a fresh config dir, and a MONGO_URL on a local port where
+// nothing answers (so the app launches its own secantusd-rs sidecar). Drives the
+// window like a person and saves screenshots of each view under target/.
+//
+// Run through scripts/test-desktop.sh, which builds the app and sets APP_BINARY
+// and TAURI_DRIVER.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WebDriver, pngInk } from './webdriver.mjs';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const screenshots = process.env.SCREENSHOT_DIR ?? join(repo, 'target', 'e2e-screenshots');
+const APP = process.env.APP_BINARY;
+const TAURI_DRIVER = process.env.TAURI_DRIVER ?? 'tauri-driver';
+
+const children = [];
+let driver;
+let apiPort;
+let dbPort;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function answers(port) {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+function run(program, args, options) {
+  const child = spawn(program, args, { stdio: ['ignore', 'inherit', 'inherit'], ...options });
+  children.push(child);
+  return child;
+}
+
+async function saveScreenshot(name) {
+  const png = await driver.screenshot();
+  mkdirSync(screenshots, { recursive: true });
+  writeFileSync(join(screenshots, `${name}.png`), png);
+  const ink = pngInk(png);
+  // A blank view is one colour (or nearly): fail on it.
+  assert.ok(ink.inked > 0.03 && ink.colours > 24, `screenshot ${name} looks blank: ${JSON.stringify(ink)}`);
+}
+
+const digits = (text) => Number(String(text).replace(/[^0-9]/g, '') || NaN);
+
+async function postEvent(event) {
+  const response = await fetch(`http://127.0.0.1:${apiPort}/event`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(event),
+  });
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), { status: 'queued' });
+}
+
+before(async () => {
+  assert.ok(APP, 'APP_BINARY must point at the built analytics-desk');
+  const work = mkdtempSync(join(tmpdir(), 'analytics-desk-e2e-'));
+  apiPort = await freePort();
+  dbPort = await freePort();
+  // The first run is seeded from .env in the working directory.
+  writeFileSync(join(work, '.env'), `PORT=${apiPort}\nMONGO_URL=mongodb://127.0.0.1:${dbPort}/e2e\nPOLL_MS=100\n`);
+  const env = {
+    ...process.env,
+    XDG_CONFIG_HOME: join(work, 'config'),
+    XDG_DATA_HOME: join(work, 'data'),
+    XDG_CACHE_HOME: join(work, 'cache'),
+    RUST_LOG: 'info',
+  };
+  if (!env.DISPLAY) {
+    env.DISPLAY = ':' + (90 + Math.floor(Math.random() * 400));
+    run('Xvfb', [env.DISPLAY, '-screen', '0', '1400x1000x24', '-nolisten', 'tcp']);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const driverPort = await freePort();
+  run(TAURI_DRIVER, ['--port', String(driverPort), '--native-driver', '/usr/bin/WebKitWebDriver'], { cwd: work, env });
+  driver = new WebDriver(`http://127.0.0.1:${driverPort}`);
+  await driver.until('tauri-driver', async () => (await fetch(`${driver.base}/status`)).ok);
+  await driver.start({ browserName: 'wry', 'tauri:options': { application: APP } });
+  await driver.call('POST', driver.s('/window/rect'), { width: 1280, height: 860 }).catch(() => {});
+});
+
+after(async () => {
+  await driver?.quit();
+  // Closing the app stops its managed database; give it a moment.
+  for (let i = 0; i < 50 && dbPort && (await answers(dbPort)); i++) await new Promise((r) => setTimeout(r, 200));
+  for (const child of children.reverse()) child.kill('SIGTERM');
+});
+
+test('the desktop app runs the pipeline, shows it live, browses stats and applies settings', async (t) => {
+  await t.test('opens on the overview with the service stopped', async () => {
+    await driver.until('the window', () => driver.find('#start-all'));
+    assert.match(await driver.call('GET', driver.s('/title')), /Analytics Desk/);
+    await driver.until('status text', async () => /stopped/i.test(await driver.text('#api-status')));
+    await saveScreenshot('1-overview-stopped');
+  });
+
+  await t.test('Start launches the local database, the API and the worker', async () => {
+    await driver.click('#start-all');
+    await driver.until('API running', async () => /running/i.test(await driver.text('#api-status')), 60000);
+    await driver.until('worker running', async () => /running/i.test(await driver.text('#worker-status')));
+    assert.match(await driver.text('#db-status'), /running|secantusd|mongod/i);
+    assert.ok(await answers(dbPort), 'the managed database listens on the MONGO_URL port');
+    assert.match(await driver.text('#api-url'), new RegExp(`${apiPort}`));
+  });
+
+  const sent = [];
+  for (let i = 0; i < 24; i++) sent.push({ site_id: 'shop', event_type: 'page_view', path: ['/', '/pricing', '/docs', '/pricing'][i % 4], user_id: `u${i % 7}` });
+  for (let i = 0; i < 5; i++) sent.push({ site_id: 'blog', event_type: 'page_view', path: `/post/${i}`, user_id: 'reader' });
+
+  await t.test('queued events show as queue depth, then as processed totals', async () => {
+    await driver.click('#stop-worker');
+    await driver.until('worker stopped', async () => /stopped/i.test(await driver.text('#worker-status')));
+    for (const event of sent) await postEvent(event);
+    await driver.until('queue depth 29', async () => digits(await driver.text('#queue-depth')) === 29);
+
+    await driver.click('#start-worker');
+    await driver.until('queue drained', async () => digits(await driver.text('#queue-depth')) === 0);
+    await driver.until('29 processed', async () => digits(await driver.text('#total-events')) === 29);
+    await saveScreenshot('2-overview-running');
+  });
+
+  await t.test('the Sites view lists sites and shows exact stats and top paths', async () => {
+    await driver.click('#tab-sites');
+    const row = await driver.until('site row', () => driver.find('.site-row[data-site="shop"]'));
+    assert.ok(await driver.find('.site-row[data-site="blog"]'));
+    await driver.clickElement(row);
+    await driver.until('site totals', async () => digits(await driver.text('#site-total-events')) === 24);
+    assert.equal(digits(await driver.text('#site-unique-users')), 7);
+    await driver.until('top paths', async () => (await driver.findAll('#top-paths-table tbody tr')).length === 3);
+    const paths = await driver.script(
+      "return [...document.querySelectorAll('#top-paths-table tbody tr')].map(r => [r.querySelector('td.path').textContent.trim(), r.querySelector('td.count').textContent.trim()])",
+    );
+    assert.deepEqual(paths.map(([p, c]) => [p, digits(c)]), [['/pricing', 12], ['/', 6], ['/docs', 6]]);
+    await saveScreenshot('3-sites');
+  });
+
+  await t.test('Settings validate as you type and a saved BATCH_SIZE is applied', async () => {
+    await driver.click('#tab-settings');
+    await driver.until('settings loaded', async () => {
+      const id = await driver.find('#setting-BATCH_SIZE');
+      return id && (await driver.call('GET', driver.s(`/element/${id}/property/value`))) === '1000';
+    });
+    await driver.type('#setting-BATCH_SIZE', '0');
+    await driver.until('a field error', async () => /1 to 100000/.test(await driver.text('#error-BATCH_SIZE')));
+    await saveScreenshot('4-settings-invalid');
+
+    await driver.type('#setting-BATCH_SIZE', '5');
+    await driver.until('no field error', async () => (await driver.text('#error-BATCH_SIZE')).trim() === '');
+    await driver.click('#save-settings');
+    await driver.until('saved', async () => /saved/i.test(await driver.text('#settings-message')));
+    await saveScreenshot('5-settings-saved');
+
+    await driver.click('#tab-overview');
+    await driver.until('worker restarted with batch_size=5', async () => /batch_size=5/.test(await driver.text('#log-lines')));
+    await driver.until('API running again', async () => /running/i.test(await driver.text('#api-status')));
+  });
+
+  await t.test('Stop stops the API', async () => {
+    await driver.click('#stop-all');
+    await driver.until('API stopped', async () => /stopped/i.test(await driver.text('#api-status')));
+    await driver.until('worker stopped', async () => /stopped/i.test(await driver.text('#worker-status')));
+    assert.equal(await answers(apiPort), false, 'nothing listens after Stop');
+  });
+});
