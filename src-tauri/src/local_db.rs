@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -155,11 +155,13 @@ fn on_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 
-/// A database server process started by us; stopped by [`ManagedDatabase::stop`]
-/// (or killed if dropped, so it never outlives the app).
+/// A database server process started by us. It never outlives the app: stopped
+/// by [`ManagedDatabase::stop`], killed if dropped, and on Linux sent SIGTERM by
+/// the kernel if the app dies without either (killed, crashed).
 #[derive(Debug)]
 pub struct ManagedDatabase {
-    child: Child,
+    pid: u32,
+    exited: tokio::sync::watch::Receiver<Option<String>>,
     /// Which program runs.
     pub kind: ServerKind,
     /// Its `--version` line.
@@ -183,59 +185,97 @@ impl ManagedDatabase {
         let spawn_error = |source| LocalDbError::Spawn { program: name.clone(), source };
         std::fs::create_dir_all(data_path).map_err(spawn_error)?;
         let version = version_of(program).await;
-        let mut command = Command::new(program);
+        let mut command = std::process::Command::new(program);
         match kind {
-            ServerKind::Mongod => {
-                command.arg("--port").arg(port.to_string()).arg("--bind_ip").arg("127.0.0.1").arg("--dbpath");
-            }
-            ServerKind::Secantus => {
-                command.arg("--port").arg(port.to_string()).arg("--cache-size").arg("512M").arg("--storage-path");
-            }
-        }
+            ServerKind::Mongod => command.args(["--bind_ip", "127.0.0.1", "--port", &port.to_string(), "--dbpath"]),
+            ServerKind::Secantus => command.args(["--port", &port.to_string(), "--cache-size", "512M", "--storage-path"]),
+        };
         command.arg(data_path);
         let log = std::fs::File::create(data_path.with_extension("log")).map_err(spawn_error)?;
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
-        let mut child = command.spawn().map_err(spawn_error)?;
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        let (pid, exited) = spawn_watched(command).map_err(spawn_error)?;
+        let database = ManagedDatabase { pid, exited, kind, version, data_path: data_path.to_path_buf(), port };
         info!(program = %name, port, data = %data_path.display(), "starting the local database");
 
         let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if answers(port).await {
-                break;
-            }
-            let detail = match child.try_wait() {
-                Ok(Some(status)) => {
-                    Some(format!("it exited ({status}); see {}", data_path.with_extension("log").display()))
-                }
-                _ if Instant::now() > deadline => Some("it is still not listening".to_string()),
-                _ => None,
+        while !answers(port).await {
+            let detail = match database.exited.borrow().clone() {
+                Some(status) => Some(format!("it exited ({status}); see {}", data_path.with_extension("log").display())),
+                None if Instant::now() > deadline => Some("it is still not listening".to_string()),
+                None => None,
             };
             if let Some(detail) = detail {
-                let _ = child.kill().await;
+                database.stop().await;
                 return Err(LocalDbError::NotReady { program: name, timeout: START_TIMEOUT, detail });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         info!(port, "local database ready");
-        Ok(ManagedDatabase { child, kind, version, data_path: data_path.to_path_buf(), port })
+        Ok(database)
     }
 
     /// Asks the server to stop (SIGTERM, so it closes its files cleanly) and
     /// waits; kills it if it does not stop in time.
     pub async fn stop(mut self) {
-        #[cfg(unix)]
-        if let Some(pid) = self.child.id() {
-            // SAFETY: plain syscall on a pid we own and have not reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        }
-        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+        self.signal(libc::SIGTERM);
+        let mut exited = self.exited.clone();
+        match tokio::time::timeout(STOP_TIMEOUT, exited.wait_for(Option::is_some)).await {
             Ok(_) => info!("local database stopped"),
             Err(_) => {
                 warn!("local database did not stop in time; killing it");
-                let _ = self.child.kill().await;
+                self.signal(libc::SIGKILL);
             }
         }
+        self.pid = 0; // stopped: nothing left for Drop
     }
+
+    fn signal(&self, signal: libc::c_int) {
+        if self.pid != 0 && self.exited.borrow().is_none() {
+            // SAFETY: a plain syscall on our own child, which its watcher thread
+            // has not reaped yet (it reaps only after the child exits).
+            unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+        }
+    }
+}
+
+impl Drop for ManagedDatabase {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+}
+
+/// Spawns `command` from a thread of its own that waits for it and reports its
+/// exit. The child is asked (Linux: `PR_SET_PDEATHSIG`) to get SIGTERM when that
+/// thread ends, and the thread ends only with the child or with the whole process,
+/// so the server cannot outlive the app even if the app is killed.
+fn spawn_watched(mut command: std::process::Command) -> std::io::Result<(u32, tokio::sync::watch::Receiver<Option<String>>)> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let (spawned_tx, spawned_rx) = std::sync::mpsc::channel();
+    let (exited_tx, exited_rx) = tokio::sync::watch::channel(None);
+    std::thread::Builder::new().name("local-database".into()).spawn(move || match command.spawn() {
+        Err(error) => {
+            let _ = spawned_tx.send(Err(error));
+        }
+        Ok(mut child) => {
+            let _ = spawned_tx.send(Ok(child.id()));
+            let status = child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+            let _ = exited_tx.send(Some(status));
+        }
+    })?;
+    let pid = spawned_rx.recv().map_err(|_| std::io::Error::other("the watcher thread ended early"))??;
+    Ok((pid, exited_rx))
 }
 
 async fn version_of(program: &Path) -> String {

@@ -271,3 +271,20 @@ impl Part {
         self.set(PartStatus::Stopped);
     }
 }
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM: the signals that ask the
+/// headless service and the desktop app to stop gracefully.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("cannot listen for SIGTERM");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

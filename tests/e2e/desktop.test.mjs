@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readdirSync, readlinkSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -42,13 +42,33 @@ function answers(port) {
   });
 }
 
+// Everything the app logs (its stderr reaches us through tauri-driver).
+let appLog = '';
+
 function run(program, args, options) {
-  const child = spawn(program, args, { stdio: ['ignore', 'inherit', 'inherit'], ...options });
+  const child = spawn(program, args, { stdio: ['ignore', 'inherit', 'pipe'], ...options });
+  child.stderr.on('data', (chunk) => {
+    appLog += chunk;
+    process.stderr.write(chunk);
+  });
   children.push(child);
   return child;
 }
 
+/** The pid of the running app binary. */
+function appPid() {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/exe`) === APP) return Number(entry);
+    } catch {}
+  }
+  return null;
+}
+
 async function saveScreenshot(name) {
+  // Let WebKit paint what the DOM already holds (and the chart gather points).
+  await new Promise((r) => setTimeout(r, 2500));
   const png = await driver.screenshot();
   mkdirSync(screenshots, { recursive: true });
   writeFileSync(join(screenshots, `${name}.png`), png);
@@ -98,8 +118,6 @@ before(async () => {
 
 after(async () => {
   await driver?.quit();
-  // Closing the app stops its managed database; give it a moment.
-  for (let i = 0; i < 50 && dbPort && (await answers(dbPort)); i++) await new Promise((r) => setTimeout(r, 200));
   for (const child of children.reverse()) child.kill('SIGTERM');
 });
 
@@ -133,6 +151,11 @@ test('the desktop app runs the pipeline, shows it live, browses stats and applie
     await driver.click('#start-worker');
     await driver.until('queue drained', async () => digits(await driver.text('#queue-depth')) === 0);
     await driver.until('29 processed', async () => digits(await driver.text('#total-events')) === 29);
+    const chart = await driver.script(
+      "const c = document.querySelector('#pipeline-chart canvas'); return [typeof window.uPlot, c ? c.width * c.height : 0]",
+    );
+    assert.equal(chart[0], 'function', 'the chart library loaded');
+    assert.ok(chart[1] > 10000, 'the live chart has a canvas');
     await saveScreenshot('2-overview-running');
   });
 
@@ -177,5 +200,21 @@ test('the desktop app runs the pipeline, shows it live, browses stats and applie
     await driver.until('API stopped', async () => /stopped/i.test(await driver.text('#api-status')));
     await driver.until('worker stopped', async () => /stopped/i.test(await driver.text('#worker-status')));
     assert.equal(await answers(apiPort), false, 'nothing listens after Stop');
+  });
+
+  await t.test('quitting the app stops the service gracefully and its database', async () => {
+    assert.ok(await answers(dbPort), 'the managed database runs until the app quits');
+    await driver.click('#start-worker');
+    await driver.until('worker running', async () => /running/i.test(await driver.text('#worker-status')));
+    // SIGTERM is how a desktop session asks an app to quit (logout, shutdown).
+    const pid = appPid();
+    assert.ok(pid, 'the app process is found');
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + 20000;
+    while ((await answers(dbPort)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await answers(dbPort), false, 'the managed database stopped with the app');
+    const clean = /worker stopped[\s\S]*local database stopped/;
+    while (!clean.test(appLog) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    assert.match(appLog, clean, 'worker, then database, stopped cleanly');
   });
 });

@@ -2,7 +2,8 @@
 // enough to find, click, type, read text and take screenshots.
 import { inflateSync } from 'node:zlib';
 
-const ELEMENT = 'element-6066-11e4-a4a3-4b0d5f9e0b4e';
+// The W3C web element identifier.
+const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
 
 export class WebDriver {
   constructor(base) {

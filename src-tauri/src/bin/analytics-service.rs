@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use analytics_desk::supervisor::shutdown_signal;
 use analytics_desk::{Config, Engine, telemetry};
 use clap::{Parser, Subcommand};
 use tracing::info;
@@ -61,25 +62,9 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    wait_for_signal().await;
+    shutdown_signal().await;
     info!("shutting down: finishing requests in flight and the current batch");
     engine.shutdown().await;
     info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-async fn wait_for_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("cannot listen for SIGTERM");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

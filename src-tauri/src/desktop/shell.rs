@@ -12,6 +12,7 @@ use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
 use super::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
 use crate::settings::{FieldErrors, Values};
 use crate::stats::{SiteStats, SiteSummary};
+use crate::supervisor::shutdown_signal;
 use crate::telemetry::{self, LogBuffer, LogLine};
 
 type Shared<'a> = State<'a, Arc<Controller>>;
@@ -82,6 +83,12 @@ pub fn run() {
             app.manage(controller.clone());
             tauri::async_runtime::spawn(push_snapshots(app.handle().clone(), controller));
             tauri::async_runtime::spawn(push_logs(app.handle().clone(), logs.clone()));
+            // SIGTERM / Ctrl-C quit like closing the window: through RunEvent::Exit.
+            let handle = app.handle().clone();
+            tauri::async_runtime::spawn(async move {
+                shutdown_signal().await;
+                handle.exit(0);
+            });
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![
