@@ -108,8 +108,10 @@ before(async () => {
     run('Xvfb', [env.DISPLAY, '-screen', '0', '1400x1000x24', '-nolisten', 'tcp']);
     await new Promise((r) => setTimeout(r, 1000));
   }
+  // Both ports free ones, so that nothing else on the machine (another run) interferes.
   const driverPort = await freePort();
-  run(TAURI_DRIVER, ['--port', String(driverPort), '--native-driver', '/usr/bin/WebKitWebDriver'], { cwd: work, env });
+  const nativePort = await freePort();
+  run(TAURI_DRIVER, ['--port', String(driverPort), '--native-port', String(nativePort), '--native-driver', '/usr/bin/WebKitWebDriver'], { cwd: work, env });
   driver = new WebDriver(`http://127.0.0.1:${driverPort}`);
   await driver.until('tauri-driver', async () => (await fetch(`${driver.base}/status`)).ok);
   await driver.start({ browserName: 'wry', 'tauri:options': { application: APP } });
