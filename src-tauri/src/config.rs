@@ -216,18 +216,44 @@ pub fn validate_collection_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The parts of `scheme://[user[:password]@]hosts[/database][?options]` that
+/// masking, password handling and "is it this machine?" need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlParts<'a> {
+    /// `mongodb` or `mongodb+srv`.
+    pub scheme: &'a str,
+    /// The user name, if any.
+    pub user: Option<&'a str>,
+    /// The password, if any; with its byte range in the URL.
+    pub password: Option<(&'a str, std::ops::Range<usize>)>,
+    /// `host[:port]`, comma-separated when several.
+    pub hosts: &'a str,
+}
+
+/// Splits a connection string into [`UrlParts`]; `None` if it has no `://`.
+pub fn url_parts(url: &str) -> Option<UrlParts<'_>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let rest_start = scheme.len() + 3;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo.map(|u| u.split_once(':').ok_or(u)) {
+        None => (None, None),
+        Some(Err(user)) => (Some(user), None),
+        Some(Ok((user, password))) => {
+            let start = rest_start + user.len() + 1;
+            (Some(user), Some((password, start..start + password.len())))
+        }
+    };
+    Some(UrlParts { scheme, user, password, hosts })
+}
+
 /// Replaces the password of `scheme://user:password@host/...` with `****`.
 pub fn mask_url_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:****{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+    match url_parts(url).and_then(|parts| parts.password) {
+        Some((_, range)) => format!("{}****{}", &url[..range.start], &url[range.end..]),
         None => url.to_string(),
     }
 }
@@ -329,5 +355,16 @@ mod tests {
             assert_eq!(mask_url_password(url), url);
         }
         assert_eq!(mask_url_password("mongodb://a:b@h1,h2/db"), "mongodb://a:****@h1,h2/db");
+        assert_eq!(mask_url_password("mongodb://a:b:c@h/db"), "mongodb://a:****@h/db");
+    }
+
+    #[test]
+    fn url_parts_split_user_password_and_hosts() {
+        let parts = url_parts("mongodb://u:p%40ss@h1:1,h2/db?x=1").unwrap();
+        assert_eq!((parts.scheme, parts.user, parts.hosts), ("mongodb", Some("u"), "h1:1,h2"));
+        assert_eq!(parts.password.map(|(p, _)| p), Some("p%40ss"));
+        let bare = url_parts("mongodb+srv://cluster0.example.net").unwrap();
+        assert_eq!((bare.user, bare.password, bare.hosts), (None, None, "cluster0.example.net"));
+        assert_eq!(url_parts("nonsense"), None);
     }
 }

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, url_parts};
 
 /// How long a freshly started server may take to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -116,14 +116,11 @@ pub enum LocalDbError {
 /// The port of `MONGO_URL` when it names one host on this machine
 /// (`localhost`, `127.0.0.1`, `[::1]`), the only case where we may start a server.
 pub fn local_port(config: &Config) -> Option<u16> {
-    let rest = config.mongo_url.strip_prefix("mongodb://")?;
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let host_port = authority.rsplit('@').next()?;
-    if host_port.contains(',') {
-        return None;
-    }
+    let parts = url_parts(&config.mongo_url).filter(|p| p.scheme == "mongodb" && !p.hosts.contains(','))?;
+    let host_port = parts.hosts;
+    // `[::1]` has colons of its own: a port follows only the closing bracket.
     let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') => (host, port.parse().ok()?),
+        Some((host, port)) if !host_port.ends_with(']') => (host, port.parse().ok()?),
         _ => (host_port, 27017),
     };
     matches!(host, "localhost" | "127.0.0.1" | "[::1]").then_some(port)
@@ -188,7 +185,9 @@ impl ManagedDatabase {
         let mut command = std::process::Command::new(program);
         match kind {
             ServerKind::Mongod => command.args(["--bind_ip", "127.0.0.1", "--port", &port.to_string(), "--dbpath"]),
-            ServerKind::Secantus => command.args(["--port", &port.to_string(), "--cache-size", "512M", "--storage-path"]),
+            ServerKind::Secantus => {
+                command.args(["--port", &port.to_string(), "--cache-size", "512M", "--storage-path"])
+            }
         };
         command.arg(data_path);
         let log = std::fs::File::create(data_path.with_extension("log")).map_err(spawn_error)?;
@@ -200,7 +199,9 @@ impl ManagedDatabase {
         let deadline = Instant::now() + START_TIMEOUT;
         while !answers(port).await {
             let detail = match database.exited.borrow().clone() {
-                Some(status) => Some(format!("it exited ({status}); see {}", data_path.with_extension("log").display())),
+                Some(status) => {
+                    Some(format!("it exited ({status}); see {}", data_path.with_extension("log").display()))
+                }
                 None if Instant::now() > deadline => Some("it is still not listening".to_string()),
                 None => None,
             };
@@ -248,7 +249,9 @@ impl Drop for ManagedDatabase {
 /// exit. The child is asked (Linux: `PR_SET_PDEATHSIG`) to get SIGTERM when that
 /// thread ends, and the thread ends only with the child or with the whole process,
 /// so the server cannot outlive the app even if the app is killed.
-fn spawn_watched(mut command: std::process::Command) -> std::io::Result<(u32, tokio::sync::watch::Receiver<Option<String>>)> {
+fn spawn_watched(
+    mut command: std::process::Command,
+) -> std::io::Result<(u32, tokio::sync::watch::Receiver<Option<String>>)> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
@@ -303,6 +306,7 @@ mod tests {
         assert_eq!(local_port(&with_url("mongodb://127.0.0.1/analytics_db")), Some(27017));
         assert_eq!(local_port(&with_url("mongodb://u:p@127.0.0.1:27999/x")), Some(27999));
         assert_eq!(local_port(&with_url("mongodb://[::1]:28000/x")), Some(28000));
+        assert_eq!(local_port(&with_url("mongodb://[::1]/x")), Some(27017));
         assert_eq!(local_port(&with_url("mongodb://db.example.com:27017/x")), None);
         assert_eq!(local_port(&with_url("mongodb://localhost:1,localhost:2/x")), None);
         assert_eq!(local_port(&with_url("mongodb+srv://u:p@cluster0.example.net/x")), None);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, mask_url_password};
+use crate::config::{Config, ConfigError, mask_url_password, url_parts};
 
 /// The editable settings, in the order the UI shows them.
 pub const FIELDS: [&str; 6] = ["MONGO_URL", "PORT", "HOST", "BATCH_SIZE", "POLL_MS", "QUEUE_NAME"];
@@ -140,10 +140,9 @@ impl Settings {
     /// Takes values edited in the UI, where MONGO_URL was shown masked: a `****`
     /// password stands for the one already stored.
     pub fn unmask(&self, mut edited: Values) -> Values {
-        if let (Some(url), Some(current)) = (edited.get_mut("MONGO_URL"), self.values.get("MONGO_URL")) {
-            if let Some(password) = url_password(current) {
-                *url = url.replacen(":****@", &format!(":{password}@"), 1);
-            }
+        let stored_password = self.values.get("MONGO_URL").and_then(|current| url_parts(current)?.password);
+        if let (Some(url), Some((password, _))) = (edited.get_mut("MONGO_URL"), stored_password) {
+            *url = url.replacen(":****@", &format!(":{password}@"), 1);
         }
         edited
     }
@@ -175,14 +174,6 @@ fn to_config(values: &Values) -> Result<Config, ConfigError> {
 fn seed_from_dotenv(dir: &Path) -> Values {
     let Ok(entries) = dotenvy::from_path_iter(dir.join(".env")) else { return Values::new() };
     entries.flatten().filter(|(key, _)| FIELDS.contains(&key.as_str())).collect()
-}
-
-/// The password of `scheme://user:password@host`, if any.
-fn url_password(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    userinfo.split_once(':').map(|(_, password)| password)
 }
 
 #[cfg(test)]

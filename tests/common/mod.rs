@@ -44,10 +44,9 @@ pub fn with_database(url: &str, database: &str) -> String {
 
 /// `host:port` of a single-host `mongodb://` URL, for the proxy.
 pub fn single_host(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("mongodb://")?;
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let host = authority.rsplit('@').next()?;
-    (!host.contains(',')).then(|| if host.contains(':') { host.to_string() } else { format!("{host}:27017") })
+    let parts = analytics_desk::config::url_parts(url).filter(|p| p.scheme == "mongodb" && !p.hosts.contains(','))?;
+    let host = parts.hosts;
+    Some(if host.contains(':') { host.to_string() } else { format!("{host}:27017") })
 }
 
 /// A free TCP port on loopback (free when asked; good enough for tests).
