@@ -1,7 +1,11 @@
 //! API: the HTTP surface (axum). `POST /event` validates a body and answers
 //! `{"status":"queued"}` only once the queue insert is acknowledged; `GET /stats`
 //! serves a site's exact stats. Every error is a JSON `{"error": "..."}`.
+//!
+//! `/event` is a tracker endpoint: any web page may POST to it (CORS). Nothing
+//! else is readable cross-origin, and with `API_TOKEN` set `/stats` requires it.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +14,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,11 +22,14 @@ use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
 use serde::Deserialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use tracing::warn;
 
+use crate::config::Config;
 use crate::counters::PipelineCounters;
 use crate::ingest::{self, IngestError, MAX_BODY_BYTES};
 use crate::stats::{self, SiteStats};
@@ -41,6 +48,38 @@ pub struct ApiState {
     pub store: Store,
     /// Where acknowledged events are counted.
     pub counters: Arc<PipelineCounters>,
+    /// Who may read and write.
+    pub access: Arc<AccessRules>,
+}
+
+/// The API's access rules, from `API_TOKEN` and `ALLOWED_SITES`.
+#[derive(Debug, Default)]
+pub struct AccessRules {
+    /// Required as `Authorization: Bearer …` by `/stats` when set.
+    pub token: Option<String>,
+    /// Sites `/event` accepts when set.
+    pub allowed_sites: Option<HashSet<String>>,
+}
+
+impl AccessRules {
+    /// The rules a configuration asks for.
+    pub fn from_config(config: &Config) -> AccessRules {
+        AccessRules {
+            token: config.api_token.clone(),
+            allowed_sites: config.allowed_sites.as_ref().map(|sites| sites.iter().cloned().collect()),
+        }
+    }
+
+    /// Checks the `Authorization` header against the token, in constant time.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.token else { return Ok(()) };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) { Ok(()) } else { Err(ApiError::Unauthorized) }
+    }
 }
 
 /// An error answered to a client, as `{"error": message}` with its status.
@@ -72,6 +111,12 @@ pub enum ApiError {
     /// The route exists with other methods.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// `/stats` without the right token.
+    #[error("missing or wrong API token: send the header Authorization: Bearer <API_TOKEN>")]
+    Unauthorized,
+    /// A site not in `ALLOWED_SITES`.
+    #[error("site_id {0:?} is not accepted by this server (see ALLOWED_SITES)")]
+    SiteNotAllowed(String),
 }
 
 impl ApiError {
@@ -83,6 +128,8 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::SiteNotAllowed(_) => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -92,14 +139,27 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(error) = &self {
             warn!(%error, "answering 503");
         }
-        (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
+        let mut response = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
+        if let ApiError::Unauthorized = self {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
 /// The service's routes over `state`.
 pub fn router(state: ApiState) -> Router {
+    // Browsers on any site may send events (preflight answered, cached a day);
+    // no other route sends CORS headers, so no page can read stats.
+    let tracker_cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(86_400));
     Router::new()
-        .route("/event", post(record_event))
+        // The layer wraps each method's handler, so preflights need an OPTIONS
+        // route to reach it (the CORS layer answers them itself).
+        .route("/event", post(record_event).options(|| async { StatusCode::NO_CONTENT }).layer(tracker_cors))
         .route("/stats", get(site_stats))
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -124,6 +184,11 @@ async fn record_event(
         },
     })?;
     let event = ingest::parse_event(&body)?;
+    if let Some(allowed) = &state.access.allowed_sites {
+        if !allowed.contains(&event.site_id) {
+            return Err(ApiError::SiteNotAllowed(event.site_id));
+        }
+    }
     let document = event.into_queue_document(ObjectId::new(), DateTime::now());
 
     match tokio::time::timeout(QUEUE_WRITE_TIMEOUT, state.store.queue().insert_one(document)).await {
@@ -160,8 +225,10 @@ struct StatsQuery {
 /// `GET /stats?site_id=…`: exact totals, unique users and top paths.
 async fn site_stats(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<SiteStats>, ApiError> {
+    state.access.authorize(&headers)?;
     let Query(query) =
         query.map_err(|rejection| ApiError::BadQuery(format!("invalid query: {}", rejection.body_text())))?;
     let site_id = query

@@ -18,6 +18,8 @@ pub const EVENTS_COLLECTION: &str = "events";
 pub const MAX_BATCH_SIZE: u32 = 100_000;
 /// Longest poll interval accepted (one hour).
 pub const MAX_POLL_MS: u64 = 3_600_000;
+/// Shortest `API_TOKEN` accepted.
+pub const MIN_TOKEN_LENGTH: usize = 16;
 
 /// Every setting of the engine. Built from the environment by [`Config::from_env`],
 /// or directly (tests and the desktop app), in which case `port` 0 means "any free port".
@@ -38,6 +40,11 @@ pub struct Config {
     pub batch_size: u32,
     /// How long the worker sleeps when the queue had less than a full batch (`POLL_MS`).
     pub poll_interval: Duration,
+    /// Secret that `GET /stats` requires as `Authorization: Bearer …` (`API_TOKEN`);
+    /// mandatory when `HOST` is not a loopback address. Never print it.
+    pub api_token: Option<String>,
+    /// Site ids `POST /event` accepts (`ALLOWED_SITES`, comma-separated); all when unset.
+    pub allowed_sites: Option<Vec<String>>,
 }
 
 impl Default for Config {
@@ -50,6 +57,8 @@ impl Default for Config {
             queue_name: "events_queue".to_string(),
             batch_size: 1000,
             poll_interval: Duration::from_millis(200),
+            api_token: None,
+            allowed_sites: None,
         }
     }
 }
@@ -137,7 +146,21 @@ impl Config {
             },
         };
 
-        Ok(Config { host, port, mongo_url, database, queue_name, batch_size, poll_interval })
+        let api_token = match var("API_TOKEN") {
+            None => None,
+            Some(v) if v.len() >= MIN_TOKEN_LENGTH => Some(v),
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: "API_TOKEN",
+                    value: "****".into(),
+                    allowed: format!("expected a secret of at least {MIN_TOKEN_LENGTH} characters"),
+                });
+            }
+        };
+        let allowed_sites = var("ALLOWED_SITES")
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>());
+
+        Ok(Config { host, port, mongo_url, database, queue_name, batch_size, poll_interval, api_token, allowed_sites })
     }
 
     /// Replaces the MongoDB URL, taking the database name from it.
@@ -150,6 +173,12 @@ impl Config {
     /// The address the API binds.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// True when the API is reachable from other machines (not loopback only),
+    /// which makes `API_TOKEN` mandatory.
+    pub fn is_exposed(&self) -> bool {
+        !self.host.is_loopback()
     }
 
     /// `MONGO_URL` with any password replaced by `****`, safe for logs and messages.
@@ -169,6 +198,8 @@ impl fmt::Debug for Config {
             .field("queue_name", &self.queue_name)
             .field("batch_size", &self.batch_size)
             .field("poll_interval", &self.poll_interval)
+            .field("api_token", &self.api_token.as_ref().map(|_| "****"))
+            .field("allowed_sites", &self.allowed_sites)
             .finish()
     }
 }
@@ -334,6 +365,18 @@ mod tests {
             assert!(message.starts_with(&format!("invalid {var}=")), "{var}={value}: {message}");
             assert!(message.contains(allowed), "{var}={value}: {message}");
         }
+    }
+
+    #[test]
+    fn token_and_allowed_sites() {
+        let c = from(&[("API_TOKEN", "0123456789abcdef"), ("ALLOWED_SITES", " shop, blog ,,")]).unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(c.allowed_sites, Some(vec!["shop".to_string(), "blog".to_string()]));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"), "the token is never printed");
+        let message = error_for(&[("API_TOKEN", "short")]);
+        assert_eq!(message, "invalid API_TOKEN=\"****\": expected a secret of at least 16 characters");
+        assert!(!from(&[]).unwrap().is_exposed());
+        assert!(from(&[("HOST", "0.0.0.0")]).unwrap().is_exposed());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::api::{self, ApiState, BindError};
+use crate::api::{self, AccessRules, ApiState, BindError};
 use crate::config::Config;
 use crate::counters::{CountersSnapshot, PipelineCounters};
 use crate::stats::{self, SiteStats, SiteSummary};
@@ -63,6 +63,12 @@ pub enum StartError {
     /// The API's port could not be opened.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// Listening beyond this machine without a token would publish the stats.
+    #[error(
+        "refusing to listen on {0}: HOST is not a loopback address, so /stats must be protected. \
+         Set API_TOKEN to a secret of at least 16 characters, or HOST=127.0.0.1"
+    )]
+    ExposedWithoutToken(SocketAddr),
 }
 
 /// The engine: one per process, cheap to clone (all clones share the same parts).
@@ -151,6 +157,12 @@ impl Engine {
             return Ok(current.addr.expect("a running API has an address"));
         }
         part.set(PartStatus::Starting);
+        let config = &self.inner.config;
+        if config.is_exposed() && config.api_token.is_none() {
+            let error = StartError::ExposedWithoutToken(config.listen_addr());
+            part.set(PartStatus::Failed { reason: error.to_string() });
+            return Err(error);
+        }
         // The port first: a port problem is reported at once, database or not.
         let opened = async {
             let listener = api::bind(self.inner.config.listen_addr()).await?;
@@ -161,7 +173,8 @@ impl Engine {
         let (store, listener, addr) =
             opened.await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?;
 
-        let router = api::router(ApiState { store, counters: self.inner.counters.clone() });
+        let access = Arc::new(AccessRules::from_config(&self.inner.config));
+        let router = api::router(ApiState { store, counters: self.inner.counters.clone(), access });
         let shutdown = CancellationToken::new();
         let serving = api::serve(listener, router, shutdown.clone());
         let task = part.spawn("API", async move { serving.await.map_err(|e| format!("the API stopped: {e}")) });

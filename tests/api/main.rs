@@ -7,5 +7,6 @@ mod desktop;
 mod engine;
 mod event;
 mod helpers;
+mod security;
 mod stats;
 mod worker;
