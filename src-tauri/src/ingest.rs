@@ -271,3 +271,104 @@ mod tests {
         assert_eq!(document.get_datetime("ingested_at").unwrap(), &now);
     }
 }
+
+/// Property tests: the parser never panics, and nothing but a well-formed event
+/// of four plain strings (and a date) ever gets through. `PROPTEST_CASES` sets
+/// how many inputs each property tries (CI runs the default 256; see
+/// docs/reliability.md for the long run).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value, biased towards our field names and operator-like keys.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("site_id".to_string()),
+            Just("event_type".to_string()),
+            Just("path".to_string()),
+            Just("user_id".to_string()),
+            Just("timestamp".to_string()),
+            Just("$gt".to_string()),
+            Just("$where".to_string()),
+            "[a-z_$.]{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,40}".prop_map(Value::String),
+            "\\PC{0,300}".prop_map(Value::String),
+            Just(Value::String("2024-05-01T12:00:00Z".into())),
+        ];
+        leaf.prop_recursive(6, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..7).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn check_accepted(event: &NewEvent) {
+        for (value, (field, max)) in
+            [&event.site_id, &event.event_type, &event.path, &event.user_id].into_iter().zip(FIELD_LIMITS)
+        {
+            assert!(!value.trim().is_empty(), "{field} empty");
+            assert!(value.len() <= max, "{field} too long");
+            assert!(!value.chars().any(char::is_control), "{field} has a control character");
+        }
+        let document = event.clone().into_queue_document(ObjectId::new(), DateTime::now());
+        assert_eq!(document.len(), 7);
+        for (_, value) in &document {
+            assert!(
+                matches!(value, mongodb::bson::Bson::String(_) | mongodb::bson::Bson::DateTime(_) | mongodb::bson::Bson::ObjectId(_)),
+                "only plain values reach the database: {value:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(event) = parse_event(&body) {
+                check_accepted(&event);
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_is_refused_unless_it_is_exactly_an_event(value in json_value()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            match parse_event(&body) {
+                Ok(event) => {
+                    check_accepted(&event);
+                    let object = value.as_object().expect("only objects are accepted");
+                    for key in object.keys() {
+                        prop_assert!(["site_id", "event_type", "path", "user_id", "timestamp"].contains(&key.as_str()));
+                    }
+                    prop_assert_eq!(object["site_id"].as_str(), Some(event.site_id.as_str()));
+                }
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn well_formed_events_are_accepted_as_sent(
+            site_id in "[a-zA-Z0-9_.-]{1,128}",
+            event_type in "[a-z_]{1,64}",
+            path in "/[a-zA-Z0-9/_.?=&%-]{0,200}",
+            user_id in "[\\PC&&[^\\s]]{1,60}",
+            millis in 0i64..4_102_444_800_000,
+        ) {
+            let timestamp = DateTime::from_millis(millis).try_to_rfc3339_string().unwrap();
+            let body = serde_json::json!({
+                "site_id": site_id, "event_type": event_type, "path": path, "user_id": user_id, "timestamp": timestamp
+            });
+            let event = parse_event(body.to_string().as_bytes()).unwrap();
+            prop_assert_eq!(&event.site_id, &site_id);
+            prop_assert_eq!(&event.path, &path);
+            prop_assert_eq!(&event.user_id, &user_id);
+            prop_assert_eq!(event.timestamp, Some(DateTime::from_millis(millis)));
+        }
+    }
+}
