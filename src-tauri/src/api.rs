@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::BoxError;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -25,7 +27,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::warn;
 
@@ -40,6 +44,23 @@ use crate::store::{Store, StoreError};
 pub const QUEUE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the stats queries.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Limits that keep slow or abusive clients from exhausting the service.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Requests handled at once; beyond it, requests are refused at once with a
+    /// 503 instead of queueing (so a flood degrades to quick refusals and memory
+    /// stays bounded).
+    pub max_in_flight: usize,
+    /// Longest wait for the next piece of a request body (slow senders get a 408).
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits { max_in_flight: 1024, body_read_timeout: Duration::from_secs(10) }
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -117,6 +138,9 @@ pub enum ApiError {
     /// A site not in `ALLOWED_SITES`.
     #[error("site_id {0:?} is not accepted by this server (see ALLOWED_SITES)")]
     SiteNotAllowed(String),
+    /// Too many requests in flight: refused without being read.
+    #[error("server busy: too many requests at once, nothing was stored; retry shortly")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -130,6 +154,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::SiteNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -147,8 +172,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The service's routes over `state`.
+/// The service's routes over `state`, with the default [`ApiLimits`].
 pub fn router(state: ApiState) -> Router {
+    router_with_limits(state, ApiLimits::default())
+}
+
+/// The service's routes over `state`, with explicit limits.
+pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
     // Browsers on any site may send events (preflight answered, cached a day);
     // no other route sends CORS headers, so no page can read stats.
     let tracker_cors = CorsLayer::new()
@@ -164,6 +194,13 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async { ApiError::Overloaded }))
+                .load_shed()
+                .concurrency_limit(limits.max_in_flight),
+        )
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -175,12 +212,15 @@ async fn record_event(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_json_content_type(&headers)?;
-    let body = body.map_err(|rejection| ApiError::Body {
-        status: rejection.status(),
-        message: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body is larger than {MAX_BODY_BYTES} bytes")
-        } else {
-            format!("cannot read request body: {}", rejection.body_text())
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::Body {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        },
+        // The body stalled past the read timeout (or the client cut it off).
+        _ => ApiError::Body {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!("request body not received in time: {}", rejection.body_text()),
         },
     })?;
     let event = ingest::parse_event(&body)?;

@@ -305,7 +305,8 @@ mod fuzz {
         leaf.prop_recursive(6, 64, 8, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(key.clone(), inner, 0..7).prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(key.clone(), inner, 0..7)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }
@@ -322,7 +323,12 @@ mod fuzz {
         assert_eq!(document.len(), 7);
         for (_, value) in &document {
             assert!(
-                matches!(value, mongodb::bson::Bson::String(_) | mongodb::bson::Bson::DateTime(_) | mongodb::bson::Bson::ObjectId(_)),
+                matches!(
+                    value,
+                    mongodb::bson::Bson::String(_)
+                        | mongodb::bson::Bson::DateTime(_)
+                        | mongodb::bson::Bson::ObjectId(_)
+                ),
                 "only plain values reach the database: {value:?}"
             );
         }

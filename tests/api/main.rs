@@ -7,6 +7,7 @@ mod desktop;
 mod engine;
 mod event;
 mod helpers;
+mod limits;
 mod security;
 mod stats;
 mod worker;
