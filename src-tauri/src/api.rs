@@ -20,6 +20,10 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
 use serde::Deserialize;
@@ -31,7 +35,7 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::counters::PipelineCounters;
@@ -54,13 +58,24 @@ pub struct ApiLimits {
     pub max_in_flight: usize,
     /// Longest wait for the next piece of a request body (slow senders get a 408).
     pub body_read_timeout: Duration,
+    /// Longest a client may take to send a request's headers, and so how long an
+    /// idle keep-alive connection stays open: a slow-headers client cannot hold a
+    /// connection for ever.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
-        ApiLimits { max_in_flight: 1024, body_read_timeout: Duration::from_secs(10) }
+        ApiLimits {
+            max_in_flight: 1024,
+            body_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
     }
 }
+
+/// Longest graceful shutdown waits for requests in flight before closing anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -224,10 +239,8 @@ async fn record_event(
         },
     })?;
     let event = ingest::parse_event(&body)?;
-    if let Some(allowed) = &state.access.allowed_sites {
-        if !allowed.contains(&event.site_id) {
-            return Err(ApiError::SiteNotAllowed(event.site_id));
-        }
+    if state.access.allowed_sites.as_ref().is_some_and(|allowed| !allowed.contains(&event.site_id)) {
+        return Err(ApiError::SiteNotAllowed(event.site_id));
     }
     let document = event.into_queue_document(ObjectId::new(), DateTime::now());
 
@@ -345,10 +358,55 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr).await.map_err(|e| BindError::from_io(addr, e))
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
-/// accepting and lets requests in flight finish.
+/// Serves `router` on `listener` with the default [`ApiLimits`] until `shutdown`
+/// is cancelled; see [`serve_with`].
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    serve_with(listener, router, ApiLimits::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
+/// accepting and lets requests in flight finish (for at most [`SHUTDOWN_GRACE`]).
+///
+/// A loop of our own rather than `axum::serve`, because that sets no timer, and
+/// without one hyper enforces no header-read timeout.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: ApiLimits,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    // HTTP/1 only: browsers speak HTTP/2 only over TLS, which a TLS-terminating
+    // proxy in front of us handles; and sniffing for HTTP/2 would wait on a
+    // silent connection with no timeout at all.
+    let mut builder = AutoBuilder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause, don't spin or die.
+                    warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

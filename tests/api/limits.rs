@@ -1,5 +1,6 @@
 //! Slow and abusive clients: a cap on requests in flight that refuses the excess
-//! at once (503), and a body-read timeout for clients that stall (408).
+//! at once (503), a body-read timeout for clients that stall (408), and a
+//! header-read timeout that closes slow-headers and idle connections.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,17 +10,45 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{assert_json_error, event_json, spawn_app};
+use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app};
 
-#[tokio::test]
-async fn a_flood_beyond_the_cap_gets_quick_503s_and_stalled_bodies_get_408() {
-    let app = spawn_app().await; // for its database
-    let limits = ApiLimits { max_in_flight: 2, body_read_timeout: Duration::from_secs(3) };
+/// Serves the API over `app`'s database with `limits`, on a free port.
+async fn serve_limited(app: &TestApp, limits: ApiLimits) -> std::net::SocketAddr {
     let state =
         ApiState { store: app.store.clone(), counters: Arc::default(), access: Arc::new(AccessRules::default()) };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(api::serve(listener, api::router_with_limits(state, limits), CancellationToken::new()));
+    let router = api::router_with_limits(state, limits);
+    tokio::spawn(api::serve_with(listener, router, limits, CancellationToken::new()));
+    addr
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed_after_the_header_timeout() {
+    let app = spawn_app().await;
+    let limits = ApiLimits { header_read_timeout: Duration::from_millis(500), ..ApiLimits::default() };
+    let addr = serve_limited(&app, limits).await;
+
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /event HTTP/1.1\r\nHost: x\r\nContent-Ty").await.unwrap();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+
+    for (name, stream) in [("slow headers", &mut slow), ("idle", &mut idle)] {
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        assert!(closed.is_ok(), "the server closed the {name} connection");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(400), "not before the timeout: {:?}", started.elapsed());
+    let response = app.http.get(format!("http://{addr}/stats?site_id=s")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "normal clients are served");
+}
+
+#[tokio::test]
+async fn a_flood_beyond_the_cap_gets_quick_503s_and_stalled_bodies_get_408() {
+    let app = spawn_app().await; // for its database
+    let limits = ApiLimits { max_in_flight: 2, body_read_timeout: Duration::from_secs(3), ..ApiLimits::default() };
+    let addr = serve_limited(&app, limits).await;
 
     // Two clients that send headers and half a body, then stall: both slots taken.
     let mut stalled = Vec::new();
