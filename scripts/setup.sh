@@ -6,7 +6,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 # Build tools for our crates and for WiredTiger (inside secantusd-rs).
-"$here/apt-install.sh" build-essential pkg-config cmake curl ca-certificates
+# socat and openssl: the TLS test puts a TLS terminator in front of the test database.
+"$here/apt-install.sh" build-essential pkg-config cmake curl ca-certificates socat openssl
 
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal

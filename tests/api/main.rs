@@ -10,4 +10,5 @@ mod helpers;
 mod limits;
 mod security;
 mod stats;
+mod tls;
 mod worker;
