@@ -214,3 +214,74 @@ where
 pub fn write_file(dir: &std::path::Path, name: &str, contents: &str) {
     std::fs::File::create(dir.join(name)).unwrap().write_all(contents.as_bytes()).unwrap();
 }
+
+/// A free loopback port below the kernel's ephemeral range, so that no outgoing
+/// connection can be given it while a server that must come back on it is down.
+/// Falls back to [`free_port`] when the ephemeral range leaves no room below it.
+pub fn free_port_outside_ephemeral_range() -> u16 {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next().and_then(|low| low.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    if ephemeral_start <= 11_000 {
+        return free_port();
+    }
+    for _ in 0..200 {
+        let port = 10_000 + rand::random::<u16>() % (ephemeral_start - 10_000);
+        if StdTcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found between 10000 and {ephemeral_start}");
+}
+
+impl LocalServer {
+    /// Starts `secantusd-rs` on `port` over `storage` (created if missing, reopened
+    /// intact if it holds data), with the extra server options `args` (such as
+    /// `--sync-on-commit`), and waits until it accepts connections. Unlike
+    /// [`LocalServer::start`], the server is stopped with SIGKILL (a crash) and its
+    /// data is never removed: the caller owns `storage` (a temp dir of its own) and
+    /// may start a server on it again. Logs are appended to `<storage>.log`.
+    pub fn start_at(port: u16, storage: &std::path::Path, args: &[&str]) -> LocalServer {
+        let binary = secantus_binary();
+        let mut log = storage.as_os_str().to_owned();
+        log.push(".log");
+        let log = PathBuf::from(log);
+        // As in `start`, the shell dies with our end of its stdin; here it kills the
+        // server outright, reaps it, and leaves the storage alone.
+        let script = r#"bin="$0" port="$1" storage="$2" log="$3"; shift 3
+"$bin" --port "$port" --storage-path "$storage" --cache-size 256M "$@" >>"$log" 2>&1 & pid=$!
+cat >/dev/null; { kill -KILL $pid; wait $pid; } 2>/dev/null"#;
+        let watchdog = Command::new("sh")
+            .args(["-c", script])
+            .arg(&binary)
+            .arg(port.to_string())
+            .arg(storage)
+            .arg(&log)
+            .args(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start secantusd-rs");
+        let mut server = LocalServer { port, watchdog };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while StdTcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= deadline {
+                server.close();
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("secantusd-rs did not listen on {port}; last lines of {}:\n{}", log.display(), tail.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Kills the server as a crash would (SIGKILL) and returns once it is gone.
+    /// For a server from [`LocalServer::start_at`] the storage is kept, so
+    /// `start_at` on the same port and storage brings the same data back; a
+    /// server from [`LocalServer::start`] is stopped and its (private) data removed
+    /// as when it is dropped.
+    pub fn kill_keep_data(mut self) {
+        self.close();
+    }
+}
