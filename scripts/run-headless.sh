@@ -31,7 +31,7 @@ if [[ "$authority" != *,* ]] && [[ "$host" =~ ^(localhost|127\.0\.0\.1|\[::1\])$
   data="${XDG_DATA_HOME:-$HOME/.local/share}/analytics-desk/db"
   mkdir -p "$data"
   echo "No database answers at $host:$port: starting secantusd-rs there (data in $data)" >&2
-  "$("$here/install-secantus.sh")" --port "$port" --storage-path "$data" --cache-size 512M >"$data.log" 2>&1 &
+  "$("$here/install-secantus.sh")" --port "$port" --storage-path "$data" --cache-size 512M --sync-on-commit >"$data.log" 2>&1 &
   db_pid=$!
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

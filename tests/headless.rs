@@ -183,3 +183,17 @@ fn a_privileged_port_as_a_normal_user_explains_the_fix() {
 fn running_as_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
+
+#[test]
+fn sigterm_during_start_up_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing answers here: start-up waits for the database (about two seconds).
+    let url = format!("mongodb://127.0.0.1:{}/analytics_db", common::free_port());
+    let child = service(dir.path(), &["worker"], &[("MONGO_URL", &url)]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    terminate(&child);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "clean exit: {:?}\n{stderr}", output.status);
+    assert!(stderr.contains("stop requested during start-up"), "{stderr}");
+}

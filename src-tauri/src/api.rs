@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::BoxError;
@@ -177,13 +178,26 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Unavailable(error) = &self {
-            warn!(%error, "answering 503");
+            log_unavailable(error);
         }
         let mut response = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
         if let ApiError::Unauthorized = self {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// Logs a database failure seen by a request: a warning at most every ten
+/// seconds (an outage would otherwise write one per request), the rest at debug.
+fn log_unavailable(error: &StoreError) {
+    static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+    let now = DateTime::now().timestamp_millis() as u64 / 1000;
+    let last = LAST_WARNING_SECS.load(Ordering::Relaxed);
+    if now >= last + 10 && LAST_WARNING_SECS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        warn!(%error, "database unavailable: answering 503 (further failures within 10 s are logged at debug level)");
+    } else {
+        debug!(%error, "answering 503");
     }
 }
 

@@ -185,9 +185,17 @@ impl ManagedDatabase {
         let mut command = std::process::Command::new(program);
         match kind {
             ServerKind::Mongod => command.args(["--bind_ip", "127.0.0.1", "--port", &port.to_string(), "--dbpath"]),
-            ServerKind::Secantus => {
-                command.args(["--port", &port.to_string(), "--cache-size", "512M", "--storage-path"])
-            }
+            // --sync-on-commit: without it secantusd-rs acknowledges journaled
+            // writes before they reach the disk, and a crash could lose events
+            // already answered "queued" (seen in tests/faults.rs).
+            ServerKind::Secantus => command.args([
+                "--port",
+                &port.to_string(),
+                "--cache-size",
+                "512M",
+                "--sync-on-commit",
+                "--storage-path",
+            ]),
         };
         command.arg(data_path);
         let log = std::fs::File::create(data_path.with_extension("log")).map_err(spawn_error)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
 use mongodb::error::{Error as MongoError, ErrorKind};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{ClientOptions, CollectionOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::config::{Config, EVENTS_COLLECTION};
@@ -59,10 +59,13 @@ impl Store {
         options.app_name = Some("analytics-desk".to_string());
         options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         options.connect_timeout = Some(CONNECT_TIMEOUT);
+        let durable = durable_write_concern(options.write_concern.clone());
         let client = Client::with_options(options).map_err(unreachable)?;
         let db = client.database(&config.database);
-        let store =
-            Store { queue: db.collection(&config.queue_name), events: db.collection(EVENTS_COLLECTION), client, db };
+        let collection = |name: &str| {
+            db.collection_with_options(name, CollectionOptions::builder().write_concern(durable.clone()).build())
+        };
+        let store = Store { queue: collection(&config.queue_name), events: collection(EVENTS_COLLECTION), client, db };
         store.ping().await.map_err(|e| match e {
             StoreError::Operation(source) => unreachable(source),
             other => other,
@@ -70,12 +73,14 @@ impl Store {
         Ok(store)
     }
 
-    /// The queue collection (`QUEUE_NAME`): events accepted by the API, not yet processed.
+    /// The queue collection (`QUEUE_NAME`): events accepted by the API, not yet
+    /// processed. Writes are journaled (see [`durable_write_concern`]).
     pub fn queue(&self) -> &Collection<Document> {
         &self.queue
     }
 
     /// The `events` collection: processed events, each with `processed_at`.
+    /// Writes are journaled, so a batch is durable in `events` before it leaves the queue.
     pub fn events(&self) -> &Collection<Document> {
         &self.events
     }
@@ -124,6 +129,15 @@ impl Store {
     }
 }
 
+/// The URL's write concern (its `w`, `wtimeoutMS`) with journaling required:
+/// "queued" must mean the event survives the database process crashing, not
+/// merely that it reached the server's memory.
+pub fn durable_write_concern(configured: Option<WriteConcern>) -> WriteConcern {
+    let mut concern = configured.unwrap_or_default();
+    concern.journal = Some(true);
+    concern
+}
+
 /// True when an `insert_many` failed only because some documents already exist:
 /// the worker treats those as already moved (a batch re-run after a crash).
 pub fn only_duplicate_keys(error: &MongoError) -> bool {
@@ -133,5 +147,18 @@ pub fn only_duplicate_keys(error: &MongoError) -> bool {
                 && failure.write_errors.as_ref().is_some_and(|errors| errors.iter().all(|e| e.code == DUPLICATE_KEY))
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_journaled_and_keep_the_urls_acknowledgement() {
+        let majority = WriteConcern::builder().w(mongodb::options::Acknowledgment::Majority).build();
+        let durable = durable_write_concern(Some(majority));
+        assert_eq!((durable.w, durable.journal), (Some(mongodb::options::Acknowledgment::Majority), Some(true)));
+        assert_eq!(durable_write_concern(None).journal, Some(true));
     }
 }

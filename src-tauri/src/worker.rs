@@ -21,7 +21,7 @@ use crate::store::{Store, StoreError, only_duplicate_keys};
 /// Longest pause between retries while the database is unavailable.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The batch mover. One per process is the usual deployment; see `docs/` for running several.
+/// The batch mover. Several may run at once, in any processes: see docs/deployment.md.
 #[derive(Debug, Clone)]
 pub struct Worker {
     store: Store,

@@ -151,3 +151,11 @@ async fn indexes_are_created_at_start_up_idempotently() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+#[tokio::test]
+async fn queue_and_event_writes_are_journaled() {
+    let app = spawn_app().await;
+    for collection in [app.store.queue(), app.store.events()] {
+        assert_eq!(collection.write_concern().and_then(|c| c.journal), Some(true), "{}", collection.name());
+    }
+}

@@ -56,13 +56,25 @@ async fn main() -> ExitCode {
         }
         Ok::<_, analytics_desk::StartError>(())
     };
-    if let Err(error) = started.await {
-        eprintln!("analytics-service: cannot start: {error}");
-        engine.shutdown().await;
-        return ExitCode::FAILURE;
+    // Listen for the stop signals from the start: a SIGTERM while start-up still
+    // waits for the database must stop the process cleanly too.
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        result = started => if let Err(error) = result {
+            eprintln!("analytics-service: cannot start: {error}");
+            engine.shutdown().await;
+            return ExitCode::FAILURE;
+        },
+        _ = &mut signal => {
+            info!("stop requested during start-up");
+            engine.shutdown().await;
+            info!("stopped");
+            return ExitCode::SUCCESS;
+        }
     }
 
-    shutdown_signal().await;
+    signal.await;
     info!("shutting down: finishing requests in flight and the current batch");
     engine.shutdown().await;
     info!("stopped");
