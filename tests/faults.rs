@@ -881,3 +881,100 @@ fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+// ---------------------------------------------------------------------------
+// 5. A flood of good and abusive requests: answers stay proper, memory bounded
+// ---------------------------------------------------------------------------
+
+/// Peak resident memory of a process, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM line");
+    kib / 1024.0
+}
+
+#[tokio::test]
+async fn a_flood_of_good_and_abusive_requests_gets_proper_answers_and_memory_stays_bounded() {
+    const CLIENTS: usize = 256;
+    const FLOOD: Duration = Duration::from_secs(4);
+    let _heavy = HEAVY.lock().await;
+    let url = common::fresh_database_url();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let vars = [("PORT", port.as_str()), ("MONGO_URL", url.as_str()), ("QUEUE_NAME", QUEUE)];
+    let mut api = Service::spawn("api", "api", &vars, &dir.path().join("api.log"));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    wait_for_api(&http, &base, &mut api).await;
+    let idle_mib = peak_rss_mib(api.pid);
+
+    // Each client cycles through: a valid event, a body over the 16 KiB limit,
+    // garbage, an operator object.
+    let bodies: [Vec<u8>; 4] = [
+        br#"{"site_id":"flood","event_type":"page_view","path":"/f","user_id":"u"}"#.to_vec(),
+        format!(r#"{{"site_id":"flood","event_type":"e","path":"{}","user_id":"u"}}"#, "x".repeat(64 * 1024))
+            .into_bytes(),
+        vec![0xff; 4096],
+        br#"{"site_id":{"$gt":""},"event_type":"e","path":"/","user_id":"u"}"#.to_vec(),
+    ];
+    const KINDS: [&str; 4] = ["valid", "oversized", "garbage", "operator"];
+    let deadline = Instant::now() + FLOOD;
+    let clients = (0..CLIENTS).map(|client| {
+        let (http, url, bodies) = (http.clone(), format!("{base}/event"), bodies.clone());
+        tokio::spawn(async move {
+            // (body kind, status; 0 when no HTTP answer came) → count
+            let mut answers: HashMap<(&str, u16), u64> = HashMap::new();
+            let mut slowest = Duration::ZERO;
+            let mut i = client;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let sent =
+                    http.post(&url).header("content-type", "application/json").body(bodies[i % 4].clone()).send();
+                let status = sent.await.map(|r| r.status().as_u16()).unwrap_or(0);
+                slowest = slowest.max(started.elapsed());
+                *answers.entry((KINDS[i % 4], status)).or_default() += 1;
+                i += 1;
+            }
+            (answers, slowest)
+        })
+    });
+    let mut answers: BTreeMap<(&str, u16), u64> = BTreeMap::new();
+    let mut slowest = Duration::ZERO;
+    for client in futures_util::future::join_all(clients).await {
+        let (client_answers, client_slowest) = client.unwrap();
+        for (key, n) in client_answers {
+            *answers.entry(key).or_default() += n;
+        }
+        slowest = slowest.max(client_slowest);
+    }
+    let peak_mib = peak_rss_mib(api.pid);
+    let total: u64 = answers.values().sum();
+    eprintln!(
+        "[faults] flood: {CLIENTS} clients for {FLOOD:?}: {total} requests, answers by (body, status) {answers:?}, \
+         slowest {slowest:?}; API peak RSS {peak_mib:.1} MiB (idle {idle_mib:.1} MiB)"
+    );
+
+    assert!(api.is_running(), "the API survived the flood");
+    let acknowledged = answers.get(&("valid", 200)).copied().unwrap_or(0);
+    for (&(kind, status), n) in &answers {
+        // An oversized body is refused (413) without being read, and the
+        // connection closed: a client still sending it may see the close instead.
+        let proper = match kind {
+            "valid" => [200, 503].contains(&status),
+            "oversized" => [413, 503, 0].contains(&status),
+            _ => [400, 503].contains(&status),
+        };
+        assert!(proper, "{n} {kind} requests answered {status}: {answers:?}");
+    }
+    assert!(acknowledged > 100 && answers.contains_key(&("oversized", 413)) && answers.contains_key(&("garbage", 400)));
+    assert!(peak_mib < 200.0, "memory bounded under the flood: {peak_mib:.1} MiB");
+    let store = connect(&url).await;
+    let stored = count(store.queue()).await;
+    assert_eq!(stored, acknowledged, "exactly the acknowledged events are stored");
+    store.shutdown().await;
+    api.kill().await;
+}

@@ -181,8 +181,16 @@ impl IntoResponse for ApiError {
             log_unavailable(error);
         }
         let mut response = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
-        if let ApiError::Unauthorized = self {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            }
+            // The body was left unread, so the connection cannot carry another
+            // request: say so, or a client would send its next one into a closed socket.
+            ApiError::Body { .. } => {
+                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
