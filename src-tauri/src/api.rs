@@ -128,7 +128,7 @@ pub enum ApiError {
     /// The body could not be read (too large, or broken off).
     #[error("{message}")]
     Body {
-        /// 413 for too large, 400 otherwise.
+        /// 413 for too large, 408 when it stalled or broke off.
         status: StatusCode,
         /// What went wrong.
         message: String,
