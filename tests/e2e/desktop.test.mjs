@@ -24,6 +24,7 @@ const children = [];
 let driver;
 let apiPort;
 let dbPort;
+let sizeBeforeQuit;
 
 function freePort() {
   return new Promise((resolve) => {
@@ -208,6 +209,11 @@ test('the desktop app runs the pipeline, shows it live, browses stats and applie
     assert.ok(await answers(dbPort), 'the managed database runs until the app quits');
     await driver.click('#start-worker');
     await driver.until('worker running', async () => /running/i.test(await driver.text('#worker-status')));
+    // A size of the user's own, which the next launch must restore.
+    await driver.call('POST', driver.s('/window/rect'), { width: 1100, height: 720 });
+    await new Promise((r) => setTimeout(r, 500));
+    sizeBeforeQuit = await driver.call('GET', driver.s('/window/rect'));
+    assert.deepEqual([sizeBeforeQuit.width, sizeBeforeQuit.height], [1100, 720], 'not the default 1200×800');
     // SIGTERM is how a desktop session asks an app to quit (logout, shutdown).
     const pid = appPid();
     assert.ok(pid, 'the app process is found');
@@ -218,5 +224,14 @@ test('the desktop app runs the pipeline, shows it live, browses stats and applie
     const clean = /worker stopped[\s\S]*local database stopped/;
     while (!clean.test(appLog) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     assert.match(appLog, clean, 'worker, then database, stopped cleanly');
+  });
+
+  await t.test('the next launch restores the window size', async () => {
+    await driver.quit();
+    await driver.start({ browserName: 'wry', 'tauri:options': { application: APP } });
+    await driver.until('the window', () => driver.find('#start-all'));
+    const size = await driver.call('GET', driver.s('/window/rect'));
+    assert.deepEqual([size.width, size.height], [sizeBeforeQuit.width, sizeBeforeQuit.height]);
+    process.kill(appPid(), 'SIGTERM');
   });
 });
