@@ -6,7 +6,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/env.sh"
 command -v node >/dev/null 2>&1 || "$here/apt-install.sh" nodejs
+# A D-Bus session, as on a desktop: the app's one-instance check runs over it.
+"$here/apt-install.sh" dbus-daemon dbus-bin
 app="$("$here/build-desktop.sh")"
 cd "$here/.."
 APP_BINARY="$app" TAURI_DRIVER="$ANALYTICS_DESK_CACHE/tauri-driver/bin/tauri-driver" \
-  node --test --test-reporter=spec tests/e2e/
+  dbus-run-session -- node --test --test-reporter=spec tests/e2e/

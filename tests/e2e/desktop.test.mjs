@@ -25,6 +25,8 @@ let driver;
 let apiPort;
 let dbPort;
 let sizeBeforeQuit;
+let workDir;
+let appEnv;
 
 function freePort() {
   return new Promise((resolve) => {
@@ -92,7 +94,7 @@ async function postEvent(event) {
 
 before(async () => {
   assert.ok(APP, 'APP_BINARY must point at the built analytics-desk');
-  const work = mkdtempSync(join(tmpdir(), 'analytics-desk-e2e-'));
+  const work = (workDir = mkdtempSync(join(tmpdir(), 'analytics-desk-e2e-')));
   apiPort = await freePort();
   dbPort = await freePort();
   // The first run is seeded from .env in the working directory.
@@ -104,6 +106,7 @@ before(async () => {
     XDG_CACHE_HOME: join(work, 'cache'),
     RUST_LOG: 'info',
   };
+  appEnv = env;
   if (!env.DISPLAY) {
     env.DISPLAY = ':' + (90 + Math.floor(Math.random() * 400));
     run('Xvfb', [env.DISPLAY, '-screen', '0', '1400x1000x24', '-nolisten', 'tcp']);
@@ -130,6 +133,21 @@ test('the desktop app runs the pipeline, shows it live, browses stats and applie
     assert.match(await driver.call('GET', driver.s('/title')), /Analytics Desk/);
     await driver.until('status text', async () => /stopped/i.test(await driver.text('#api-status')));
     await saveScreenshot('1-overview-stopped');
+  });
+
+  await t.test('a second launch brings the first window forward and exits', async () => {
+    assert.ok(process.env.DBUS_SESSION_BUS_ADDRESS, 'run under a D-Bus session (scripts/test-desktop.sh uses dbus-run-session)');
+    const second = spawn(APP, [], { cwd: workDir, env: appEnv, stdio: 'ignore' });
+    const exit = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve('still running after 15 s'), 15000);
+      second.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+    });
+    if (exit !== 0) second.kill('SIGKILL');
+    assert.equal(exit, 0, 'the second instance handed over to the first and exited');
+    assert.ok(await driver.find('#start-all'), 'the first window is still there');
   });
 
   await t.test('Start launches the local database, the API and the worker', async () => {
