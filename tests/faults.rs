@@ -336,6 +336,29 @@ async fn head_batch_already_moved(store: &Store, batch_size: u32) -> u64 {
     store.events().count_documents(doc! { "_id": { "$in": ids } }).await.expect("count")
 }
 
+/// A fresh database whose queue holds [`QUEUED_EVENTS`] random events.
+struct Seeded {
+    /// The random seed, printed so a failure can be replayed.
+    seed: u64,
+    url: String,
+    store: Store,
+    queued: Vec<Document>,
+    /// When the events were queued: every `processed_at` must come after.
+    since: DateTime,
+    /// The seeded generator, for any further random choices of the test.
+    rng: StdRng,
+}
+
+async fn seeded_queue() -> Seeded {
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let url = common::fresh_database_url();
+    let store = connect(&url).await;
+    let queued = generate_events(QUEUED_EVENTS, &mut rng);
+    enqueue(&store, &queued).await;
+    Seeded { seed, url, store, queued, since: DateTime::now(), rng }
+}
+
 // ---------------------------------------------------------------------------
 // 1. One worker, killed again and again
 // ---------------------------------------------------------------------------
@@ -347,13 +370,7 @@ async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
     const MAX_KILLS: usize = 60;
     let _heavy = HEAVY.lock().await;
     let started = Instant::now();
-    let seed: u64 = rand::random();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let url = common::fresh_database_url();
-    let store = connect(&url).await;
-    let queued = generate_events(QUEUED_EVENTS, &mut rng);
-    enqueue(&store, &queued).await;
-    let since = DateTime::now();
+    let Seeded { seed, url, store, queued, since, mut rng } = seeded_queue().await;
     let queued_in = started.elapsed();
 
     let dir = tempfile::tempdir().unwrap();
@@ -443,13 +460,7 @@ async fn four_workers_draining_one_queue_lose_and_double_nothing() {
     const BATCH: u32 = 500;
     let _heavy = HEAVY.lock().await;
     let started = Instant::now();
-    let seed: u64 = rand::random();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let url = common::fresh_database_url();
-    let store = connect(&url).await;
-    let queued = generate_events(QUEUED_EVENTS, &mut rng);
-    enqueue(&store, &queued).await;
-    let since = DateTime::now();
+    let Seeded { seed, url, store, queued, since, .. } = seeded_queue().await;
 
     let dir = tempfile::tempdir().unwrap();
     let vars = worker_vars(&url, BATCH, 10);
