@@ -145,6 +145,28 @@ fn as_pairs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a st
     vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// An `analytics-service api` process on a fresh database, answering.
+struct RunningApi {
+    url: String,
+    /// Holds the process's log; removed when the test ends.
+    _dir: tempfile::TempDir,
+    base: String,
+    api: Service,
+    http: reqwest::Client,
+}
+
+async fn start_api() -> RunningApi {
+    let url = common::fresh_database_url();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let vars = [("PORT", port.as_str()), ("MONGO_URL", url.as_str()), ("QUEUE_NAME", QUEUE)];
+    let mut api = Service::spawn("api", "api", &vars, &dir.path().join("api.log"));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    wait_for_api(&http, &base, &mut api).await;
+    RunningApi { url, _dir: dir, base, api, http }
+}
+
 /// Waits until the API at `base` answers `GET /stats` with a 200.
 async fn wait_for_api(http: &reqwest::Client, base: &str, service: &mut Service) {
     let up = common::eventually(Duration::from_secs(30), || async {
@@ -632,15 +654,8 @@ impl Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_killed_under_load_keeps_every_acknowledged_event() {
     const SENDERS: usize = 16;
-    let url = common::fresh_database_url();
+    let RunningApi { url, _dir, base, mut api, http } = start_api().await;
     let store = connect(&url).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port().to_string();
-    let base = format!("http://127.0.0.1:{port}");
-    let vars = [("PORT", port.as_str()), ("MONGO_URL", url.as_str()), ("QUEUE_NAME", QUEUE)];
-    let mut api = Service::spawn("api", "api", &vars, &dir.path().join("api.log"));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-    wait_for_api(&http, &base, &mut api).await;
 
     let load = Load::start(&http, &base, SENDERS, Duration::ZERO, Duration::from_secs(20), true);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -913,14 +928,7 @@ async fn a_flood_of_good_and_abusive_requests_gets_proper_answers_and_memory_sta
     const CLIENTS: usize = 256;
     const FLOOD: Duration = Duration::from_secs(4);
     let _heavy = HEAVY.lock().await;
-    let url = common::fresh_database_url();
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port().to_string();
-    let base = format!("http://127.0.0.1:{port}");
-    let vars = [("PORT", port.as_str()), ("MONGO_URL", url.as_str()), ("QUEUE_NAME", QUEUE)];
-    let mut api = Service::spawn("api", "api", &vars, &dir.path().join("api.log"));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-    wait_for_api(&http, &base, &mut api).await;
+    let RunningApi { url, _dir, base, mut api, http } = start_api().await;
     let idle_mib = peak_rss_mib(api.pid);
 
     // Each client cycles through: a valid event, a body over the 16 KiB limit,

@@ -4,6 +4,8 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::str::FromStr;
 use std::time::Duration;
 
 use mongodb::options::ConnectionString;
@@ -108,10 +110,7 @@ impl Config {
         };
         let port = match var("PORT") {
             None => defaults.port,
-            Some(v) => match v.parse::<u16>() {
-                Ok(p) if p > 0 => p,
-                _ => return Err(invalid("PORT", &v, "expected a whole number from 1 to 65535")),
-            },
+            Some(v) => whole_number("PORT", &v, 1..=u16::MAX, "")?,
         };
         let mongo_url = var("MONGO_URL").unwrap_or(defaults.mongo_url);
         let database = database_from_url(&mongo_url)?;
@@ -121,29 +120,11 @@ impl Config {
         };
         let batch_size = match var("BATCH_SIZE") {
             None => defaults.batch_size,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=MAX_BATCH_SIZE).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        "BATCH_SIZE",
-                        &v,
-                        &format!("expected a whole number from 1 to {MAX_BATCH_SIZE}"),
-                    ));
-                }
-            },
+            Some(v) => whole_number("BATCH_SIZE", &v, 1..=MAX_BATCH_SIZE, "")?,
         };
         let poll_interval = match var("POLL_MS") {
             None => defaults.poll_interval,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=MAX_POLL_MS).contains(&n) => Duration::from_millis(n),
-                _ => {
-                    return Err(invalid(
-                        "POLL_MS",
-                        &v,
-                        &format!("expected milliseconds, a whole number from 1 to {MAX_POLL_MS}"),
-                    ));
-                }
-            },
+            Some(v) => Duration::from_millis(whole_number("POLL_MS", &v, 1..=MAX_POLL_MS, "milliseconds, ")?),
         };
 
         let api_token = match var("API_TOKEN") {
@@ -201,6 +182,22 @@ impl fmt::Debug for Config {
             .field("api_token", &self.api_token.as_ref().map(|_| "****"))
             .field("allowed_sites", &self.allowed_sites)
             .finish()
+    }
+}
+
+/// Parses `value` as a whole number within `range`, or says which are allowed
+/// ("expected {unit}a whole number from A to B").
+fn whole_number<T>(var: &'static str, value: &str, range: RangeInclusive<T>, unit: &str) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + fmt::Display,
+{
+    match value.parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(invalid(
+            var,
+            value,
+            &format!("expected {unit}a whole number from {} to {}", range.start(), range.end()),
+        )),
     }
 }
 
