@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use analytics_desk::Config;
 use analytics_desk::ingest::NewEvent;
-use analytics_desk::stats::{self, PathCount, SiteStats};
+use analytics_desk::rollups;
+use analytics_desk::stats::{self, PathCount, SiteStats, StatsFilter, TypeCount};
 use analytics_desk::store::Store;
 use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
@@ -261,6 +262,7 @@ fn expected_stats(events: &[Document]) -> BTreeMap<String, SiteStats> {
         events: u64,
         users: HashSet<String>,
         paths: HashMap<String, u64>,
+        types: HashMap<String, u64>,
     }
     let mut per_site: BTreeMap<String, Site> = BTreeMap::new();
     for event in events {
@@ -268,15 +270,19 @@ fn expected_stats(events: &[Document]) -> BTreeMap<String, SiteStats> {
         site.events += 1;
         site.users.insert(event.get_str("user_id").unwrap().to_string());
         *site.paths.entry(event.get_str("path").unwrap().to_string()).or_insert(0) += 1;
+        *site.types.entry(event.get_str("event_type").unwrap().to_string()).or_insert(0) += 1;
     }
     per_site
         .into_iter()
-        .map(|(site, Site { events: total_events, users, paths })| {
+        .map(|(site, Site { events: total_events, users, paths, types })| {
             let mut top_paths: Vec<PathCount> =
                 paths.into_iter().map(|(path, count)| PathCount { path, count }).collect();
             top_paths.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-            top_paths.truncate(stats::TOP_PATHS as usize);
-            (site, SiteStats { total_events, unique_users: users.len() as u64, top_paths })
+            top_paths.truncate(stats::TOP_PATHS);
+            let mut events_by_type: Vec<TypeCount> =
+                types.into_iter().map(|(event_type, count)| TypeCount { event_type, count }).collect();
+            events_by_type.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.event_type.cmp(&b.event_type)));
+            (site, SiteStats { total_events, unique_users: users.len() as u64, top_paths, events_by_type })
         })
         .collect()
 }
@@ -329,10 +335,17 @@ async fn assert_moved_exactly_once(store: &Store, queued: &[Document], since: Da
         assert_eq!(&without, original, "an event is stored exactly as it was queued, plus processed_at");
     }
 
+    // Where the worker keeps rollups (transactions), they must agree exactly
+    // with the count made here after every kill; and so must the plain aggregation.
     let expected = expected_stats(queued);
+    let transactional = store.supports_transactions().await.expect("hello");
+    assert_eq!(rollups::are_ready(store).await.expect("meta"), transactional, "rollups ready iff transactions");
     for (site, want) in &expected {
-        let got = stats::site_stats(store, site).await.expect("site stats");
+        let filter = StatsFilter::site(site);
+        let got = stats::site_stats(store, &filter).await.expect("site stats");
         assert_eq!(&got, want, "stats of {site} differ from the independent count");
+        let plain = stats::plain_site_stats(store, &filter).await.expect("plain stats");
+        assert_eq!(&plain, want, "plain stats of {site} differ from the independent count");
     }
     let sites: BTreeMap<String, u64> =
         stats::sites(store).await.expect("sites").into_iter().map(|s| (s.site_id, s.events)).collect();
@@ -372,9 +385,13 @@ struct Seeded {
 }
 
 async fn seeded_queue() -> Seeded {
+    seeded_queue_at(common::fresh_database_url()).await
+}
+
+/// [`seeded_queue`] on the database at `url`.
+async fn seeded_queue_at(url: String) -> Seeded {
     let seed: u64 = rand::random();
     let mut rng = StdRng::seed_from_u64(seed);
-    let url = common::fresh_database_url();
     let store = connect(&url).await;
     let queued = generate_events(QUEUED_EVENTS, &mut rng);
     enqueue(&store, &queued).await;
@@ -387,12 +404,31 @@ async fn seeded_queue() -> Seeded {
 
 #[tokio::test]
 async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
+    let _heavy = HEAVY.lock().await;
+    kill_a_worker_again_and_again(common::fresh_database_url()).await;
+}
+
+/// The same on a deployment without transactions (SecantusDB presenting itself
+/// as a standalone server, as a plain `mongod` does): the idempotent move, whose
+/// re-run path the kills must exercise.
+#[tokio::test]
+async fn without_transactions_a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
+    let _heavy = HEAVY.lock().await;
+    kill_a_worker_again_and_again(common::with_database(common::standalone_server_url(), "faults_standalone")).await;
+}
+
+/// Kills a worker draining a seeded queue at `url` at random moments, then lets
+/// one run finish, and checks every event was moved exactly once and the stats
+/// are exact. With transactions, no kill may leave a batch half moved; without,
+/// some kills must (or the re-run path went untested).
+async fn kill_a_worker_again_and_again(url: String) {
     const BATCH: u32 = 500;
     const MIN_KILLS: usize = 25;
     const MAX_KILLS: usize = 60;
-    let _heavy = HEAVY.lock().await;
     let started = Instant::now();
-    let Seeded { seed, url, store, queued, since, mut rng } = seeded_queue().await;
+    let Seeded { seed, url, store, queued, since, mut rng } = seeded_queue_at(url).await;
+    let transactional = store.supports_transactions().await.expect("hello");
+    let torn_batches_wanted = if transactional { 0 } else { 3 };
     let queued_in = started.elapsed();
 
     let dir = tempfile::tempdir().unwrap();
@@ -400,8 +436,9 @@ async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
     let vars = worker_vars(&url, BATCH, 10);
 
     // Kill at random moments until at least MIN_KILLS kills are made, and either
-    // MIN_KILLS of them hit a non-empty queue, 3 of them between a batch's insert
-    // and its delete, or the queue ran dry (bounded in count and time).
+    // MIN_KILLS of them hit a non-empty queue (and, without transactions, 3 of
+    // them between a batch's insert and its delete), or the queue ran dry
+    // (bounded in count and time).
     let (mut kills, mut kills_while_queued, mut kills_mid_batch) = (0usize, 0usize, 0usize);
     let mut left_after_kill = Vec::new();
     let mut previous = (QUEUED_EVENTS as u64, 0);
@@ -424,7 +461,8 @@ async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
             }
             previous = state;
         }
-        let enough = kills >= MIN_KILLS && (left == 0 || (kills_while_queued >= MIN_KILLS && kills_mid_batch >= 3));
+        let enough = kills >= MIN_KILLS
+            && (left == 0 || (kills_while_queued >= MIN_KILLS && kills_mid_batch >= torn_batches_wanted));
         if enough || kills >= MAX_KILLS || Instant::now() > kill_deadline {
             break;
         }
@@ -447,7 +485,7 @@ async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
     assert!(status.success(), "the worker stops cleanly on SIGTERM: {status:?}");
 
     eprintln!(
-        "[faults] killed worker: seed {seed}, {QUEUED_EVENTS} events queued in {queued_in:.1?}; {kills} kills in \
+        "[faults] killed worker (transactions: {transactional}): seed {seed}, {QUEUED_EVENTS} events queued in {queued_in:.1?}; {kills} kills in \
          {killing_took:.1?}, {kills_while_queued} with events still queued, {kills_mid_batch} between a batch's insert \
          and its delete; queue depth after each kill {left_after_kill:?}; last run moved {left_before_drain} in \
          {drain_took:.1?}; batches logged {}",
@@ -458,17 +496,21 @@ async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
         kills_while_queued >= 10,
         "only {kills_while_queued} of {kills} kills hit a worker with work to do: the test did not exercise much"
     );
-    assert!(
-        kills_mid_batch >= 1,
-        "no kill landed between a batch's insert and its delete: the re-run path was not exercised"
-    );
+    if transactional {
+        assert_eq!(kills_mid_batch, 0, "a batch was left half moved although it ran in a transaction");
+    } else {
+        assert!(
+            kills_mid_batch >= 1,
+            "no kill landed between a batch's insert and its delete: the re-run path was not exercised"
+        );
+    }
     assert!(
         (left_before_drain as usize) < QUEUED_EVENTS,
         "the killed workers moved nothing at all: every run died before its first batch"
     );
 
     assert_moved_exactly_once(&store, &queued, since).await;
-    eprintln!("[faults] killed worker: checked in {:.1?} overall", started.elapsed());
+    eprintln!("[faults] killed worker (transactions: {transactional}): checked in {:.1?} overall", started.elapsed());
     store.shutdown().await;
 }
 

@@ -25,8 +25,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, Document};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -41,7 +41,8 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::counters::PipelineCounters;
 use crate::ingest::{self, IngestError, MAX_BODY_BYTES};
-use crate::stats::{self, SiteStats};
+use crate::queue_writer::{QueueWriteError, QueueWriter};
+use crate::stats::{self, Bucket, Interval, SiteStats, StatsFilter};
 use crate::store::{Store, StoreError};
 
 /// Longest wait for the queue insert before answering 503 (server selection
@@ -87,6 +88,16 @@ pub struct ApiState {
     pub counters: Arc<PipelineCounters>,
     /// Who may read and write.
     pub access: Arc<AccessRules>,
+    /// Group-commits accepted events into the queue.
+    pub queue_writer: QueueWriter,
+}
+
+impl ApiState {
+    /// The state over `store`, starting its queue writer on the current runtime.
+    pub fn new(store: Store, counters: Arc<PipelineCounters>, access: Arc<AccessRules>) -> ApiState {
+        let queue_writer = QueueWriter::spawn(store.queue().clone());
+        ApiState { store, counters, access, queue_writer }
+    }
 }
 
 /// The API's access rules, from `API_TOKEN` and `ALLOWED_SITES`.
@@ -157,6 +168,9 @@ pub enum ApiError {
     /// Too many requests in flight: refused without being read.
     #[error("server busy: too many requests at once, nothing was stored; retry shortly")]
     Overloaded,
+    /// The API is stopping and no longer stores events.
+    #[error("server shutting down, nothing was stored; retry shortly")]
+    ShuttingDown,
 }
 
 impl ApiError {
@@ -170,7 +184,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::SiteNotAllowed(_) => StatusCode::FORBIDDEN,
-            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -228,6 +242,8 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
         // route to reach it (the CORS layer answers them itself).
         .route("/event", post(record_event).options(|| async { StatusCode::NO_CONTENT }).layer(tracker_cors))
         .route("/stats", get(site_stats))
+        .route("/stats/timeseries", get(site_timeseries))
+        .route("/sites", get(list_sites))
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -265,13 +281,21 @@ async fn record_event(
         return Err(ApiError::SiteNotAllowed(event.site_id));
     }
     let document = event.into_queue_document(ObjectId::new(), DateTime::now());
+    queue(&state, vec![document]).await?;
+    Ok(Json(json!({ "status": "queued" })))
+}
 
-    match tokio::time::timeout(QUEUE_WRITE_TIMEOUT, state.store.queue().insert_one(document)).await {
-        Ok(Ok(_)) => {
-            state.counters.add_queued(1);
-            Ok(Json(json!({ "status": "queued" })))
+/// Stores `documents` in the queue (one group-committed insert) and counts them.
+async fn queue(state: &ApiState, documents: Vec<Document>) -> Result<(), ApiError> {
+    let count = documents.len() as u64;
+    match tokio::time::timeout(QUEUE_WRITE_TIMEOUT, state.queue_writer.write(documents)).await {
+        Ok(Ok(())) => {
+            state.counters.add_queued(count);
+            Ok(())
         }
-        Ok(Err(error)) => Err(ApiError::Unavailable(error.into())),
+        Ok(Err(QueueWriteError::Overloaded)) => Err(ApiError::Overloaded),
+        Ok(Err(QueueWriteError::Store(error))) => Err(ApiError::Unavailable(error)),
+        Ok(Err(QueueWriteError::Stopped)) => Err(ApiError::ShuttingDown),
         Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(QUEUE_WRITE_TIMEOUT))),
     }
 }
@@ -291,30 +315,126 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The query of `GET /stats`.
+/// The query of `GET /stats` and `GET /stats/timeseries`; every field is
+/// checked by hand so that an error names it.
 #[derive(Debug, Deserialize)]
 struct StatsQuery {
     site_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    event_type: Option<String>,
+    interval: Option<String>,
 }
 
-/// `GET /stats?site_id=…`: exact totals, unique users and top paths.
+impl StatsQuery {
+    /// The site, range and type asked for.
+    fn filter(&self) -> Result<StatsFilter, ApiError> {
+        let site_id = self
+            .site_id
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ApiError::BadQuery("site_id is required, as in /stats?site_id=site-001".into()))?;
+        let from = self.from.as_deref().map(|v| instant("from", v)).transpose()?;
+        let to = self.to.as_deref().map(|v| instant("to", v)).transpose()?;
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            return Err(ApiError::BadQuery("from must not be after to (to is exclusive)".into()));
+        }
+        let event_type = match self.event_type.as_deref() {
+            Some(kind) if kind.trim().is_empty() => {
+                return Err(ApiError::BadQuery("event_type must not be empty when given".into()));
+            }
+            kind => kind.map(str::to_string),
+        };
+        Ok(StatsFilter { site_id, from, to, event_type })
+    }
+}
+
+/// Parses a query parameter holding an RFC 3339 date-time.
+fn instant(name: &str, value: &str) -> Result<DateTime, ApiError> {
+    DateTime::parse_rfc3339_str(value).map_err(|_| {
+        ApiError::BadQuery(format!(
+            "{name} must be an RFC 3339 date-time such as 2024-05-01T00:00:00Z, got {value:?} \
+             (in a URL, write + as %2B)"
+        ))
+    })
+}
+
+/// Parses the query string, naming what is wrong.
+fn parse_query(query: Result<Query<StatsQuery>, QueryRejection>) -> Result<StatsQuery, ApiError> {
+    query.map(|Query(q)| q).map_err(|rejection| ApiError::BadQuery(format!("invalid query: {}", rejection.body_text())))
+}
+
+/// Runs a stats computation within [`STATS_TIMEOUT`].
+async fn within_stats_timeout<T>(work: impl Future<Output = Result<T, StoreError>>) -> Result<T, ApiError> {
+    match tokio::time::timeout(STATS_TIMEOUT, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(ApiError::Unavailable(error)),
+        Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(STATS_TIMEOUT))),
+    }
+}
+
+/// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…]`: exact totals, unique
+/// users, top paths and events per type.
 async fn site_stats(
     State(state): State<ApiState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<SiteStats>, ApiError> {
     state.access.authorize(&headers)?;
-    let Query(query) =
-        query.map_err(|rejection| ApiError::BadQuery(format!("invalid query: {}", rejection.body_text())))?;
-    let site_id = query
-        .site_id
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| ApiError::BadQuery("site_id is required, as in /stats?site_id=site-001".into()))?;
-    match tokio::time::timeout(STATS_TIMEOUT, stats::site_stats(&state.store, &site_id)).await {
-        Ok(Ok(stats)) => Ok(Json(stats)),
-        Ok(Err(error)) => Err(ApiError::Unavailable(error)),
-        Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(STATS_TIMEOUT))),
+    let filter = parse_query(query)?.filter()?;
+    Ok(Json(within_stats_timeout(stats::site_stats(&state.store, &filter)).await?))
+}
+
+/// The answer of `GET /stats/timeseries`.
+#[derive(Debug, serde::Serialize)]
+struct Timeseries {
+    site_id: String,
+    interval: Interval,
+    from: String,
+    to: String,
+    buckets: Vec<Bucket>,
+}
+
+/// `GET /stats/timeseries?site_id=…&interval=hour|day[&from][&to][&event_type]`:
+/// events per bucket. Without `to`, up to now; without `from`, the last 24 hours
+/// (hourly) or 30 days (daily).
+async fn site_timeseries(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<Timeseries>, ApiError> {
+    state.access.authorize(&headers)?;
+    let query = parse_query(query)?;
+    let filter = query.filter()?;
+    let interval = match query.interval.as_deref() {
+        None | Some("hour") => Interval::Hour,
+        Some("day") => Interval::Day,
+        Some(other) => return Err(ApiError::BadQuery(format!("interval must be hour or day, got {other:?}"))),
+    };
+    let to = filter.to.unwrap_or_else(DateTime::now);
+    let default_span = if interval == Interval::Hour { 24 } else { 30 } * interval.millis();
+    let from = filter.from.unwrap_or_else(|| DateTime::from_millis(to.timestamp_millis() - default_span));
+    if from > to {
+        return Err(ApiError::BadQuery("from must not be after to (to is exclusive)".into()));
     }
+    if stats::bucket_count(interval, from, to) > stats::MAX_BUCKETS {
+        return Err(ApiError::BadQuery(format!(
+            "range too long: at most {} buckets; use interval=day or a shorter range",
+            stats::MAX_BUCKETS
+        )));
+    }
+    let buckets = within_stats_timeout(stats::timeseries(&state.store, &filter, interval, from, to)).await?;
+    let rfc3339 = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
+    Ok(Json(Timeseries { site_id: filter.site_id, interval, from: rfc3339(from), to: rfc3339(to), buckets }))
+}
+
+/// `GET /sites`: every site with processed events and its number of events.
+async fn list_sites(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    state.access.authorize(&headers)?;
+    let sites = within_stats_timeout(stats::sites(&state.store)).await?;
+    Ok(Json(json!({ "sites": sites })))
 }
 
 /// Why the API could not listen, in words that say how to fix it.

@@ -16,6 +16,8 @@ pub mod counters;
 pub mod desktop;
 pub mod ingest;
 pub mod local_db;
+pub mod queue_writer;
+pub mod rollups;
 pub mod settings;
 pub mod stats;
 pub mod store;

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// A database operation took longer than allowed.
     #[error("database did not answer within {0:?}")]
     Timeout(Duration),
+    /// The server refused some statements of a write command.
+    #[error("database refused a write: {0}")]
+    Refused(String),
 }
 
 /// A connected handle on the service's database; cheap to clone (the driver's
@@ -46,6 +49,7 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     client: Client,
+    durable: WriteConcern,
     db: Database,
     queue: Collection<Document>,
     events: Collection<Document>,
@@ -65,7 +69,8 @@ impl Store {
         let collection = |name: &str| {
             db.collection_with_options(name, CollectionOptions::builder().write_concern(durable.clone()).build())
         };
-        let store = Store { queue: collection(&config.queue_name), events: collection(EVENTS_COLLECTION), client, db };
+        let store =
+            Store { queue: collection(&config.queue_name), events: collection(EVENTS_COLLECTION), client, durable, db };
         store.ping().await.map_err(|e| match e {
             StoreError::Operation(source) => unreachable(source),
             other => other,
@@ -90,6 +95,24 @@ impl Store {
         &self.db
     }
 
+    /// The driver's client (for sessions and transactions).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The write concern of every write: the URL's, journaled.
+    pub fn durable_write_concern(&self) -> &WriteConcern {
+        &self.durable
+    }
+
+    /// True when the deployment runs multi-document transactions: a replica set
+    /// (even of one node, as SecantusDB presents itself) or a sharded cluster.
+    /// A standalone `mongod` does not.
+    pub async fn supports_transactions(&self) -> Result<bool, StoreError> {
+        let hello = self.db.run_command(doc! { "hello": 1 }).await?;
+        Ok(hello.contains_key("setName") || hello.get_str("msg") == Ok("isdbgrid"))
+    }
+
     /// Asks the server for a ping.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.run_command(doc! { "ping": 1 }).await?;
@@ -108,8 +131,10 @@ impl Store {
     /// - `events {site_id, path}` and `{site_id, user_id}`: the original service's
     ///   recommended indexes, serving the per-site grouping of `/stats`;
     /// - `events {site_id, timestamp}`: per-site time ranges;
-    /// - the queue is read in `_id` order, which its default index already serves.
+    /// - the queue is read in `_id` order, which its default index already serves;
+    /// - the rollups' unique keys (see [`crate::rollups`]).
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        crate::rollups::ensure_indexes(&self.db).await?;
         let index = |keys: Document, name: &str| {
             IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_string()).build()).build()
         };

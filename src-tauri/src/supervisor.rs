@@ -18,7 +18,7 @@ use tracing::{error, info};
 use crate::api::{self, AccessRules, ApiState, BindError};
 use crate::config::Config;
 use crate::counters::{CountersSnapshot, PipelineCounters};
-use crate::stats::{self, SiteStats, SiteSummary};
+use crate::stats::{self, SiteStats, SiteSummary, StatsFilter};
 use crate::store::{Store, StoreError};
 use crate::worker::Worker;
 
@@ -174,7 +174,7 @@ impl Engine {
             opened.await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?;
 
         let access = Arc::new(AccessRules::from_config(&self.inner.config));
-        let router = api::router(ApiState { store, counters: self.inner.counters.clone(), access });
+        let router = api::router(ApiState::new(store, self.inner.counters.clone(), access));
         let shutdown = CancellationToken::new();
         let serving = api::serve(listener, router, shutdown.clone());
         let task = part.spawn("API", async move { serving.await.map_err(|e| format!("the API stopped: {e}")) });
@@ -243,7 +243,7 @@ impl Engine {
 
     /// A site's stats, read directly from the database (the API need not run).
     pub async fn site_stats(&self, site_id: &str) -> Result<SiteStats, StoreError> {
-        stats::site_stats(self.store().await?, site_id).await
+        stats::site_stats(self.store().await?, &StatsFilter::site(site_id)).await
     }
 }
 

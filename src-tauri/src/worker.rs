@@ -1,25 +1,50 @@
-//! Worker: moves events from the queue collection into `events` in batches.
+//! Worker: moves events from the queue collection into `events` in batches, and
+//! keeps the stats rollups (see `rollups`) in step.
 //!
-//! A batch is read in `_id` order, inserted into `events` with `processed_at`
-//! (keeping each queue entry's `_id`), then deleted from the queue. If the worker
-//! dies between the insert and the delete, the next run meets the same `_id`s:
-//! the duplicates are refused by the `_id` index and ignored, so no event is
-//! counted twice and none is lost. Polling is a plain `find` (no tailable cursor,
-//! which Atlas's free tier lacks); a full batch is followed by the next at once.
+//! A batch is read in `_id` order and, where the deployment runs transactions
+//! (a replica set, Atlas, SecantusDB), moved in one transaction: insert into
+//! `events` with `processed_at` (keeping each queue entry's `_id`), rollup
+//! updates, delete from the queue. A crash or a concurrent worker therefore
+//! never counts a batch twice nor loses one; a conflicting worker's transaction
+//! is retried on a fresh read.
+//!
+//! On a standalone `mongod` (no transactions) the batch is moved idempotently
+//! instead: a re-run meets the same `_id`s, refused by the `_id` index and
+//! ignored, so `events` stays exact; the rollups are marked not ready and stats
+//! read `events` directly.
+//!
+//! Polling is a plain `find` (no tailable cursor, which Atlas's free tier lacks);
+//! a full batch is followed by the next at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{DateTime, Document, doc};
+use mongodb::ClientSession;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::counters::PipelineCounters;
+use crate::rollups::{self, RollupDeltas};
 use crate::store::{Store, StoreError, only_duplicate_keys};
 
 /// Longest pause between retries while the database is unavailable.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Attempts at a batch whose transaction conflicts with another worker's before
+/// the conflict is reported as an error (and the worker backs off).
+const MAX_TRANSACTION_ATTEMPTS: u32 = 20;
+
+/// How this deployment lets a batch be moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveMode {
+    /// In one transaction, rollups included.
+    Transactional,
+    /// Without transactions: idempotent by `_id`, rollups not kept.
+    Idempotent,
+}
 
 /// The batch mover. Several may run at once, in any processes: see docs/deployment.md.
 #[derive(Debug, Clone)]
@@ -28,12 +53,39 @@ pub struct Worker {
     batch_size: u32,
     poll_interval: Duration,
     counters: Arc<PipelineCounters>,
+    /// Found out (and the rollups made ready) before the first batch.
+    mode: Arc<OnceCell<MoveMode>>,
 }
 
 impl Worker {
     /// A worker over `store` moving up to `batch_size` events per batch.
     pub fn new(store: Store, batch_size: u32, poll_interval: Duration, counters: Arc<PipelineCounters>) -> Worker {
-        Worker { store, batch_size, poll_interval, counters }
+        Worker { store, batch_size, poll_interval, counters, mode: Arc::default() }
+    }
+
+    /// How this worker moves batches on its deployment. The first call asks the
+    /// server, and either makes the rollups ready (rebuilding them from `events`
+    /// if needed) or marks them not ready.
+    pub async fn mode(&self) -> Result<MoveMode, StoreError> {
+        let mode = self
+            .mode
+            .get_or_try_init(|| async {
+                if self.store.supports_transactions().await? {
+                    let owner = format!("worker pid {} at {}", std::process::id(), DateTime::now());
+                    rollups::make_ready(&self.store, &owner).await?;
+                    Ok::<_, StoreError>(MoveMode::Transactional)
+                } else {
+                    warn!(
+                        "this MongoDB deployment runs no transactions (a standalone mongod): stats are computed \
+                         from all events on each request, exact but slower as they grow. Run mongod as a replica \
+                         set (one node is enough) for fast stats"
+                    );
+                    rollups::mark_not_ready(&self.store).await?;
+                    Ok(MoveMode::Idempotent)
+                }
+            })
+            .await?;
+        Ok(*mode)
     }
 
     /// Runs until `shutdown` is cancelled. A batch that has started is always
@@ -86,15 +138,123 @@ impl Worker {
     /// Moves one batch from the queue to `events` and returns how many events it
     /// held (0 when the queue is empty).
     pub async fn process_batch(&self) -> Result<usize, StoreError> {
-        let batch: Vec<Document> = self
+        let moved = match self.mode().await? {
+            MoveMode::Transactional => self.move_batch_in_transaction().await?,
+            MoveMode::Idempotent => self.move_batch_idempotently().await?,
+        };
+        if moved > 0 {
+            self.counters.add_batch(moved as u64);
+        }
+        Ok(moved)
+    }
+
+    /// Reads the next batch, in `_id` order (inside `session`'s transaction when given).
+    async fn read_batch(&self, session: Option<&mut ClientSession>) -> Result<Vec<Document>, StoreError> {
+        let find = self.store.queue().find(doc! {}).sort(doc! { "_id": 1 }).limit(i64::from(self.batch_size));
+        Ok(match session {
+            Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
+            None => find.await?.try_collect().await?,
+        })
+    }
+
+    /// Moves a batch in one transaction, retrying it (on a fresh read) when it
+    /// conflicts with another worker's.
+    async fn move_batch_in_transaction(&self) -> Result<usize, StoreError> {
+        let mut session = self.store.client().start_session().await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
+            let outcome = match self.move_within(&mut session).await {
+                Ok(0) => {
+                    session.abort_transaction().await?;
+                    return Ok(0);
+                }
+                Ok(moved) => session.commit_transaction().await.map(|()| moved).map_err(TransactionError::from),
+                Err(error) => {
+                    // The server may have aborted it already; nothing else to undo.
+                    let _ = session.abort_transaction().await;
+                    Err(error)
+                }
+            };
+            match outcome {
+                Ok(moved) => return Ok(moved),
+                Err(TransactionError::Conflict(reason)) if attempt < MAX_TRANSACTION_ATTEMPTS => {
+                    debug!(attempt, reason, "batch transaction conflicted with another worker; retrying");
+                    // Jitter, so that two conflicting workers do not meet again at once.
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    let jitter = u64::from(now.subsec_nanos());
+                    tokio::time::sleep(Duration::from_millis(jitter % 10 * u64::from(attempt.min(5)))).await;
+                }
+                Err(TransactionError::Conflict(reason)) => {
+                    return Err(StoreError::Refused(format!("batch kept conflicting with other workers: {reason}")));
+                }
+                Err(TransactionError::AlreadyMoved(ids)) => {
+                    // Then the rest of the batch, on a fresh read.
+                    self.discard_already_moved(ids).await?;
+                }
+                Err(TransactionError::Store(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The work of one batch transaction: read, insert, count, delete.
+    async fn move_within(&self, session: &mut ClientSession) -> Result<usize, TransactionError> {
+        let batch = self.read_batch(Some(session)).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let moved = batch.len();
+        info!(events = moved, "Processing batch...");
+        let ids: Vec<Bson> = batch.iter().filter_map(|event| event.get("_id").cloned()).collect();
+        let deltas = RollupDeltas::of(&batch);
+        let processed_at = DateTime::now();
+        let events = batch.into_iter().map(|mut event| {
+            event.insert("processed_at", processed_at);
+            event
+        });
+        match self.store.events().insert_many(events).session(&mut *session).await {
+            Ok(_) => {}
+            Err(error) if only_duplicate_keys(&error) => return Err(TransactionError::AlreadyMoved(ids)),
+            Err(error) => return Err(error.into()),
+        }
+        deltas.apply(self.store.database(), Some(session)).await?;
+        let deleted = self.store.queue().delete_many(doc! { "_id": { "$in": &ids } }).session(session).await?;
+        if deleted.deleted_count != moved as u64 {
+            // Another worker moved some of these since our read.
+            return Err(TransactionError::Conflict("queue entries already gone".into()));
+        }
+        Ok(moved)
+    }
+
+    /// Drops from the queue the entries of `ids` that are already in `events`:
+    /// left by an idempotent (transaction-less) move that crashed before its
+    /// delete, on a database since moved to a replica set; the rollups, rebuilt
+    /// from `events` then, already count them.
+    async fn discard_already_moved(&self, ids: Vec<Bson>) -> Result<(), StoreError> {
+        let present: Vec<Bson> = self
             .store
-            .queue()
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .limit(i64::from(self.batch_size))
+            .events()
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "_id": 1 })
             .await?
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<Document>>()
+            .await?
+            .into_iter()
+            .filter_map(|event| event.get("_id").cloned())
+            .collect();
+        warn!(
+            events = present.len(),
+            "queue entries already in events (from an earlier crash): removed from the queue"
+        );
+        self.store.queue().delete_many(doc! { "_id": { "$in": present } }).await?;
+        Ok(())
+    }
+
+    /// Moves a batch without a transaction: insert (duplicates of a re-run
+    /// ignored), then delete.
+    async fn move_batch_idempotently(&self) -> Result<usize, StoreError> {
+        let batch = self.read_batch(None).await?;
         if batch.is_empty() {
             return Ok(0);
         }
@@ -115,7 +275,36 @@ impl Worker {
             Err(error) => return Err(error.into()),
         }
         self.store.queue().delete_many(doc! { "_id": { "$in": ids } }).await?;
-        self.counters.add_batch(moved as u64);
         Ok(moved)
+    }
+}
+
+/// Why a batch transaction did not commit.
+#[derive(Debug)]
+enum TransactionError {
+    /// Another worker touched the same documents: retry on a fresh read.
+    Conflict(String),
+    /// Some entries of the batch are already in `events`.
+    AlreadyMoved(Vec<Bson>),
+    /// The database failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for TransactionError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Operation(error) => error.into(),
+            other => TransactionError::Store(other),
+        }
+    }
+}
+
+impl From<mongodb::error::Error> for TransactionError {
+    fn from(error: mongodb::error::Error) -> Self {
+        if error.contains_label(TRANSIENT_TRANSACTION_ERROR) {
+            TransactionError::Conflict(error.to_string())
+        } else {
+            TransactionError::Store(error.into())
+        }
     }
 }

@@ -38,6 +38,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(config).await
 }
 
+/// Starts the API on a fresh database of a server without transactions (as a
+/// standalone `mongod`).
+pub async fn spawn_app_without_transactions() -> TestApp {
+    let url = common::with_database(common::standalone_server_url(), &format!("test_{:016x}", rand::random::<u64>()));
+    spawn_app_on(test_config(&url)).await
+}
+
 /// Starts the API with exactly `config`.
 pub async fn spawn_app_on(config: Config) -> TestApp {
     let engine = Engine::new(config);

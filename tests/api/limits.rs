@@ -14,8 +14,7 @@ use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app};
 
 /// Serves the API over `app`'s database with `limits`, on a free port.
 async fn serve_limited(app: &TestApp, limits: ApiLimits) -> std::net::SocketAddr {
-    let state =
-        ApiState { store: app.store.clone(), counters: Arc::default(), access: Arc::new(AccessRules::default()) };
+    let state = ApiState::new(app.store.clone(), Arc::default(), Arc::new(AccessRules::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = api::router_with_limits(state, limits);

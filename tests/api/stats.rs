@@ -25,7 +25,8 @@ async fn stats_count_events_users_and_rank_paths_with_ties_by_path() {
         json!({
             "total_events": 5,
             "unique_users": 3,
-            "top_paths": [{ "path": "/a", "count": 2 }, { "path": "/b", "count": 2 }, { "path": "/c", "count": 1 }]
+            "top_paths": [{ "path": "/a", "count": 2 }, { "path": "/b", "count": 2 }, { "path": "/c", "count": 1 }],
+            "events_by_type": [{ "event_type": "page_view", "count": 5 }]
         })
     );
 }
@@ -42,7 +43,10 @@ async fn stats_count_only_processed_events() {
 #[tokio::test]
 async fn an_unknown_site_has_zeros() {
     let app = spawn_app().await;
-    assert_eq!(app.stats("nobody").await, json!({ "total_events": 0, "unique_users": 0, "top_paths": [] }));
+    assert_eq!(
+        app.stats("nobody").await,
+        json!({ "total_events": 0, "unique_users": 0, "top_paths": [], "events_by_type": [] })
+    );
 }
 
 #[tokio::test]
@@ -78,7 +82,9 @@ fn expected_stats(events: &[(String, String, String)], site: &str) -> Value {
     let mut ranked: Vec<(&str, u64)> = paths.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let top: Vec<Value> = ranked.iter().take(10).map(|(p, c)| json!({ "path": p, "count": c })).collect();
-    json!({ "total_events": of_site.len(), "unique_users": users.len(), "top_paths": top })
+    let by_type: Vec<Value> =
+        if of_site.is_empty() { vec![] } else { vec![json!({ "event_type": "page_view", "count": of_site.len() })] };
+    json!({ "total_events": of_site.len(), "unique_users": users.len(), "top_paths": top, "events_by_type": by_type })
 }
 
 #[tokio::test]

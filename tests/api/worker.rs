@@ -7,7 +7,10 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, doc};
 
 use crate::common::eventually;
-use crate::helpers::{event_json, spawn_app, spawn_app_with};
+use analytics_desk::rollups;
+use analytics_desk::stats::{self, StatsFilter};
+
+use crate::helpers::{event_json, spawn_app, spawn_app_with, spawn_app_without_transactions};
 
 async fn enqueue(app: &crate::helpers::TestApp, n: usize, site: &str) {
     for i in 0..n {
@@ -45,8 +48,8 @@ async fn batches_move_events_with_processed_at_and_empty_the_queue() {
 }
 
 #[tokio::test]
-async fn a_batch_rerun_after_a_crash_adds_no_duplicates() {
-    let app = spawn_app().await;
+async fn without_transactions_a_batch_rerun_after_a_crash_adds_no_duplicates() {
+    let app = spawn_app_without_transactions().await;
     enqueue(&app, 10, "site-r").await;
     // A worker that died after its insert and before its delete: 7 of the 10
     // already sit in `events`, all 10 are still queued.
@@ -70,6 +73,34 @@ async fn a_batch_rerun_after_a_crash_adds_no_duplicates() {
     let ids: HashSet<ObjectId> = app.processed().await.iter().map(|e| e.get_object_id("_id").unwrap()).collect();
     assert_eq!(ids.len(), 10);
     assert_eq!(app.stats("site-r").await["total_events"], 10);
+}
+
+#[tokio::test]
+async fn a_torn_batch_left_without_transactions_is_finished_once_by_a_transactional_worker() {
+    let app = spawn_app().await;
+    enqueue(&app, 10, "site-t").await;
+    // As left by a transaction-less worker that died between insert and delete,
+    // on a database since moved to a replica set.
+    let partly: Vec<_> = app
+        .queued()
+        .await
+        .into_iter()
+        .take(7)
+        .map(|mut e| {
+            e.insert("processed_at", DateTime::now());
+            e
+        })
+        .collect();
+    app.store.events().insert_many(partly).await.unwrap();
+
+    app.drain_queue().await;
+
+    assert!(rollups::are_ready(&app.store).await.unwrap(), "rollups rebuilt from the 7, then kept");
+    assert_eq!((app.queue_count().await, app.events_count().await), (0, 10));
+    let filter = StatsFilter::site("site-t");
+    let fast = stats::fast_site_stats(&app.store, &filter).await.unwrap();
+    assert_eq!(fast.total_events, 10, "each event counted once");
+    assert_eq!(fast, stats::plain_site_stats(&app.store, &filter).await.unwrap());
 }
 
 #[tokio::test]

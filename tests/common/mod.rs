@@ -26,6 +26,20 @@ pub fn server_url() -> &'static str {
     })
 }
 
+/// The base URL of a server without transactions, as a standalone `mongod` is:
+/// `MONGO_TEST_STANDALONE_URL` when set, otherwise a SecantusDB server started
+/// with `--standalone` (it then presents itself as a standalone server).
+pub fn standalone_server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("MONGO_TEST_STANDALONE_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            static SERVER: OnceLock<LocalServer> = OnceLock::new();
+            SERVER.get_or_init(|| LocalServer::start_with(&["--standalone"])).url()
+        }
+    })
+}
+
 /// A URL on the test server with a database of its own, so tests run in parallel.
 pub fn fresh_database_url() -> String {
     let name = format!("test_{:016x}", rand::random::<u64>());
@@ -76,17 +90,25 @@ pub struct LocalServer {
 impl LocalServer {
     /// Starts `secantusd-rs` on a free port and waits until it accepts connections.
     pub fn start() -> LocalServer {
+        LocalServer::start_with(&[])
+    }
+
+    /// [`LocalServer::start`] with extra server options `args`.
+    pub fn start_with(args: &[&str]) -> LocalServer {
         let binary = secantus_binary();
         let port = free_port();
         let storage = tempfile::Builder::new().prefix("analytics-desk-db-").tempdir().unwrap().keep();
         // The shell holds the server; when our end of its stdin closes (drop, exit,
         // crash), `cat` returns and the shell stops the server and removes its data.
-        let script = r#""$0" --port "$1" --storage-path "$2" --cache-size 256M >"$2.log" 2>&1 & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid; rm -rf "$2" "$2.log""#;
+        let script = r#"bin="$0" port="$1" storage="$2"; shift 2
+"$bin" --port "$port" --storage-path "$storage" --cache-size 256M "$@" >"$storage.log" 2>&1 & pid=$!
+cat >/dev/null; kill $pid 2>/dev/null; wait $pid; rm -rf "$storage" "$storage.log""#;
         let watchdog = Command::new("sh")
             .args(["-c", script])
             .arg(&binary)
             .arg(port.to_string())
             .arg(&storage)
+            .args(args)
             .stdin(Stdio::piped())
             .spawn()
             .expect("start secantusd-rs");

@@ -1,0 +1,361 @@
+//! Rollups: per-site aggregates the worker keeps up to date as it moves each
+//! batch, so that stats read a few small documents instead of scanning every event.
+//!
+//! | collection | one document per | holds |
+//! |---|---|---|
+//! | `stats_sites` | site | `count` |
+//! | `stats_paths` | site, event type, path | `count` |
+//! | `stats_visitors` | site, event type, user | (presence) |
+//! | `stats_hourly_paths` | site, hour, event type, path | `count` |
+//! | `stats_hourly_visitors` | site, hour, event type, user | (presence) |
+//!
+//! Hours are UTC hours of the event's `timestamp`; a time range that does not
+//! start or end on an hour adds the raw events of its partial hours (see `stats`).
+//!
+//! Exactness: a batch's rollup updates run in the same multi-document transaction
+//! as its insert into `events` and its delete from the queue, so a batch counts
+//! once or not at all, whatever crashes or re-runs. Deployments without
+//! transactions (a standalone `mongod`) cannot keep that promise: there the
+//! worker marks the rollups as not ready and stats are computed from `events`.
+//! The marker (`stats_meta`, `_id: "rollups"`) also guards a rebuild from
+//! `events` (a database written before rollups existed), which one worker does
+//! while the others wait.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{ClientSession, Database, IndexModel};
+use tracing::{info, warn};
+
+use crate::store::{DUPLICATE_KEY, Store, StoreError};
+
+/// Events per site.
+pub const SITES: &str = "stats_sites";
+/// Events per site, event type and path.
+pub const PATHS: &str = "stats_paths";
+/// Users seen per site and event type.
+pub const VISITORS: &str = "stats_visitors";
+/// Events per site, hour, event type and path.
+pub const HOURLY_PATHS: &str = "stats_hourly_paths";
+/// Users seen per site, hour and event type.
+pub const HOURLY_VISITORS: &str = "stats_hourly_visitors";
+/// Where the rollups' state is kept.
+pub const META: &str = "stats_meta";
+
+/// Every rollup collection.
+pub const COLLECTIONS: [&str; 5] = [SITES, PATHS, VISITORS, HOURLY_PATHS, HOURLY_VISITORS];
+
+/// One hour in milliseconds.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// How long a rebuild may run before another worker may take it over.
+pub const REBUILD_LEASE: Duration = Duration::from_secs(300);
+/// Events read from `events` per step of a rebuild.
+const REBUILD_CHUNK: usize = 20_000;
+
+/// The start of the UTC hour holding `time`.
+pub fn hour_of(time: DateTime) -> DateTime {
+    DateTime::from_millis(time.timestamp_millis().div_euclid(HOUR_MS) * HOUR_MS)
+}
+
+/// The first hour boundary at or after `time`.
+pub fn next_hour_boundary(time: DateTime) -> DateTime {
+    let hour = hour_of(time);
+    if hour == time { hour } else { DateTime::from_millis(hour.timestamp_millis() + HOUR_MS) }
+}
+
+/// The fields of an event the rollups are keyed by.
+struct EventKey<'a> {
+    site_id: &'a str,
+    event_type: &'a str,
+    path: &'a str,
+    user_id: &'a str,
+    hour: Option<DateTime>,
+}
+
+impl<'a> EventKey<'a> {
+    /// Reads an event document. The API only queues events with these four
+    /// strings and a date; anything else is keyed as an empty string (and
+    /// without an hour when the timestamp is not a date), like `stats` reads it.
+    fn of(event: &'a Document) -> EventKey<'a> {
+        let text = |field| event.get_str(field).unwrap_or("");
+        EventKey {
+            site_id: text("site_id"),
+            event_type: text("event_type"),
+            path: text("path"),
+            user_id: text("user_id"),
+            hour: event.get_datetime("timestamp").ok().copied().map(hour_of),
+        }
+    }
+}
+
+/// What one batch of events adds to the rollups.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RollupDeltas {
+    sites: HashMap<String, i64>,
+    paths: HashMap<(String, String, String), i64>,
+    visitors: HashSet<(String, String, String)>,
+    hourly_paths: HashMap<(String, DateTime, String, String), i64>,
+    hourly_visitors: HashSet<(String, DateTime, String, String)>,
+}
+
+impl RollupDeltas {
+    /// The additions of `events` (queue or `events` documents).
+    pub fn of<'a>(events: impl IntoIterator<Item = &'a Document>) -> RollupDeltas {
+        let mut deltas = RollupDeltas::default();
+        for event in events {
+            let key = EventKey::of(event);
+            let (site, kind, path, user) =
+                (key.site_id.to_string(), key.event_type.to_string(), key.path.to_string(), key.user_id.to_string());
+            *deltas.sites.entry(site.clone()).or_default() += 1;
+            *deltas.paths.entry((site.clone(), kind.clone(), path.clone())).or_default() += 1;
+            if let Some(hour) = key.hour {
+                *deltas.hourly_paths.entry((site.clone(), hour, kind.clone(), path)).or_default() += 1;
+                deltas.hourly_visitors.insert((site.clone(), hour, kind.clone(), user.clone()));
+            }
+            deltas.visitors.insert((site, kind, user));
+        }
+        deltas
+    }
+
+    /// True when no event was added.
+    pub fn is_empty(&self) -> bool {
+        self.sites.is_empty()
+    }
+
+    /// The `update` commands applying these deltas: one per collection, each a
+    /// list of upserts (counts incremented, presence inserted when absent), so a
+    /// batch costs five round trips whatever its size.
+    pub fn update_commands(&self) -> Vec<Document> {
+        let count = |filter: Document, n: i64| doc! { "q": filter, "u": { "$inc": { "count": n } }, "upsert": true };
+        let presence =
+            |filter: Document| doc! { "q": filter, "u": { "$setOnInsert": { "seen": true } }, "upsert": true };
+        let commands = [
+            (SITES, self.sites.iter().map(|(site, n)| count(doc! { "_id": site }, *n)).collect::<Vec<_>>()),
+            (
+                PATHS,
+                self.paths
+                    .iter()
+                    .map(|((site, kind, path), n)| {
+                        count(doc! { "site_id": site, "event_type": kind, "path": path }, *n)
+                    })
+                    .collect(),
+            ),
+            (
+                VISITORS,
+                self.visitors
+                    .iter()
+                    .map(|(site, kind, user)| presence(doc! { "site_id": site, "event_type": kind, "user_id": user }))
+                    .collect(),
+            ),
+            (
+                HOURLY_PATHS,
+                self.hourly_paths
+                    .iter()
+                    .map(|((site, hour, kind, path), n)| {
+                        count(doc! { "site_id": site, "hour": hour, "event_type": kind, "path": path }, *n)
+                    })
+                    .collect(),
+            ),
+            (
+                HOURLY_VISITORS,
+                self.hourly_visitors
+                    .iter()
+                    .map(|(site, hour, kind, user)| {
+                        presence(doc! { "site_id": site, "hour": hour, "event_type": kind, "user_id": user })
+                    })
+                    .collect(),
+            ),
+        ];
+        commands
+            .into_iter()
+            .filter(|(_, updates)| !updates.is_empty())
+            .map(|(collection, updates)| doc! { "update": collection, "updates": updates, "ordered": true })
+            .collect()
+    }
+
+    /// Applies the deltas, inside `session`'s transaction when one is given.
+    pub async fn apply(&self, db: &Database, mut session: Option<&mut ClientSession>) -> Result<(), StoreError> {
+        for command in self.update_commands() {
+            let reply = match session.as_deref_mut() {
+                Some(session) => db.run_command(command).session(session).await?,
+                None => db.run_command(command).await?,
+            };
+            // A refused statement is reported in the reply, not as an error.
+            if let Ok(errors) = reply.get_array("writeErrors")
+                && !errors.is_empty()
+            {
+                return Err(StoreError::Refused(format!("rollup update refused: {errors:?}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates the rollups' unique indexes (their keys), which also serve the stats queries.
+pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
+    let unique =
+        |keys: Document| IndexModel::builder().keys(keys).options(IndexOptions::builder().unique(true).build()).build();
+    let indexes = [
+        (PATHS, doc! { "site_id": 1, "event_type": 1, "path": 1 }),
+        (VISITORS, doc! { "site_id": 1, "event_type": 1, "user_id": 1 }),
+        (HOURLY_PATHS, doc! { "site_id": 1, "hour": 1, "event_type": 1, "path": 1 }),
+        (HOURLY_VISITORS, doc! { "site_id": 1, "hour": 1, "event_type": 1, "user_id": 1 }),
+    ];
+    for (collection, keys) in indexes {
+        db.collection::<Document>(collection).create_index(unique(keys)).await?;
+    }
+    Ok(())
+}
+
+/// True when the rollups hold exactly what `events` holds, so stats may read them.
+pub async fn are_ready(store: &Store) -> Result<bool, StoreError> {
+    let meta = store.database().collection::<Document>(META).find_one(doc! { "_id": "rollups" }).await?;
+    Ok(meta.is_some_and(|meta| meta.get_str("state") == Ok("ready")))
+}
+
+/// Marks the rollups as not ready: a worker that cannot use transactions calls
+/// this before moving anything, so stats are computed from `events` from then on.
+pub async fn mark_not_ready(store: &Store) -> Result<(), StoreError> {
+    store.database().collection::<Document>(META).delete_one(doc! { "_id": "rollups" }).await?;
+    Ok(())
+}
+
+/// Returns once the rollups are ready, rebuilding them from `events` first if
+/// they are not (and no other worker is already at it: then this one waits).
+/// `owner` names this worker in the marker.
+pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
+    let meta = store.database().collection::<Document>(META);
+    let mut waiting_logged = false;
+    loop {
+        if are_ready(store).await? {
+            return Ok(());
+        }
+        let now = DateTime::now();
+        let lease_until = DateTime::from_millis(now.timestamp_millis() + REBUILD_LEASE.as_millis() as i64);
+        // Become the builder if there is none, or if the last one's lease ran out.
+        // A "ready" or leased marker fails the filter and the upsert then
+        // collides with it on `_id`: somebody else holds it.
+        let claim = meta
+            .update_one(
+                doc! { "_id": "rollups", "state": "building", "lease_until": { "$lt": now } },
+                doc! { "$set": { "state": "building", "owner": owner, "lease_until": lease_until } },
+            )
+            .upsert(true)
+            .await;
+        match claim {
+            Ok(_) => {
+                rebuild(store).await?;
+                let done = meta
+                    .update_one(
+                        doc! { "_id": "rollups", "state": "building", "owner": owner },
+                        doc! { "$set": { "state": "ready", "built_at": DateTime::now() }, "$unset": { "lease_until": "" } },
+                    )
+                    .await?;
+                if done.matched_count == 1 {
+                    return Ok(());
+                }
+                warn!("rollup rebuild took longer than its lease and was taken over; waiting for the new builder");
+            }
+            Err(error) if is_duplicate_key(&error) => {
+                if !waiting_logged {
+                    info!("another worker is rebuilding the stats rollups; waiting for it");
+                    waiting_logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Recomputes every rollup from `events`. Runs while no worker moves batches.
+async fn rebuild(store: &Store) -> Result<(), StoreError> {
+    let db = store.database();
+    for collection in COLLECTIONS {
+        db.collection::<Document>(collection).delete_many(doc! {}).await?;
+    }
+    let total = store.events().estimated_document_count().await?;
+    if total > 0 {
+        info!(events = total, "building the stats rollups from existing events (once)");
+    }
+    let projection = doc! { "site_id": 1, "event_type": 1, "path": 1, "user_id": 1, "timestamp": 1 };
+    let mut cursor = store.events().find(doc! {}).projection(projection).await?;
+    let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
+    loop {
+        let next = cursor.try_next().await?;
+        let end = next.is_none();
+        chunk.extend(next);
+        if chunk.len() == REBUILD_CHUNK || (end && !chunk.is_empty()) {
+            RollupDeltas::of(&chunk).apply(db, None).await?;
+            chunk.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    if total > 0 {
+        info!("stats rollups built");
+    }
+    Ok(())
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        mongodb::error::ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// Reads a count, which the server may send as a 32- or 64-bit integer or a double.
+pub fn count_of(value: Option<&Bson>) -> u64 {
+    match value {
+        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Double(n)) if *n >= 0.0 => *n as u64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(site: &str, kind: &str, path: &str, user: &str, millis: i64) -> Document {
+        doc! { "site_id": site, "event_type": kind, "path": path, "user_id": user, "timestamp": DateTime::from_millis(millis) }
+    }
+
+    #[test]
+    fn hours_are_utc_hour_starts() {
+        let t = DateTime::from_millis(5 * HOUR_MS + 1234);
+        assert_eq!(hour_of(t), DateTime::from_millis(5 * HOUR_MS));
+        assert_eq!(next_hour_boundary(t), DateTime::from_millis(6 * HOUR_MS));
+        let aligned = DateTime::from_millis(7 * HOUR_MS);
+        assert_eq!((hour_of(aligned), next_hour_boundary(aligned)), (aligned, aligned));
+        assert_eq!(hour_of(DateTime::from_millis(-1)), DateTime::from_millis(-HOUR_MS), "before 1970 too");
+    }
+
+    #[test]
+    fn deltas_count_events_and_note_users_once() {
+        let events = [
+            event("a", "page_view", "/", "u1", 10),
+            event("a", "page_view", "/", "u1", 20),
+            event("a", "page_view", "/x", "u2", HOUR_MS + 5),
+            event("b", "signup", "/", "u1", 30),
+        ];
+        let deltas = RollupDeltas::of(&events);
+        assert_eq!(deltas.sites, HashMap::from([("a".into(), 3), ("b".into(), 1)]));
+        assert_eq!(deltas.paths[&("a".into(), "page_view".into(), "/".into())], 2);
+        assert_eq!(deltas.visitors.len(), 3);
+        assert_eq!(deltas.hourly_paths.len(), 3);
+        assert_eq!(deltas.hourly_visitors.len(), 3, "u1 twice in the same hour is one presence");
+        let commands = deltas.update_commands();
+        assert_eq!(commands.len(), 5);
+        let updates: usize = commands.iter().map(|c| c.get_array("updates").unwrap().len()).sum();
+        assert_eq!(updates, 2 + 3 + 3 + 3 + 3);
+    }
+}
