@@ -51,8 +51,9 @@ pub const COLLECTIONS: [&str; 5] = [SITES, PATHS, VISITORS, HOURLY_PATHS, HOURLY
 /// One hour in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
 
-/// How long a rebuild may run before another worker may take it over.
-pub const REBUILD_LEASE: Duration = Duration::from_secs(300);
+/// How long a rebuild's claim lasts unless renewed (after every chunk): a
+/// builder that dies is replaced this long after its last sign of life.
+pub const REBUILD_LEASE: Duration = Duration::from_secs(15);
 /// Events read from `events` per step of a rebuild.
 const REBUILD_CHUNK: usize = 20_000;
 
@@ -235,7 +236,7 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
             return Ok(());
         }
         let now = DateTime::now();
-        let lease_until = DateTime::from_millis(now.timestamp_millis() + REBUILD_LEASE.as_millis() as i64);
+        let lease_until = DateTime::from_millis(now.timestamp_millis() + lease_millis());
         // Become the builder if there is none, or if the last one's lease ran out.
         // A "ready" or leased marker fails the filter and the upsert then
         // collides with it on `_id`: somebody else holds it.
@@ -248,7 +249,7 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
             .await;
         match claim {
             Ok(_) => {
-                rebuild(store).await?;
+                rebuild(store, owner).await?;
                 let done = meta
                     .update_one(
                         doc! { "_id": "rollups", "state": "building", "owner": owner },
@@ -272,8 +273,9 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Recomputes every rollup from `events`. Runs while no worker moves batches.
-async fn rebuild(store: &Store) -> Result<(), StoreError> {
+/// Recomputes every rollup from `events`, renewing `owner`'s claim after each
+/// chunk. Runs while no worker moves batches.
+async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
     let db = store.database();
     for collection in COLLECTIONS {
         db.collection::<Document>(collection).delete_many(doc! {}).await?;
@@ -292,6 +294,18 @@ async fn rebuild(store: &Store) -> Result<(), StoreError> {
         if chunk.len() == REBUILD_CHUNK || (end && !chunk.is_empty()) {
             RollupDeltas::of(&chunk).apply(db, None).await?;
             chunk.clear();
+            let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_millis());
+            let renewed = db
+                .collection::<Document>(META)
+                .update_one(
+                    doc! { "_id": "rollups", "state": "building", "owner": owner },
+                    doc! { "$set": { "lease_until": lease_until } },
+                )
+                .await?;
+            if renewed.matched_count == 0 {
+                // Taken over (this builder stalled past its lease): stop writing.
+                return Err(StoreError::Refused("rollup rebuild taken over by another worker".into()));
+            }
         }
         if end {
             break;
@@ -301,6 +315,10 @@ async fn rebuild(store: &Store) -> Result<(), StoreError> {
         info!("stats rollups built");
     }
     Ok(())
+}
+
+fn lease_millis() -> i64 {
+    REBUILD_LEASE.as_millis() as i64
 }
 
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {

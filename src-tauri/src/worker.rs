@@ -13,6 +13,12 @@
 //! ignored, so `events` stays exact; the rollups are marked not ready and stats
 //! read `events` directly.
 //!
+//! A worker killed in the middle of a transaction leaves it open on the server,
+//! holding its documents until the server's transaction lifetime (60 s by
+//! default) runs out. So each worker registers its current session in
+//! `workers` with a heartbeat; a worker whose transaction conflicts ends the
+//! sessions of registered workers whose heartbeat stopped ([`DEAD_AFTER`]).
+//!
 //! Polling is a plain `find` (no tailable cursor, which Atlas's free tier lacks);
 //! a full batch is followed by the next at once.
 
@@ -21,6 +27,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use mongodb::ClientSession;
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
 use tokio::sync::OnceCell;
@@ -34,8 +41,18 @@ use crate::store::{Store, StoreError, only_duplicate_keys};
 /// Longest pause between retries while the database is unavailable.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Attempts at a batch whose transaction conflicts with another worker's before
-/// the conflict is reported as an error (and the worker backs off).
-const MAX_TRANSACTION_ATTEMPTS: u32 = 20;
+/// this worker leaves the queue to that one until its next poll. Batches share
+/// rollup documents (a site's counters), so workers on one queue take turns
+/// rather than move batches side by side; more workers add availability, not speed.
+const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
+/// The collection where running workers register their session and heartbeat.
+pub const WORKERS_COLLECTION: &str = "workers";
+/// How often a running worker beats.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A worker whose heartbeat is older than this is taken as dead: its session
+/// (and any transaction it left open) is ended by the next worker it blocks.
+/// Erring is harmless: a live worker whose session is ended retries its batch.
+pub const DEAD_AFTER: Duration = Duration::from_secs(2);
 
 /// How this deployment lets a batch be moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +72,14 @@ pub struct Worker {
     counters: Arc<PipelineCounters>,
     /// Found out (and the rollups made ready) before the first batch.
     mode: Arc<OnceCell<MoveMode>>,
+    /// This worker's entry in [`WORKERS_COLLECTION`].
+    id: ObjectId,
 }
 
 impl Worker {
     /// A worker over `store` moving up to `batch_size` events per batch.
     pub fn new(store: Store, batch_size: u32, poll_interval: Duration, counters: Arc<PipelineCounters>) -> Worker {
-        Worker { store, batch_size, poll_interval, counters, mode: Arc::default() }
+        Worker { store, batch_size, poll_interval, counters, mode: Arc::default(), id: ObjectId::new() }
     }
 
     /// How this worker moves batches on its deployment. The first call asks the
@@ -73,6 +92,7 @@ impl Worker {
                 if self.store.supports_transactions().await? {
                     let owner = format!("worker pid {} at {}", std::process::id(), DateTime::now());
                     rollups::make_ready(&self.store, &owner).await?;
+                    self.reap_dead_workers().await?;
                     Ok::<_, StoreError>(MoveMode::Transactional)
                 } else {
                     warn!(
@@ -100,6 +120,7 @@ impl Worker {
             poll_ms = self.poll_interval.as_millis() as u64,
             "Queue Ready"
         );
+        let heartbeat = tokio::spawn(self.clone().beat(shutdown.clone()));
         let mut backoff: Option<Duration> = None;
         while !shutdown.is_cancelled() {
             let pause = match self.process_batch().await {
@@ -132,11 +153,70 @@ impl Worker {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+        let _ = heartbeat.await;
+        if let Err(error) = self.workers().delete_one(doc! { "_id": self.id }).await {
+            debug!(%error, "could not remove this worker's registration; it will be reaped as dead");
+        }
         info!("worker stopped");
     }
 
+    /// Keeps this worker's heartbeat fresh until `shutdown`, so that no other
+    /// worker takes it for dead while it waits between polls.
+    async fn beat(self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let workers = self.workers();
+            let beat = workers.update_one(doc! { "_id": self.id }, doc! { "$set": { "heartbeat": DateTime::now() } });
+            if let Err(error) = beat.await {
+                debug!(%error, "heartbeat not recorded");
+            }
+        }
+    }
+
+    fn workers(&self) -> mongodb::Collection<Document> {
+        self.store.database().collection(WORKERS_COLLECTION)
+    }
+
+    /// Records `session` as this worker's current one, with a fresh heartbeat.
+    async fn register(&self, session: &ClientSession) -> Result<(), StoreError> {
+        let entry = doc! {
+            "session": session.id().clone(),
+            "heartbeat": DateTime::now(),
+            "pid": i64::from(std::process::id()),
+        };
+        self.workers().update_one(doc! { "_id": self.id }, doc! { "$set": entry }).upsert(true).await?;
+        Ok(())
+    }
+
+    /// Ends the sessions of registered workers whose heartbeat stopped (killed
+    /// processes), which aborts any transaction they left open, and forgets them.
+    async fn reap_dead_workers(&self) -> Result<(), StoreError> {
+        let dead_before = DateTime::from_millis(DateTime::now().timestamp_millis() - DEAD_AFTER.as_millis() as i64);
+        let dead: Vec<Document> =
+            self.workers().find(doc! { "heartbeat": { "$lt": dead_before } }).await?.try_collect().await?;
+        for worker in dead {
+            if let Ok(session) = worker.get_document("session") {
+                let admin = self.store.client().database("admin");
+                if let Err(error) = admin.run_command(doc! { "killSessions": [session.clone()] }).await {
+                    debug!(%error, "could not end a dead worker's session");
+                    continue;
+                }
+            }
+            info!(
+                pid = worker.get_i64("pid").unwrap_or_default(),
+                "ended the session of a worker that stopped beating"
+            );
+            self.workers().delete_one(doc! { "_id": worker.get("_id").cloned().unwrap_or(Bson::Null) }).await?;
+        }
+        Ok(())
+    }
+
     /// Moves one batch from the queue to `events` and returns how many events it
-    /// held (0 when the queue is empty).
+    /// held (0 when the queue is empty, or when other workers kept winning it).
     pub async fn process_batch(&self) -> Result<usize, StoreError> {
         let moved = match self.mode().await? {
             MoveMode::Transactional => self.move_batch_in_transaction().await?,
@@ -161,6 +241,7 @@ impl Worker {
     /// conflicts with another worker's.
     async fn move_batch_in_transaction(&self) -> Result<usize, StoreError> {
         let mut session = self.store.client().start_session().await?;
+        self.register(&session).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -181,13 +262,16 @@ impl Worker {
                 Ok(moved) => return Ok(moved),
                 Err(TransactionError::Conflict(reason)) if attempt < MAX_TRANSACTION_ATTEMPTS => {
                     debug!(attempt, reason, "batch transaction conflicted with another worker; retrying");
+                    // The other may be a dead worker's abandoned transaction.
+                    self.reap_dead_workers().await?;
                     // Jitter, so that two conflicting workers do not meet again at once.
                     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                     let jitter = u64::from(now.subsec_nanos());
                     tokio::time::sleep(Duration::from_millis(jitter % 10 * u64::from(attempt.min(5)))).await;
                 }
                 Err(TransactionError::Conflict(reason)) => {
-                    return Err(StoreError::Refused(format!("batch kept conflicting with other workers: {reason}")));
+                    debug!(reason, "another worker is moving the queue; leaving it to that one until the next poll");
+                    return Ok(0);
                 }
                 Err(TransactionError::AlreadyMoved(ids)) => {
                     // Then the rest of the batch, on a fresh read.
@@ -302,7 +386,11 @@ impl From<StoreError> for TransactionError {
 impl From<mongodb::error::Error> for TransactionError {
     fn from(error: mongodb::error::Error) -> Self {
         if error.contains_label(TRANSIENT_TRANSACTION_ERROR) {
-            TransactionError::Conflict(error.to_string())
+            let reason = match error.kind.as_ref() {
+                mongodb::error::ErrorKind::Command(command) => command.code_name.clone(),
+                _ => error.to_string(),
+            };
+            TransactionError::Conflict(reason)
         } else {
             TransactionError::Store(error.into())
         }

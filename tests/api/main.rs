@@ -8,6 +8,7 @@ mod engine;
 mod event;
 mod helpers;
 mod limits;
+mod rollups;
 mod security;
 mod stats;
 mod tls;
