@@ -4,10 +4,11 @@
 //!
 //! `/event` is a tracker endpoint: any web page may POST to it (CORS). Nothing
 //! else is readable cross-origin, and with `API_TOKEN` set `/stats` requires it.
+//! An event without `user_id` gets an anonymous one ([`visitor`](crate::visitor)).
 
 use std::collections::HashSet;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,11 +17,11 @@ use axum::BoxError;
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,7 +33,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -43,6 +44,7 @@ use crate::counters::PipelineCounters;
 use crate::ingest::{self, IngestError, MAX_BODY_BYTES};
 use crate::stats::{self, SiteStats};
 use crate::store::{Store, StoreError};
+use crate::visitor::{AnonymousVisitors, SaltError};
 
 /// Longest wait for the queue insert before answering 503 (server selection
 /// already gives up after two seconds when no server answers at all).
@@ -87,6 +89,8 @@ pub struct ApiState {
     pub counters: Arc<PipelineCounters>,
     /// Who may read and write.
     pub access: Arc<AccessRules>,
+    /// Gives events sent without `user_id` an anonymous one.
+    pub visitors: Arc<AnonymousVisitors>,
 }
 
 /// The API's access rules, from `API_TOKEN` and `ALLOWED_SITES`.
@@ -157,6 +161,9 @@ pub enum ApiError {
     /// Too many requests in flight: refused without being read.
     #[error("server busy: too many requests at once, nothing was stored; retry shortly")]
     Overloaded,
+    /// The stored daily salt is unusable, so no anonymous id can be derived.
+    #[error("cannot derive an anonymous user_id, event not stored: {0}")]
+    AnonymousId(SaltError),
 }
 
 impl ApiError {
@@ -171,6 +178,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::SiteNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::AnonymousId(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -245,6 +253,7 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
 /// `POST /event`: validate, insert into the queue, and only then say "queued".
 async fn record_event(
     State(state): State<ApiState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -260,11 +269,15 @@ async fn record_event(
             message: format!("request body not received in time: {}", rejection.body_text()),
         },
     })?;
-    let event = ingest::parse_event(&body)?;
+    let mut event = ingest::parse_event(&body)?;
     if state.access.allowed_sites.as_ref().is_some_and(|allowed| !allowed.contains(&event.site_id)) {
         return Err(ApiError::SiteNotAllowed(event.site_id));
     }
-    let document = event.into_queue_document(ObjectId::new(), DateTime::now());
+    if event.user_id.is_none() {
+        let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
+        event.user_id = Some(anonymous_user_id(&state, &event.site_id, peer, &headers).await?);
+    }
+    let document = event.into_queue_document(ObjectId::new(), DateTime::now())?;
 
     match tokio::time::timeout(QUEUE_WRITE_TIMEOUT, state.store.queue().insert_one(document)).await {
         Ok(Ok(_)) => {
@@ -272,6 +285,24 @@ async fn record_event(
             Ok(Json(json!({ "status": "queued" })))
         }
         Ok(Err(error)) => Err(ApiError::Unavailable(error.into())),
+        Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(QUEUE_WRITE_TIMEOUT))),
+    }
+}
+
+/// The anonymous id of the client behind `peer` for `site_id` (see [`crate::visitor`]).
+async fn anonymous_user_id(
+    state: &ApiState,
+    site_id: &str,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
+    match tokio::time::timeout(QUEUE_WRITE_TIMEOUT, state.visitors.user_id(site_id, peer, headers)).await {
+        Ok(Ok(user_id)) => Ok(user_id),
+        Ok(Err(SaltError::Store(error))) => Err(ApiError::Unavailable(error)),
+        Ok(Err(malformed)) => {
+            warn!(error = %malformed, "cannot derive an anonymous user_id: answering 503");
+            Err(ApiError::AnonymousId(malformed))
+        }
         Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(QUEUE_WRITE_TIMEOUT))),
     }
 }
@@ -404,10 +435,10 @@ pub async fn serve_with(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     let graceful = GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: pause, don't spin or die.
                     warn!(%error, "cannot accept a connection");
@@ -416,7 +447,9 @@ pub async fn serve_with(
                 }
             },
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        // Handlers see the peer as axum's `ConnectInfo` (anonymous visitor ids need it).
+        let service = Extension(ConnectInfo(peer)).layer(router.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             if let Err(error) = connection.await {

@@ -11,4 +11,5 @@ mod limits;
 mod security;
 mod stats;
 mod tls;
+mod visitor;
 mod worker;
