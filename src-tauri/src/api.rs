@@ -4,7 +4,8 @@
 //!
 //! `/event` is a tracker endpoint: any web page may POST to it (CORS). Nothing
 //! else is readable cross-origin, and with `API_TOKEN` set `/stats` requires it.
-//! An event without `user_id` gets an anonymous one ([`visitor`](crate::visitor)).
+//! `GET /script.js` serves the [`tracker`](crate::tracker) script; an event
+//! without `user_id` gets an anonymous one ([`visitor`](crate::visitor)).
 
 use std::collections::HashSet;
 use std::io;
@@ -44,6 +45,7 @@ use crate::counters::PipelineCounters;
 use crate::ingest::{self, IngestError, MAX_BODY_BYTES};
 use crate::stats::{self, SiteStats};
 use crate::store::{Store, StoreError};
+use crate::tracker;
 use crate::visitor::{AnonymousVisitors, SaltError};
 
 /// Longest wait for the queue insert before answering 503 (server selection
@@ -236,6 +238,7 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
         // route to reach it (the CORS layer answers them itself).
         .route("/event", post(record_event).options(|| async { StatusCode::NO_CONTENT }).layer(tracker_cors))
         .route("/stats", get(site_stats))
+        .merge(tracker::routes())
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -11,5 +11,6 @@ mod limits;
 mod security;
 mod stats;
 mod tls;
+mod tracker;
 mod visitor;
 mod worker;
