@@ -4,10 +4,12 @@
 //!
 //! `/event` is a tracker endpoint: any web page may POST to it (CORS). Nothing
 //! else is readable cross-origin, and with `API_TOKEN` set `/stats` requires it.
+//! `GET /script.js` serves the [`tracker`](crate::tracker) script; an event
+//! without `user_id` gets an anonymous one ([`visitor`](crate::visitor)).
 
 use std::collections::HashSet;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,11 +18,11 @@ use axum::BoxError;
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,7 +34,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -44,6 +46,8 @@ use crate::ingest::{self, IngestError, MAX_BODY_BYTES};
 use crate::queue_writer::{QueueWriteError, QueueWriter};
 use crate::stats::{self, Bucket, Interval, SiteStats, StatsFilter};
 use crate::store::{Store, StoreError};
+use crate::tracker;
+use crate::visitor::{AnonymousVisitors, SaltError};
 
 /// Longest wait for the queue insert before answering 503 (server selection
 /// already gives up after two seconds when no server answers at all).
@@ -90,13 +94,20 @@ pub struct ApiState {
     pub access: Arc<AccessRules>,
     /// Group-commits accepted events into the queue.
     pub queue_writer: QueueWriter,
+    /// Gives events sent without `user_id` an anonymous one.
+    pub visitors: Arc<AnonymousVisitors>,
 }
 
 impl ApiState {
     /// The state over `store`, starting its queue writer on the current runtime.
-    pub fn new(store: Store, counters: Arc<PipelineCounters>, access: Arc<AccessRules>) -> ApiState {
+    pub fn new(
+        store: Store,
+        counters: Arc<PipelineCounters>,
+        access: Arc<AccessRules>,
+        visitors: Arc<AnonymousVisitors>,
+    ) -> ApiState {
         let queue_writer = QueueWriter::spawn(store.queue().clone());
-        ApiState { store, counters, access, queue_writer }
+        ApiState { store, counters, access, queue_writer, visitors }
     }
 }
 
@@ -171,6 +182,9 @@ pub enum ApiError {
     /// The API is stopping and no longer stores events.
     #[error("server shutting down, nothing was stored; retry shortly")]
     ShuttingDown,
+    /// The stored daily salt is unusable, so no anonymous id can be derived.
+    #[error("cannot derive an anonymous user_id, event not stored: {0}")]
+    AnonymousId(SaltError),
 }
 
 impl ApiError {
@@ -184,7 +198,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::SiteNotAllowed(_) => StatusCode::FORBIDDEN,
-            ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::ShuttingDown | ApiError::AnonymousId(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -244,6 +258,7 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
         .route("/stats", get(site_stats))
         .route("/stats/timeseries", get(site_timeseries))
         .route("/sites", get(list_sites))
+        .merge(tracker::routes())
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -261,6 +276,7 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
 /// `POST /event`: validate, insert into the queue, and only then say "queued".
 async fn record_event(
     State(state): State<ApiState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -276,11 +292,15 @@ async fn record_event(
             message: format!("request body not received in time: {}", rejection.body_text()),
         },
     })?;
-    let event = ingest::parse_event(&body)?;
+    let mut event = ingest::parse_event(&body)?;
     if state.access.allowed_sites.as_ref().is_some_and(|allowed| !allowed.contains(&event.site_id)) {
         return Err(ApiError::SiteNotAllowed(event.site_id));
     }
-    let document = event.into_queue_document(ObjectId::new(), DateTime::now());
+    if event.user_id.is_none() {
+        let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
+        event.user_id = Some(anonymous_user_id(&state, &event.site_id, peer, &headers).await?);
+    }
+    let document = event.into_queue_document(ObjectId::new(), DateTime::now())?;
     queue(&state, vec![document]).await?;
     Ok(Json(json!({ "status": "queued" })))
 }
@@ -296,6 +316,24 @@ async fn queue(state: &ApiState, documents: Vec<Document>) -> Result<(), ApiErro
         Ok(Err(QueueWriteError::Overloaded)) => Err(ApiError::Overloaded),
         Ok(Err(QueueWriteError::Store(error))) => Err(ApiError::Unavailable(error)),
         Ok(Err(QueueWriteError::Stopped)) => Err(ApiError::ShuttingDown),
+        Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(QUEUE_WRITE_TIMEOUT))),
+    }
+}
+
+/// The anonymous id of the client behind `peer` for `site_id` (see [`crate::visitor`]).
+async fn anonymous_user_id(
+    state: &ApiState,
+    site_id: &str,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
+    match tokio::time::timeout(QUEUE_WRITE_TIMEOUT, state.visitors.user_id(site_id, peer, headers)).await {
+        Ok(Ok(user_id)) => Ok(user_id),
+        Ok(Err(SaltError::Store(error))) => Err(ApiError::Unavailable(error)),
+        Ok(Err(malformed)) => {
+            warn!(error = %malformed, "cannot derive an anonymous user_id: answering 503");
+            Err(ApiError::AnonymousId(malformed))
+        }
         Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(QUEUE_WRITE_TIMEOUT))),
     }
 }
@@ -524,10 +562,10 @@ pub async fn serve_with(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     let graceful = GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: pause, don't spin or die.
                     warn!(%error, "cannot accept a connection");
@@ -536,7 +574,9 @@ pub async fn serve_with(
                 }
             },
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        // Handlers see the peer as axum's `ConnectInfo` (anonymous visitor ids need it).
+        let service = Extension(ConnectInfo(peer)).layer(router.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             if let Err(error) = connection.await {

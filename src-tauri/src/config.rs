@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use mongodb::options::ConnectionString;
 
+use crate::visitor::TrustedProxies;
+
 /// The database used when `MONGO_URL` names none (`mongodb://host:27017/`).
 pub const DEFAULT_DATABASE: &str = "analytics_db";
 /// The collection processed events are moved into.
@@ -47,6 +49,9 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Site ids `POST /event` accepts (`ALLOWED_SITES`, comma-separated); all when unset.
     pub allowed_sites: Option<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` gives the client's address for anonymous
+    /// visitor ids (`TRUSTED_PROXIES`, comma-separated IPs and CIDR ranges); none by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
             poll_interval: Duration::from_millis(200),
             api_token: None,
             allowed_sites: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -141,7 +147,31 @@ impl Config {
         let allowed_sites = var("ALLOWED_SITES")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>());
 
-        Ok(Config { host, port, mongo_url, database, queue_name, batch_size, poll_interval, api_token, allowed_sites })
+        let trusted_proxies = match var("TRUSTED_PROXIES") {
+            None => defaults.trusted_proxies,
+            Some(v) => v.parse().map_err(|bad| {
+                invalid(
+                    "TRUSTED_PROXIES",
+                    &v,
+                    &format!(
+                        "expected comma-separated IP addresses or CIDR ranges such as 10.0.0.1, 192.168.0.0/16 ({bad})"
+                    ),
+                )
+            })?,
+        };
+
+        Ok(Config {
+            host,
+            port,
+            mongo_url,
+            database,
+            queue_name,
+            batch_size,
+            poll_interval,
+            api_token,
+            allowed_sites,
+            trusted_proxies,
+        })
     }
 
     /// Replaces the MongoDB URL, taking the database name from it.
@@ -181,6 +211,7 @@ impl fmt::Debug for Config {
             .field("poll_interval", &self.poll_interval)
             .field("api_token", &self.api_token.as_ref().map(|_| "****"))
             .field("allowed_sites", &self.allowed_sites)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -356,6 +387,8 @@ mod tests {
             ("QUEUE_NAME", "events", "must not be the 'events' collection"),
             ("QUEUE_NAME", "$cmd", "must not contain '$'"),
             ("HOST", "localhost:80", "IP address"),
+            ("TRUSTED_PROXIES", "10.0.0.1, proxy.local", "\"proxy.local\" is neither an IP address nor a CIDR range"),
+            ("TRUSTED_PROXIES", "10.0.0.0/40", "comma-separated IP addresses or CIDR ranges"),
         ];
         for (var, value, allowed) in cases {
             let message = error_for(&[(var, value)]);
@@ -374,6 +407,14 @@ mod tests {
         assert_eq!(message, "invalid API_TOKEN=\"****\": expected a secret of at least 16 characters");
         assert!(!from(&[]).unwrap().is_exposed());
         assert!(from(&[("HOST", "0.0.0.0")]).unwrap().is_exposed());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_and_ranges() {
+        let c = from(&[("TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16")]).unwrap();
+        assert!(c.trusted_proxies.contains("192.168.3.4".parse().unwrap()));
+        assert!(!c.trusted_proxies.contains("10.0.0.2".parse().unwrap()));
+        assert!(from(&[]).unwrap().trusted_proxies.is_empty(), "no proxy is trusted by default");
     }
 
     #[test]

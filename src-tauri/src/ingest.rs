@@ -1,9 +1,9 @@
 //! Ingest: turns the raw body of `POST /event` into a validated [`NewEvent`], and
 //! that into the document stored in the queue.
 //!
-//! Only the four named string fields and an optional timestamp get through: a
-//! client can never put an operator (`{"$gt": ""}`), a nested document or a field
-//! of its own into the database.
+//! Only the four named string fields (`user_id` optional) and an optional
+//! timestamp get through: a client can never put an operator (`{"$gt": ""}`), a
+//! nested document or a field of its own into the database.
 
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
@@ -25,8 +25,9 @@ pub struct NewEvent {
     pub event_type: String,
     /// Page path, such as `/pricing`.
     pub path: String,
-    /// Visitor identifier chosen by the client.
-    pub user_id: String,
+    /// Visitor identifier chosen by the client; `None` when it sent none (or
+    /// null), and the API derives an anonymous one (see [`crate::visitor`]).
+    pub user_id: Option<String>,
     /// When the event happened, if the client said so.
     pub timestamp: Option<DateTime>,
 }
@@ -100,13 +101,16 @@ pub fn parse_event(body: &[u8]) -> Result<NewEvent, IngestError> {
         _ => IngestError::InvalidJson(e.to_string()),
     })?;
 
-    let [site_id, event_type, path, user_id] = [raw.site_id, raw.event_type, raw.path, raw.user_id]
+    let [site_id, event_type, path] = [raw.site_id, raw.event_type, raw.path]
         .into_iter()
         .zip(FIELD_LIMITS)
         .map(|(value, (field, max))| required_string(field, value, max))
         .collect::<Result<Vec<_>, _>>()?
         .try_into()
-        .expect("four fields in, four out");
+        .expect("three fields in, three out");
+    // Optional, but when sent it follows the same rules (an empty one is a client's bug).
+    let (user_id_field, user_id_max) = FIELD_LIMITS[3];
+    let user_id = raw.user_id.map(|value| required_string(user_id_field, Some(value), user_id_max)).transpose()?;
 
     let timestamp = match raw.timestamp {
         None => None,
@@ -152,16 +156,19 @@ fn json_type(value: &Value) -> &'static str {
 impl NewEvent {
     /// The queue document: the event's fields, its id (kept as the processed
     /// event's id, which makes moving a batch idempotent), and `ingested_at`.
-    pub fn into_queue_document(self, id: ObjectId, ingested_at: DateTime) -> Document {
-        doc! {
+    /// Every stored event has a `user_id`: give an anonymous event its derived
+    /// id first, or this refuses it as [`IngestError::Missing`].
+    pub fn into_queue_document(self, id: ObjectId, ingested_at: DateTime) -> Result<Document, IngestError> {
+        let user_id = self.user_id.ok_or(IngestError::Missing("user_id"))?;
+        Ok(doc! {
             "_id": id,
             "site_id": self.site_id,
             "event_type": self.event_type,
             "path": self.path,
-            "user_id": self.user_id,
+            "user_id": user_id,
             "timestamp": self.timestamp.unwrap_or(ingested_at),
             "ingested_at": ingested_at,
-        }
+        })
     }
 }
 
@@ -175,8 +182,8 @@ mod tests {
     fn accepts_a_valid_event_with_and_without_timestamp() {
         let e = parse_event(VALID.as_bytes()).unwrap();
         assert_eq!(
-            (e.site_id.as_str(), e.event_type.as_str(), e.path.as_str(), e.user_id.as_str()),
-            ("site-001", "page_view", "/pricing", "user-123")
+            (e.site_id.as_str(), e.event_type.as_str(), e.path.as_str(), e.user_id.as_deref()),
+            ("site-001", "page_view", "/pricing", Some("user-123"))
         );
         assert_eq!(e.timestamp, None);
 
@@ -191,8 +198,26 @@ mod tests {
     fn keeps_operator_like_strings_as_plain_values() {
         let body = r#"{"site_id":"$gt","event_type":"$where","path":"/a.b/$x","user_id":"{}"}"#;
         let e = parse_event(body.as_bytes()).unwrap();
-        let document = e.into_queue_document(ObjectId::new(), DateTime::now());
+        let document = e.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
         assert_eq!(document.get_str("site_id").unwrap(), "$gt");
+    }
+
+    #[test]
+    fn user_id_is_optional_but_never_empty_when_sent() {
+        for body in [
+            r#"{"site_id":"s","event_type":"page_view","path":"/"}"#,
+            r#"{"site_id":"s","event_type":"page_view","path":"/","user_id":null}"#,
+        ] {
+            let event = parse_event(body.as_bytes()).unwrap();
+            assert_eq!(event.user_id, None, "{body}");
+            let unfilled = event.clone().into_queue_document(ObjectId::new(), DateTime::now());
+            assert_eq!(unfilled.unwrap_err(), IngestError::Missing("user_id"), "never queued without a user_id");
+            let filled = NewEvent { user_id: Some("0123abcd".into()), ..event };
+            let document = filled.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
+            assert_eq!(document.get_str("user_id").unwrap(), "0123abcd");
+        }
+        let error = parse_event(br#"{"site_id":"s","event_type":"e","path":"/","user_id":" "}"#).unwrap_err();
+        assert_eq!(error, IngestError::Empty("user_id"));
     }
 
     #[test]
@@ -263,7 +288,7 @@ mod tests {
     fn queue_document_has_the_contract_fields() {
         let now = DateTime::from_millis(1_700_000_000_000);
         let id = ObjectId::new();
-        let document = parse_event(VALID.as_bytes()).unwrap().into_queue_document(id, now);
+        let document = parse_event(VALID.as_bytes()).unwrap().into_queue_document(id, now).unwrap();
         let keys: Vec<&str> = document.keys().map(String::as_str).collect();
         assert_eq!(keys, ["_id", "site_id", "event_type", "path", "user_id", "timestamp", "ingested_at"]);
         assert_eq!(document.get_object_id("_id").unwrap(), id);
@@ -312,14 +337,14 @@ mod fuzz {
     }
 
     fn check_accepted(event: &NewEvent) {
-        for (value, (field, max)) in
-            [&event.site_id, &event.event_type, &event.path, &event.user_id].into_iter().zip(FIELD_LIMITS)
-        {
+        let strings = [Some(&event.site_id), Some(&event.event_type), Some(&event.path), event.user_id.as_ref()];
+        for (value, (field, max)) in strings.into_iter().zip(FIELD_LIMITS).filter_map(|(v, limit)| Some((v?, limit))) {
             assert!(!value.trim().is_empty(), "{field} empty");
             assert!(value.len() <= max, "{field} too long");
             assert!(!value.chars().any(char::is_control), "{field} has a control character");
         }
-        let document = event.clone().into_queue_document(ObjectId::new(), DateTime::now());
+        let identified = NewEvent { user_id: event.user_id.clone().or(Some("anonymous".into())), ..event.clone() };
+        let document = identified.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
         assert_eq!(document.len(), 7);
         for (_, value) in &document {
             assert!(
@@ -373,7 +398,7 @@ mod fuzz {
             let event = parse_event(body.to_string().as_bytes()).unwrap();
             prop_assert_eq!(&event.site_id, &site_id);
             prop_assert_eq!(&event.path, &path);
-            prop_assert_eq!(&event.user_id, &user_id);
+            prop_assert_eq!(event.user_id.as_ref(), Some(&user_id));
             prop_assert_eq!(event.timestamp, Some(DateTime::from_millis(millis)));
         }
     }

@@ -6,6 +6,8 @@
 //! owns the database, [`config`] the settings, [`counters`] the running totals,
 //! and [`supervisor`] the one handle ([`Engine`]) that starts and stops it all,
 //! used by the headless `analytics-service` binary and the desktop app alike.
+//! Browsers send events with the [`tracker`] script (`GET /script.js`); events
+//! without a `user_id` get an anonymous one from [`visitor`].
 //! The desktop app adds [`settings`] (its saved configuration), [`local_db`]
 //! (the database it launches when none answers) and [`desktop`] (its logic, and
 //! with the `desktop` feature its Tauri shell).
@@ -23,6 +25,8 @@ pub mod stats;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tracker;
+pub mod visitor;
 pub mod worker;
 
 pub use config::Config;

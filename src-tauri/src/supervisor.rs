@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::counters::{CountersSnapshot, PipelineCounters};
 use crate::stats::{self, SiteStats, SiteSummary, StatsFilter};
 use crate::store::{Store, StoreError};
+use crate::visitor::AnonymousVisitors;
 use crate::worker::Worker;
 
 /// The state of one part of the engine (API or worker).
@@ -174,7 +175,8 @@ impl Engine {
             opened.await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?;
 
         let access = Arc::new(AccessRules::from_config(&self.inner.config));
-        let router = api::router(ApiState::new(store, self.inner.counters.clone(), access));
+        let visitors = Arc::new(AnonymousVisitors::new(store.database(), self.inner.config.trusted_proxies.clone()));
+        let router = api::router(ApiState::new(store, self.inner.counters.clone(), access, visitors));
         let shutdown = CancellationToken::new();
         let serving = api::serve(listener, router, shutdown.clone());
         let task = part.spawn("API", async move { serving.await.map_err(|e| format!("the API stopped: {e}")) });

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use analytics_desk::api::{self, AccessRules, ApiLimits, ApiState};
+use analytics_desk::visitor::{AnonymousVisitors, TrustedProxies};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,8 @@ use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app};
 
 /// Serves the API over `app`'s database with `limits`, on a free port.
 async fn serve_limited(app: &TestApp, limits: ApiLimits) -> std::net::SocketAddr {
-    let state = ApiState::new(app.store.clone(), Arc::default(), Arc::new(AccessRules::default()));
+    let visitors = Arc::new(AnonymousVisitors::new(app.store.database(), TrustedProxies::default()));
+    let state = ApiState::new(app.store.clone(), Arc::default(), Arc::new(AccessRules::default()), visitors);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = api::router_with_limits(state, limits);

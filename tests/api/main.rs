@@ -12,4 +12,6 @@ mod rollups;
 mod security;
 mod stats;
 mod tls;
+mod tracker;
+mod visitor;
 mod worker;

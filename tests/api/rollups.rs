@@ -106,7 +106,7 @@ fn random_filter(events: &[Sent], rng: &mut StdRng) -> StatsFilter {
     let site = SITES.choose(rng).unwrap().to_string();
     let lo = events.iter().map(|e| e.millis).min().unwrap() - HOUR_MS;
     let hi = events.iter().map(|e| e.millis).max().unwrap() + HOUR_MS;
-    let mut instant = |rng: &mut StdRng| {
+    let instant = |rng: &mut StdRng| {
         let t = rng.random_range(lo..hi);
         DateTime::from_millis(if rng.random_bool(0.25) { t.div_euclid(HOUR_MS) * HOUR_MS } else { t })
     };

@@ -1,0 +1,386 @@
+//! Visitor: the anonymous `user_id` given to an event sent without one, as
+//! Plausible does it: a hash of a salt that changes every UTC day, the site, the
+//! client's IP address and its User-Agent. No cookie is involved and the IP is
+//! never stored; once a day's salt is deleted, nobody (us included) can tell
+//! whether two ids of different days are the same visitor.
+//!
+//! Also owns who the client is: the TCP peer, or, behind proxies listed in
+//! `TRUSTED_PROXIES`, the address they report in `X-Forwarded-For`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use axum::http::{HeaderMap, header};
+use ipnet::IpNet;
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{Binary, Bson, DateTime, Document, doc};
+use mongodb::error::ErrorKind;
+use mongodb::options::CollectionOptions;
+use mongodb::{Collection, Database};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+use tracing::info;
+
+use crate::store::{DUPLICATE_KEY, StoreError, durable_write_concern};
+
+/// The collection holding one salt per UTC day: `{_id: "YYYY-MM-DD", salt: BinData, created_at}`.
+pub const SALTS_COLLECTION: &str = "salts";
+/// Bytes of a daily salt.
+pub const SALT_BYTES: usize = 32;
+/// Hex digits of an anonymous id (the first 128 bits of the SHA-256).
+pub const ANONYMOUS_ID_HEX_DIGITS: usize = 32;
+
+const DAY_MILLIS: i64 = 86_400_000;
+
+/// A day's secret salt.
+pub type Salt = [u8; SALT_BYTES];
+
+/// The anonymous id of a visitor: hex of SHA-256 over the day's salt, the site,
+/// the client's IP address and its User-Agent (raw bytes), truncated to
+/// [`ANONYMOUS_ID_HEX_DIGITS`]. `client_ip` is `None` when the connection's peer
+/// is unknown (the router driven without our serve loop).
+pub fn anonymous_user_id(salt: &Salt, site_id: &str, client_ip: Option<IpAddr>, user_agent: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    // NUL separators keep the parts apart: site ids cannot hold control
+    // characters, an address's text none either, and the User-Agent comes last.
+    hasher.update(site_id.as_bytes());
+    hasher.update([0]);
+    if let Some(ip) = client_ip {
+        hasher.update(ip.to_canonical().to_string().as_bytes());
+    }
+    hasher.update([0]);
+    hasher.update(user_agent);
+    let digest = hasher.finalize();
+    digest[..ANONYMOUS_ID_HEX_DIGITS / 2].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`): addresses
+/// and CIDR ranges. Empty by default: the header is then ignored, since any
+/// client can send it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+/// A `TRUSTED_PROXIES` entry that is neither an IP address nor a CIDR range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither an IP address nor a CIDR range")]
+pub struct BadProxyEntry(pub String);
+
+impl FromStr for TrustedProxies {
+    type Err = BadProxyEntry;
+
+    /// Parses a comma-separated list such as `10.0.0.1, 192.168.0.0/16, fd00::/8`
+    /// (empty entries skipped).
+    fn from_str(list: &str) -> Result<TrustedProxies, BadProxyEntry> {
+        let entries = list.split(',').map(str::trim).filter(|entry| !entry.is_empty());
+        let networks = entries.map(|entry| {
+            let network = match entry.parse::<IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => entry.parse::<IpNet>().map_err(|_| BadProxyEntry(entry.to_string()))?,
+            };
+            Ok(network.trunc())
+        });
+        Ok(TrustedProxies(networks.collect::<Result<_, _>>()?))
+    }
+}
+
+impl fmt::Debug for TrustedProxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|network| network.to_string())).finish()
+    }
+}
+
+impl TrustedProxies {
+    /// True when `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|network| network.contains(&ip))
+    }
+
+    /// True when no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The client's address. The TCP `peer`, unless it is a trusted proxy: then the
+/// `X-Forwarded-For` chain (every such header, in order) is read from the right,
+/// each entry being the peer of the hop after it, and the first address that is
+/// not itself a trusted proxy is the client. Entries to the left of it were
+/// written by the client and are never believed. If every entry is trusted, the
+/// leftmost is the client; an unreadable entry stops the walk at the last
+/// address read.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let mut client = peer.to_canonical();
+    if !trusted.contains(client) {
+        return client;
+    }
+    let chain: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect();
+    for entry in chain.into_iter().rev() {
+        let Some(hop) = forwarded_address(entry) else { break };
+        client = hop;
+        if !trusted.contains(hop) {
+            break;
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry's address: `1.2.3.4`, `2001:db8::1`, and the forms
+/// some proxies write with a port (`1.2.3.4:5678`, `[2001:db8::1]:443`).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim().trim_matches('"');
+    let address = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(address.to_canonical())
+}
+
+/// The UTC day of `at`, as `YYYY-MM-DD` (the `_id` of its salt).
+pub fn utc_day(at: DateTime) -> String {
+    let text = at.try_to_rfc3339_string().unwrap_or_else(|_| "1970-01-01".to_string());
+    text[..10].to_string()
+}
+
+/// Why a day's salt could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SaltError {
+    /// The database could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored salt is not what we write (changed by hand?): refuse rather
+    /// than hash with something else than the other API processes.
+    #[error("the salt stored in {SALTS_COLLECTION} for {day} is not {SALT_BYTES} bytes of binary data")]
+    Malformed {
+        /// The day whose salt is broken.
+        day: String,
+    },
+}
+
+/// The daily salts: created at random once per UTC day in the database (the
+/// first API process to need it inserts it, the others read it), so every API
+/// process and restart of a day agrees; cached in memory for the day. Salts
+/// older than yesterday are deleted when a new day's is taken.
+#[derive(Debug)]
+pub struct DailySalts {
+    collection: Collection<Document>,
+    today: Mutex<Option<(String, Salt)>>,
+}
+
+impl DailySalts {
+    /// The salts kept in `database`'s [`SALTS_COLLECTION`] (journaled writes).
+    pub fn new(database: &Database) -> DailySalts {
+        let durable = durable_write_concern(database.write_concern().cloned());
+        let options = CollectionOptions::builder().write_concern(durable).build();
+        DailySalts { collection: database.collection_with_options(SALTS_COLLECTION, options), today: Mutex::new(None) }
+    }
+
+    /// The salt of the UTC day `at` falls in.
+    pub async fn salt_on(&self, at: DateTime) -> Result<Salt, SaltError> {
+        let day = utc_day(at);
+        // Held while fetching: one request per process goes to the database at
+        // the turn of the day, the others wait for its answer.
+        let mut today = self.today.lock().await;
+        if let Some((cached_day, salt)) = today.as_ref()
+            && *cached_day == day
+        {
+            return Ok(*salt);
+        }
+        let salt = self.fetch_or_create(&day).await?;
+        // Yesterday's is kept for processes whose clock is a little behind.
+        let yesterday = utc_day(DateTime::from_millis(at.timestamp_millis() - DAY_MILLIS));
+        self.collection.delete_many(doc! { "_id": { "$lt": &yesterday } }).await.map_err(StoreError::from)?;
+        *today = Some((day, salt));
+        Ok(salt)
+    }
+
+    /// Reads `day`'s salt, or inserts a new random one if there is none yet. Two
+    /// processes inserting at once: one insert wins (same `_id`), the other
+    /// reads the winner's.
+    async fn fetch_or_create(&self, day: &str) -> Result<Salt, SaltError> {
+        if let Some(stored) = self.collection.find_one(doc! { "_id": day }).await.map_err(StoreError::from)? {
+            return stored_salt(day, &stored);
+        }
+        let salt: Salt = rand::random();
+        let document = doc! {
+            "_id": day,
+            "salt": Binary { subtype: BinarySubtype::Generic, bytes: salt.to_vec() },
+            "created_at": DateTime::now(),
+        };
+        match self.collection.insert_one(document).await {
+            Ok(_) => {
+                info!(day, "new daily salt for anonymous visitor ids");
+                Ok(salt)
+            }
+            Err(error) if is_duplicate_key(&error) => {
+                let stored = self.collection.find_one(doc! { "_id": day }).await.map_err(StoreError::from)?;
+                stored.map_or_else(|| Err(SaltError::Malformed { day: day.to_string() }), |s| stored_salt(day, &s))
+            }
+            Err(error) => Err(StoreError::from(error).into()),
+        }
+    }
+}
+
+fn stored_salt(day: &str, stored: &Document) -> Result<Salt, SaltError> {
+    match stored.get("salt") {
+        Some(Bson::Binary(binary)) => {
+            binary.bytes.as_slice().try_into().map_err(|_| SaltError::Malformed { day: day.to_string() })
+        }
+        _ => Err(SaltError::Malformed { day: day.to_string() }),
+    }
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(failure)) => failure.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// What the API needs to give anonymous visitors their id: the daily salts and
+/// the trusted proxies.
+#[derive(Debug)]
+pub struct AnonymousVisitors {
+    /// The salts, shared by every request of this process.
+    pub salts: DailySalts,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl AnonymousVisitors {
+    /// Anonymous ids from `database`'s salts, behind `trusted_proxies`.
+    pub fn new(database: &Database, trusted_proxies: TrustedProxies) -> AnonymousVisitors {
+        AnonymousVisitors { salts: DailySalts::new(database), trusted_proxies }
+    }
+
+    /// The anonymous id, today, of the client of a request to `site_id` that
+    /// came from `peer` with `headers`.
+    pub async fn user_id(&self, site_id: &str, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<String, SaltError> {
+        let salt = self.salts.salt_on(DateTime::now()).await?;
+        let client = peer.map(|peer| client_ip(peer, headers, &self.trusted_proxies));
+        let user_agent = headers.get(header::USER_AGENT).map_or(&[][..], |value| value.as_bytes());
+        Ok(anonymous_user_id(&salt, site_id, client, user_agent))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SALT: Salt = [7; SALT_BYTES];
+    const UA: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64)";
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn same_inputs_give_the_same_hex_id() {
+        let id = anonymous_user_id(&SALT, "site-001", Some(ip("203.0.113.7")), UA);
+        assert_eq!(id, anonymous_user_id(&SALT, "site-001", Some(ip("203.0.113.7")), UA));
+        assert_eq!(id.len(), ANONYMOUS_ID_HEX_DIGITS);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+        assert!(!id.contains("203"), "the id does not spell the address");
+    }
+
+    #[test]
+    fn any_changed_input_gives_another_id() {
+        let base = anonymous_user_id(&SALT, "site-001", Some(ip("203.0.113.7")), UA);
+        let others = [
+            anonymous_user_id(&[8; SALT_BYTES], "site-001", Some(ip("203.0.113.7")), UA),
+            anonymous_user_id(&SALT, "site-002", Some(ip("203.0.113.7")), UA),
+            anonymous_user_id(&SALT, "site-001", Some(ip("203.0.113.8")), UA),
+            anonymous_user_id(&SALT, "site-001", Some(ip("2001:db8::7")), UA),
+            anonymous_user_id(&SALT, "site-001", None, UA),
+            anonymous_user_id(&SALT, "site-001", Some(ip("203.0.113.7")), b"curl/8.0"),
+            // The separators keep parts from sliding into each other.
+            anonymous_user_id(&SALT, "site-0", Some(ip("203.0.113.7")), UA),
+        ];
+        for other in others {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_ipv4_visitor() {
+        assert_eq!(
+            anonymous_user_id(&SALT, "s", Some(ip("::ffff:203.0.113.7")), UA),
+            anonymous_user_id(&SALT, "s", Some(ip("203.0.113.7")), UA)
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_parse_addresses_and_ranges() {
+        let trusted: TrustedProxies = " 10.0.0.1, 192.168.0.0/16,,fd00::/8 ,172.16.5.9/12".parse().unwrap();
+        assert!(trusted.contains(ip("10.0.0.1")));
+        assert!(!trusted.contains(ip("10.0.0.2")));
+        assert!(trusted.contains(ip("192.168.44.3")));
+        assert!(trusted.contains(ip("fd12::1")));
+        assert!(trusted.contains(ip("172.31.0.1")), "host bits of a range are ignored");
+        assert!(trusted.contains(ip("::ffff:10.0.0.1")), "IPv4-mapped peers match IPv4 entries");
+        assert_eq!(format!("{trusted:?}"), r#"["10.0.0.1/32", "192.168.0.0/16", "fd00::/8", "172.16.0.0/12"]"#);
+        assert!("".parse::<TrustedProxies>().unwrap().is_empty());
+        for bad in ["localhost", "10.0.0.0/33", "10.0.0", "1.2.3.4:80"] {
+            let error = bad.parse::<TrustedProxies>().unwrap_err();
+            assert_eq!(error, BadProxyEntry(bad.to_string()));
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_an_untrusted_peer() {
+        let trusted: TrustedProxies = "10.0.0.1".parse().unwrap();
+        let headers = forwarded(&["198.51.100.1"]);
+        assert_eq!(client_ip(ip("203.0.113.7"), &headers, &trusted), ip("203.0.113.7"));
+        assert_eq!(client_ip(ip("203.0.113.7"), &headers, &TrustedProxies::default()), ip("203.0.113.7"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &TrustedProxies::default()), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn forwarded_for_from_a_trusted_proxy_gives_the_rightmost_untrusted_address() {
+        let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let peer = ip("10.0.0.1");
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "10.0.0.1"),
+            (&["198.51.100.1"], "198.51.100.1"),
+            // The client claimed 1.1.1.1; our proxy appended who really connected.
+            (&["1.1.1.1, 198.51.100.1"], "198.51.100.1"),
+            // Two trusted hops: skip them.
+            (&["1.1.1.1, 198.51.100.1, 10.0.0.9"], "198.51.100.1"),
+            (&["1.1.1.1", "198.51.100.1, 10.0.0.9"], "198.51.100.1"),
+            (&["10.0.0.7, 10.0.0.9"], "10.0.0.7"),
+            (&["198.51.100.1:4711"], "198.51.100.1"),
+            (&["[2001:db8::1]:443"], "2001:db8::1"),
+            (&["2001:db8::1"], "2001:db8::1"),
+            (&["\"[2001:db8::2]\""], "2001:db8::2"),
+            // Garbage left of a trusted hop: the last address read is the client.
+            (&["unknown, 10.0.0.9"], "10.0.0.9"),
+            (&["198.51.100.1, garbage"], "10.0.0.1"),
+        ];
+        for (values, expected) in cases {
+            assert_eq!(client_ip(peer, &forwarded(values), &trusted), ip(expected), "{values:?}");
+        }
+    }
+
+    #[test]
+    fn days_are_utc_dates() {
+        let at = DateTime::parse_rfc3339_str("2024-05-01T23:59:59.999-02:00").unwrap();
+        assert_eq!(utc_day(at), "2024-05-02");
+        assert_eq!(utc_day(DateTime::from_millis(0)), "1970-01-01");
+    }
+}

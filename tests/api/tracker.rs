@@ -1,0 +1,47 @@
+//! `GET /script.js`: the tracker script, with its type, caching headers and size.
+
+use analytics_desk::tracker;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn the_script_is_served_as_cacheable_javascript_under_a_kilobyte() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/script.js")).header("origin", "https://shop.example").send().await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "application/javascript; charset=utf-8");
+    assert_eq!(headers["cache-control"], "public, max-age=3600");
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+    let etag = headers["etag"].to_str().unwrap();
+    assert!(etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'), "a strong ETag: {etag}");
+    let body = response.bytes().await.unwrap();
+    assert!(body.len() < 1024, "script.js is {} bytes on the wire: keep it under 1024", body.len());
+    assert_eq!(body, tracker::script().as_bytes());
+    assert!(std::str::from_utf8(&body).unwrap().contains("sendBeacon"));
+
+    let head = app.http.head(app.url("/script.js")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
+}
+
+#[tokio::test]
+async fn a_current_copy_gets_a_304_and_a_stale_one_the_script() {
+    let app = spawn_app().await;
+    let first = app.http.get(app.url("/script.js")).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+
+    for if_none_match in [etag.clone(), format!("W/{etag}"), format!("\"stale\", {etag}"), "*".to_string()] {
+        let again = app.http.get(app.url("/script.js")).header("if-none-match", &if_none_match).send().await.unwrap();
+        assert_eq!(again.status(), 304, "If-None-Match: {if_none_match}");
+        assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(again.headers()["cache-control"], "public, max-age=3600");
+        assert!(again.bytes().await.unwrap().is_empty());
+    }
+
+    let stale = app.http.get(app.url("/script.js")).header("if-none-match", "\"0000\"").send().await.unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.bytes().await.unwrap(), tracker::script().as_bytes());
+}
