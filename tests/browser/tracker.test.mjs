@@ -256,6 +256,11 @@ test('page views on load and SPA navigation, and custom events, stored exactly o
       { path: '/docs', count: 1 },
       { path: '/files/guide.pdf', count: 1 },
     ],
+    events_by_type: [
+      { event_type: 'page_view', count: 4 },
+      { event_type: 'download', count: 1 },
+      { event_type: 'signup', count: 1 },
+    ],
   });
   await context.close();
 });
