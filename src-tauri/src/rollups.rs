@@ -1,6 +1,9 @@
 //! Rollups: per-site aggregates the worker keeps up to date as it moves each
 //! batch, so that stats read a few small documents instead of scanning every event.
 //!
+//! Each document's `_id` is its key (the parts joined by a control character),
+//! with the parts also stored as fields for the queries.
+//!
 //! | collection | one document per | holds |
 //! |---|---|---|
 //! | `stats_sites` | site | `count` |
@@ -26,7 +29,6 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
-use mongodb::options::IndexOptions;
 use mongodb::{ClientSession, Database, IndexModel};
 use tracing::{info, warn};
 
@@ -103,6 +105,12 @@ pub struct RollupDeltas {
     hourly_visitors: HashSet<(String, DateTime, String, String)>,
 }
 
+/// Joins key parts into a rollup document's `_id`. The separator is a control
+/// character, which no accepted field may hold, so distinct keys never collide.
+fn key(parts: &[&str]) -> String {
+    parts.join("\u{1f}")
+}
+
 impl RollupDeltas {
     /// The additions of `events` (queue or `events` documents).
     pub fn of<'a>(events: impl IntoIterator<Item = &'a Document>) -> RollupDeltas {
@@ -127,29 +135,28 @@ impl RollupDeltas {
         self.sites.is_empty()
     }
 
-    /// The `update` commands applying these deltas: one per collection, each a
-    /// list of upserts (counts incremented, presence inserted when absent), so a
-    /// batch costs five round trips whatever its size.
-    pub fn update_commands(&self) -> Vec<Document> {
-        let count = |filter: Document, n: i64| doc! { "q": filter, "u": { "$inc": { "count": n } }, "upsert": true };
-        let presence =
-            |filter: Document| doc! { "q": filter, "u": { "$setOnInsert": { "seen": true } }, "upsert": true };
+    /// The `update` commands adding the counts: one per counting collection,
+    /// each a list of upserts by `_id` (the key fields set on insert).
+    pub fn count_updates(&self) -> Vec<Document> {
+        let count = |id: String, fields: Document, n: i64| {
+            doc! { "q": { "_id": id }, "u": { "$inc": { "count": n }, "$setOnInsert": fields }, "upsert": true }
+        };
         let commands = [
-            (SITES, self.sites.iter().map(|(site, n)| count(doc! { "_id": site }, *n)).collect::<Vec<_>>()),
+            (
+                SITES,
+                self.sites
+                    .iter()
+                    .map(|(site, n)| count(site.clone(), doc! { "site_id": site }, *n))
+                    .collect::<Vec<_>>(),
+            ),
             (
                 PATHS,
                 self.paths
                     .iter()
                     .map(|((site, kind, path), n)| {
-                        count(doc! { "site_id": site, "event_type": kind, "path": path }, *n)
+                        let fields = doc! { "site_id": site, "event_type": kind, "path": path };
+                        count(key(&[site, kind, path]), fields, *n)
                     })
-                    .collect(),
-            ),
-            (
-                VISITORS,
-                self.visitors
-                    .iter()
-                    .map(|(site, kind, user)| presence(doc! { "site_id": site, "event_type": kind, "user_id": user }))
                     .collect(),
             ),
             (
@@ -157,16 +164,8 @@ impl RollupDeltas {
                 self.hourly_paths
                     .iter()
                     .map(|((site, hour, kind, path), n)| {
-                        count(doc! { "site_id": site, "hour": hour, "event_type": kind, "path": path }, *n)
-                    })
-                    .collect(),
-            ),
-            (
-                HOURLY_VISITORS,
-                self.hourly_visitors
-                    .iter()
-                    .map(|(site, hour, kind, user)| {
-                        presence(doc! { "site_id": site, "hour": hour, "event_type": kind, "user_id": user })
+                        let fields = doc! { "site_id": site, "hour": hour, "event_type": kind, "path": path };
+                        count(key(&[site, &hour.timestamp_millis().to_string(), kind, path]), fields, *n)
                     })
                     .collect(),
             ),
@@ -178,9 +177,39 @@ impl RollupDeltas {
             .collect()
     }
 
+    /// The presence documents (visitors), per collection, keyed by `_id`.
+    fn presences(&self) -> [(&'static str, Vec<Document>); 2] {
+        [
+            (
+                VISITORS,
+                self.visitors
+                    .iter()
+                    .map(|(site, kind, user)| {
+                        doc! { "_id": key(&[site, kind, user]), "site_id": site, "event_type": kind, "user_id": user }
+                    })
+                    .collect(),
+            ),
+            (
+                HOURLY_VISITORS,
+                self.hourly_visitors
+                    .iter()
+                    .map(|(site, hour, kind, user)| {
+                        doc! {
+                            "_id": key(&[site, &hour.timestamp_millis().to_string(), kind, user]),
+                            "site_id": site, "hour": hour, "event_type": kind, "user_id": user,
+                        }
+                    })
+                    .collect(),
+            ),
+        ]
+    }
+
     /// Applies the deltas, inside `session`'s transaction when one is given.
+    /// Counts are upserted; visitors already recorded are looked up in one query
+    /// and only the new ones inserted (most visitors of a batch are known, and an
+    /// upsert costs the database several times a lookup).
     pub async fn apply(&self, db: &Database, mut session: Option<&mut ClientSession>) -> Result<(), StoreError> {
-        for command in self.update_commands() {
+        for command in self.count_updates() {
             let reply = match session.as_deref_mut() {
                 Some(session) => db.run_command(command).session(session).await?,
                 None => db.run_command(command).await?,
@@ -192,22 +221,43 @@ impl RollupDeltas {
                 return Err(StoreError::Refused(format!("rollup update refused: {errors:?}")));
             }
         }
+        for (name, presences) in self.presences() {
+            if presences.is_empty() {
+                continue;
+            }
+            let collection = db.collection::<Document>(name);
+            let ids: Vec<Bson> = presences.iter().filter_map(|p| p.get("_id").cloned()).collect();
+            let find = collection.find(doc! { "_id": { "$in": ids } }).projection(doc! { "_id": 1 });
+            let known: Vec<Document> = match session.as_deref_mut() {
+                Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
+                None => find.await?.try_collect().await?,
+            };
+            let known: HashSet<&str> = known.iter().filter_map(|d| d.get_str("_id").ok()).collect();
+            let new: Vec<&Document> =
+                presences.iter().filter(|p| !p.get_str("_id").is_ok_and(|id| known.contains(id))).collect();
+            if new.is_empty() {
+                continue;
+            }
+            match session.as_deref_mut() {
+                Some(session) => collection.insert_many(new).session(session).await?,
+                None => collection.insert_many(new).await?,
+            };
+        }
         Ok(())
     }
 }
 
-/// Creates the rollups' unique indexes (their keys), which also serve the stats queries.
+/// Creates the indexes the stats queries use (the rollups are keyed by `_id`).
 pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
-    let unique =
-        |keys: Document| IndexModel::builder().keys(keys).options(IndexOptions::builder().unique(true).build()).build();
+    let index = |keys: Document| IndexModel::builder().keys(keys).build();
     let indexes = [
-        (PATHS, doc! { "site_id": 1, "event_type": 1, "path": 1 }),
-        (VISITORS, doc! { "site_id": 1, "event_type": 1, "user_id": 1 }),
-        (HOURLY_PATHS, doc! { "site_id": 1, "hour": 1, "event_type": 1, "path": 1 }),
-        (HOURLY_VISITORS, doc! { "site_id": 1, "hour": 1, "event_type": 1, "user_id": 1 }),
+        (PATHS, doc! { "site_id": 1, "event_type": 1 }),
+        (VISITORS, doc! { "site_id": 1, "event_type": 1 }),
+        (HOURLY_PATHS, doc! { "site_id": 1, "hour": 1 }),
+        (HOURLY_VISITORS, doc! { "site_id": 1, "hour": 1 }),
     ];
     for (collection, keys) in indexes {
-        db.collection::<Document>(collection).create_index(unique(keys)).await?;
+        db.collection::<Document>(collection).create_index(index(keys)).await?;
     }
     Ok(())
 }
@@ -371,9 +421,12 @@ mod tests {
         assert_eq!(deltas.visitors.len(), 3);
         assert_eq!(deltas.hourly_paths.len(), 3);
         assert_eq!(deltas.hourly_visitors.len(), 3, "u1 twice in the same hour is one presence");
-        let commands = deltas.update_commands();
-        assert_eq!(commands.len(), 5);
+        let commands = deltas.count_updates();
+        assert_eq!(commands.len(), 3);
         let updates: usize = commands.iter().map(|c| c.get_array("updates").unwrap().len()).sum();
-        assert_eq!(updates, 2 + 3 + 3 + 3 + 3);
+        assert_eq!(updates, 2 + 3 + 3);
+        let [(_, visitors), (_, hourly)] = deltas.presences();
+        assert_eq!((visitors.len(), hourly.len()), (3, 3));
+        assert_eq!(visitors.iter().filter(|v| v.get_str("_id") == Ok("a\u{1f}page_view\u{1f}u1")).count(), 1);
     }
 }

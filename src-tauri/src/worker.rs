@@ -303,10 +303,16 @@ impl Worker {
             Err(error) => return Err(error.into()),
         }
         deltas.apply(self.store.database(), Some(session)).await?;
-        let deleted = self.store.queue().delete_many(doc! { "_id": { "$in": &ids } }).session(session).await?;
+        // The batch is the head of the queue in this transaction's snapshot, so
+        // the range of its `_id`s holds exactly it: a range delete is cheaper than
+        // looking up each `_id`, and the count below catches any difference.
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(0) };
+        let head = doc! { "_id": { "$gte": first, "$lte": last } };
+        let deleted = self.store.queue().delete_many(head).session(session).await?;
         if deleted.deleted_count != moved as u64 {
-            // Another worker moved some of these since our read.
-            return Err(TransactionError::Conflict("queue entries already gone".into()));
+            // Another worker moved some of these since our read, or the range
+            // held more than the batch: start again from a fresh read.
+            return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
         }
         Ok(moved)
     }
