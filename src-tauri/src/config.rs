@@ -22,6 +22,8 @@ pub const EVENTS_COLLECTION: &str = "events";
 pub const MAX_BATCH_SIZE: u32 = 100_000;
 /// Longest poll interval accepted (one hour).
 pub const MAX_POLL_MS: u64 = 3_600_000;
+/// Largest `RETENTION_DAYS` (a hundred years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 /// Shortest `API_TOKEN` accepted.
 pub const MIN_TOKEN_LENGTH: usize = 16;
 
@@ -52,6 +54,9 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` gives the client's address for anonymous
     /// visitor ids (`TRUSTED_PROXIES`, comma-separated IPs and CIDR ranges); none by default.
     pub trusted_proxies: TrustedProxies,
+    /// Days events are kept (`RETENTION_DAYS`); older ones are deleted by the
+    /// worker, rollups included. Unset: kept for ever.
+    pub retention_days: Option<u32>,
 }
 
 impl Default for Config {
@@ -67,6 +72,7 @@ impl Default for Config {
             api_token: None,
             allowed_sites: None,
             trusted_proxies: TrustedProxies::default(),
+            retention_days: None,
         }
     }
 }
@@ -160,6 +166,11 @@ impl Config {
             })?,
         };
 
+        let retention_days = match var("RETENTION_DAYS") {
+            None => None,
+            Some(v) => Some(whole_number("RETENTION_DAYS", &v, 1..=MAX_RETENTION_DAYS, "days, ")?),
+        };
+
         Ok(Config {
             host,
             port,
@@ -171,6 +182,7 @@ impl Config {
             api_token,
             allowed_sites,
             trusted_proxies,
+            retention_days,
         })
     }
 
@@ -352,8 +364,10 @@ mod tests {
             ("BATCH_SIZE", "50"),
             ("POLL_MS", "25"),
             ("HOST", "0.0.0.0"),
+            ("RETENTION_DAYS", "30"),
         ])
         .unwrap();
+        assert_eq!(c.retention_days, Some(30));
         assert_eq!((c.port, c.database.as_str(), c.queue_name.as_str()), (8080, "site_stats", "q2"));
         assert_eq!((c.batch_size, c.poll_interval), (50, Duration::from_millis(25)));
         assert_eq!(c.listen_addr().to_string(), "0.0.0.0:8080");
@@ -381,6 +395,8 @@ mod tests {
             ("BATCH_SIZE", "-5", "from 1 to 100000"),
             ("POLL_MS", "0", "from 1 to 3600000"),
             ("POLL_MS", "fast", "from 1 to 3600000"),
+            ("RETENTION_DAYS", "0", "from 1 to 36500"),
+            ("RETENTION_DAYS", "a week", "from 1 to 36500"),
             ("MONGO_URL", "http://localhost/analytics", "MongoDB connection string"),
             ("MONGO_URL", "localhost:27017", "MongoDB connection string"),
             ("MONGO_URL", "mongodb://localhost:27017/bad.name", "MongoDB connection string"),

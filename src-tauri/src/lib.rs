@@ -19,6 +19,7 @@ pub mod desktop;
 pub mod ingest;
 pub mod local_db;
 pub mod queue_writer;
+pub mod retention;
 pub mod rollups;
 pub mod settings;
 pub mod stats;

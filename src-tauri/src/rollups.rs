@@ -107,7 +107,7 @@ pub struct RollupDeltas {
 
 /// Joins key parts into a rollup document's `_id`. The separator is a control
 /// character, which no accepted field may hold, so distinct keys never collide.
-fn key(parts: &[&str]) -> String {
+pub fn key(parts: &[&str]) -> String {
     parts.join("\u{1f}")
 }
 
@@ -262,10 +262,37 @@ pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What stats may read from the rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The rollups hold exactly what `events` holds.
+    pub ready: bool,
+    /// The all-time visitors hold exactly the visitors of `events` (false once
+    /// retention deleted events: some visitors may have none left).
+    pub all_time_visitors: bool,
+}
+
+/// Reads the rollups' marker.
+pub async fn readiness(store: &Store) -> Result<Readiness, StoreError> {
+    let meta = store.database().collection::<Document>(META).find_one(doc! { "_id": "rollups" }).await?;
+    let ready = meta.as_ref().is_some_and(|meta| meta.get_str("state") == Ok("ready"));
+    let all_time_visitors = ready && meta.is_some_and(|meta| meta.get_bool("visitors_partial") != Ok(true));
+    Ok(Readiness { ready, all_time_visitors })
+}
+
 /// True when the rollups hold exactly what `events` holds, so stats may read them.
 pub async fn are_ready(store: &Store) -> Result<bool, StoreError> {
-    let meta = store.database().collection::<Document>(META).find_one(doc! { "_id": "rollups" }).await?;
-    Ok(meta.is_some_and(|meta| meta.get_str("state") == Ok("ready")))
+    Ok(readiness(store).await?.ready)
+}
+
+/// Notes, within `session`'s transaction, that the all-time visitors may hold
+/// visitors whose events were deleted.
+pub async fn mark_visitors_partial(db: &Database, session: &mut ClientSession) -> Result<(), StoreError> {
+    db.collection::<Document>(META)
+        .update_one(doc! { "_id": "rollups" }, doc! { "$set": { "visitors_partial": true } })
+        .session(session)
+        .await?;
+    Ok(())
 }
 
 /// Marks the rollups as not ready: a worker that cannot use transactions calls
@@ -303,7 +330,10 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
                 let done = meta
                     .update_one(
                         doc! { "_id": "rollups", "state": "building", "owner": owner },
-                        doc! { "$set": { "state": "ready", "built_at": DateTime::now() }, "$unset": { "lease_until": "" } },
+                        doc! {
+                            "$set": { "state": "ready", "built_at": DateTime::now() },
+                            "$unset": { "lease_until": "", "visitors_partial": "" },
+                        },
                     )
                     .await?;
                 if done.matched_count == 1 {

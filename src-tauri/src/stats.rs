@@ -189,13 +189,16 @@ pub async fn fast_site_stats(store: &Store, filter: &StatsFilter) -> Result<Site
             matching.insert("event_type", kind);
         }
         let paths = db.collection::<Document>(rollups::PATHS);
-        let visitors = db.collection::<Document>(rollups::VISITORS);
+        // After retention deleted events, only the hourly visitors are exact.
+        let visitors_exact = rollups::readiness(store).await?.all_time_visitors;
+        let visitors =
+            db.collection::<Document>(if visitors_exact { rollups::VISITORS } else { rollups::HOURLY_VISITORS });
         let rows = async {
             let rows: Vec<Document> = paths.find(matching.clone()).await?.try_collect().await?;
             Ok::<_, StoreError>(rows.iter().map(|row| type_path_row(row, row.get("count"))).collect::<Vec<_>>())
         };
         let users = async {
-            if filter.event_type.is_some() {
+            if filter.event_type.is_some() && visitors_exact {
                 Ok(visitors.count_documents(matching.clone()).await?)
             } else {
                 distinct_count(&visitors, &matching).await

@@ -201,7 +201,8 @@ impl Engine {
         part.set(PartStatus::Starting);
         let store = self.store().await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?.clone();
         let config = &self.inner.config;
-        let worker = Worker::new(store, config.batch_size, config.poll_interval, self.inner.counters.clone());
+        let worker = Worker::new(store, config.batch_size, config.poll_interval, self.inner.counters.clone())
+            .with_retention(config.retention_days);
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = part.spawn("worker", async move {

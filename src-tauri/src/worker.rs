@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::counters::PipelineCounters;
+use crate::retention;
 use crate::rollups::{self, RollupDeltas};
 use crate::store::{Store, StoreError, only_duplicate_keys};
 
@@ -74,12 +75,37 @@ pub struct Worker {
     mode: Arc<OnceCell<MoveMode>>,
     /// This worker's entry in [`WORKERS_COLLECTION`].
     id: ObjectId,
+    /// Days events are kept (`RETENTION_DAYS`), if not for ever.
+    retention_days: Option<u32>,
 }
 
 impl Worker {
     /// A worker over `store` moving up to `batch_size` events per batch.
     pub fn new(store: Store, batch_size: u32, poll_interval: Duration, counters: Arc<PipelineCounters>) -> Worker {
-        Worker { store, batch_size, poll_interval, counters, mode: Arc::default(), id: ObjectId::new() }
+        Worker {
+            store,
+            batch_size,
+            poll_interval,
+            counters,
+            mode: Arc::default(),
+            id: ObjectId::new(),
+            retention_days: None,
+        }
+    }
+
+    /// The same worker, also deleting events older than `days` (see [`retention`]).
+    pub fn with_retention(mut self, days: Option<u32>) -> Worker {
+        self.retention_days = days;
+        self
+    }
+
+    /// Deletes the events older than the retention period, if one is set, and
+    /// returns how many went.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let Some(days) = self.retention_days else { return Ok(0) };
+        let transactional = self.mode().await? == MoveMode::Transactional;
+        retention::ensure_indexes(&self.store).await?;
+        retention::purge_before(&self.store, retention::cutoff(DateTime::now(), days), transactional).await
     }
 
     /// How this worker moves batches on its deployment. The first call asks the
@@ -122,7 +148,14 @@ impl Worker {
         );
         let heartbeat = tokio::spawn(self.clone().beat(shutdown.clone()));
         let mut backoff: Option<Duration> = None;
+        let mut last_purge: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
+            if self.retention_days.is_some() && last_purge.is_none_or(|at| at.elapsed() >= retention::PURGE_EVERY) {
+                if let Err(error) = self.purge_expired().await {
+                    warn!(%error, "retention: could not delete old events; retrying at the next purge");
+                }
+                last_purge = Some(tokio::time::Instant::now());
+            }
             let pause = match self.process_batch().await {
                 Ok(moved) => {
                     if backoff.take().is_some() {

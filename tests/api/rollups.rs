@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use analytics_desk::retention;
 use analytics_desk::rollups::{self, HOUR_MS};
 use analytics_desk::stats::{self, PathCount, SiteStats, StatsFilter, TypeCount};
 use futures_util::StreamExt;
@@ -307,4 +308,76 @@ async fn an_empty_range_has_zeros_and_from_equal_to_is_allowed() {
     let query = [("site_id", "a"), ("from", "2026-03-01T00:00:00Z"), ("to", "2026-03-01T00:00:00Z")];
     let got: Value = app.http.get(app.url("/stats")).query(&query).send().await.unwrap().json().await.unwrap();
     assert_eq!(got["total_events"], 0);
+}
+
+/// The events kept by a purge before `cutoff`.
+fn kept(events: &[Sent], cutoff: DateTime) -> Vec<Sent> {
+    events.iter().filter(|e| e.millis >= cutoff.timestamp_millis()).cloned().collect()
+}
+
+#[tokio::test]
+async fn retention_deletes_old_events_with_their_rollups_and_stats_stay_exact() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let app = spawn_app().await;
+    let events = random_events(1500, &mut rng);
+    post_all(&app, &events).await;
+    app.drain_queue().await;
+
+    let cutoff = DateTime::parse_rfc3339_str("2026-03-02T13:00:00Z").unwrap();
+    let deleted = retention::purge_before(&app.store, cutoff, true).await.unwrap();
+    let kept = kept(&events, cutoff);
+    assert_eq!(deleted as usize, events.len() - kept.len());
+    assert_eq!(app.events_count().await as usize, kept.len());
+    assert!(!rollups::readiness(&app.store).await.unwrap().all_time_visitors, "visitors now read hourly");
+
+    for site in SITES {
+        assert_all_agree(&app, &kept, &StatsFilter::site(site)).await;
+        let typed = StatsFilter { event_type: Some("click".into()), ..StatsFilter::site(site) };
+        assert_all_agree(&app, &kept, &typed).await;
+    }
+    for _ in 0..15 {
+        assert_all_agree(&app, &kept, &random_filter(&events, &mut rng)).await;
+    }
+    let listed: u64 = stats::sites(&app.store).await.unwrap().iter().map(|s| s.events).sum();
+    assert_eq!(listed as usize, kept.len());
+    assert_eq!(retention::purge_before(&app.store, cutoff, true).await.unwrap(), 0, "a second purge has nothing to do");
+}
+
+#[tokio::test]
+async fn retention_without_transactions_deletes_old_events() {
+    let mut rng = StdRng::seed_from_u64(22);
+    let app = spawn_app_without_transactions().await;
+    let events = random_events(400, &mut rng);
+    post_all(&app, &events).await;
+    app.drain_queue().await;
+    let cutoff = DateTime::parse_rfc3339_str("2026-03-02T00:00:00Z").unwrap();
+    retention::purge_before(&app.store, cutoff, false).await.unwrap();
+    let kept = kept(&events, cutoff);
+    for site in SITES {
+        let filter = StatsFilter::site(site);
+        assert_eq!(stats::site_stats(&app.store, &filter).await.unwrap(), expected(&kept, &filter));
+    }
+}
+
+#[tokio::test]
+async fn the_worker_purges_events_older_than_its_retention_days() {
+    let app = spawn_app().await;
+    let now = DateTime::now().timestamp_millis();
+    let day = 24 * HOUR_MS;
+    let sent: Vec<Sent> = [now - 10 * day, now - 6 * day, now - 4 * day, now - HOUR_MS]
+        .into_iter()
+        .map(|millis| Sent {
+            site: "alpha".into(),
+            kind: "page_view".into(),
+            path: "/".into(),
+            user: "u".into(),
+            millis,
+        })
+        .collect();
+    post_all(&app, &sent).await;
+    app.drain_queue().await;
+    let worker = app.worker(100).with_retention(Some(5));
+    assert_eq!(worker.purge_expired().await.unwrap(), 2, "the events of 10 and 6 days ago");
+    assert_eq!(stats::site_stats(&app.store, &StatsFilter::site("alpha")).await.unwrap().total_events, 2);
+    assert_eq!(app.worker(100).purge_expired().await.unwrap(), 0, "no retention set: nothing deleted");
 }
