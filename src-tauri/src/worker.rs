@@ -424,12 +424,16 @@ impl From<StoreError> for TransactionError {
 
 impl From<mongodb::error::Error> for TransactionError {
     fn from(error: mongodb::error::Error) -> Self {
-        if error.contains_label(TRANSIENT_TRANSACTION_ERROR) {
-            let reason = match error.kind.as_ref() {
-                mongodb::error::ErrorKind::Command(command) => command.code_name.clone(),
-                _ => error.to_string(),
-            };
-            TransactionError::Conflict(reason)
+        // The driver also labels network failures inside a transaction as
+        // transient; those are an outage (back off, warn), not a conflict.
+        let command = match error.kind.as_ref() {
+            mongodb::error::ErrorKind::Command(command) => Some(command),
+            _ => None,
+        };
+        if let Some(command) = command
+            && error.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        {
+            TransactionError::Conflict(command.code_name.clone())
         } else {
             TransactionError::Store(error.into())
         }
