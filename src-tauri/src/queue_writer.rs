@@ -12,6 +12,7 @@
 //! error fails exactly the submissions of the insert that failed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mongodb::Collection;
 use mongodb::bson::Document;
@@ -48,19 +49,65 @@ struct Submission {
     done: oneshot::Sender<Result<(), Arc<mongodb::error::Error>>>,
 }
 
+/// How much the writer may hold back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterLimits {
+    /// Submissions allowed to wait; more are refused.
+    pub max_waiting: usize,
+    /// Inserts running at once.
+    pub max_inserts_in_flight: usize,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        WriterLimits { max_waiting: MAX_WAITING, max_inserts_in_flight: MAX_INSERTS_IN_FLIGHT }
+    }
+}
+
+/// What the writer has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// `insert_many` calls made (successful or not).
+    pub inserts: u64,
+    /// Documents they carried.
+    pub documents: u64,
+}
+
+/// Running totals shared by the handle and the task.
+#[derive(Debug, Default)]
+struct Totals {
+    inserts: AtomicU64,
+    documents: AtomicU64,
+}
+
 /// A handle for submitting documents to the group-commit writer; cheap to clone.
 /// The writer task ends once every handle is dropped and its inserts are done.
 #[derive(Debug, Clone)]
 pub struct QueueWriter {
     submissions: mpsc::Sender<Submission>,
+    totals: Arc<Totals>,
 }
 
 impl QueueWriter {
     /// Starts the writer task over `queue` (on the current tokio runtime).
     pub fn spawn(queue: Collection<Document>) -> QueueWriter {
-        let (submissions, receiver) = mpsc::channel(MAX_WAITING);
-        tokio::spawn(write_loop(queue, receiver));
-        QueueWriter { submissions }
+        QueueWriter::spawn_with(queue, WriterLimits::default())
+    }
+
+    /// Starts the writer task over `queue` with explicit limits.
+    pub fn spawn_with(queue: Collection<Document>, limits: WriterLimits) -> QueueWriter {
+        let (submissions, receiver) = mpsc::channel(limits.max_waiting.max(1));
+        let totals = Arc::new(Totals::default());
+        tokio::spawn(write_loop(queue, receiver, limits.max_inserts_in_flight.max(1), totals.clone()));
+        QueueWriter { submissions, totals }
+    }
+
+    /// How many inserts (and documents) the writer has made so far.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            inserts: self.totals.inserts.load(Ordering::Relaxed),
+            documents: self.totals.documents.load(Ordering::Relaxed),
+        }
     }
 
     /// Stores `documents` in the queue, all in the same `insert_many`, and returns
@@ -87,9 +134,14 @@ impl std::fmt::Debug for Submission {
 
 /// Takes everything waiting (whole submissions, up to [`MAX_DOCUMENTS_PER_INSERT`]
 /// documents unless one submission alone holds more) and inserts it, with at most
-/// [`MAX_INSERTS_IN_FLIGHT`] inserts running.
-async fn write_loop(queue: Collection<Document>, mut receiver: mpsc::Receiver<Submission>) {
-    let inserts = Arc::new(Semaphore::new(MAX_INSERTS_IN_FLIGHT));
+/// `in_flight` inserts running.
+async fn write_loop(
+    queue: Collection<Document>,
+    mut receiver: mpsc::Receiver<Submission>,
+    in_flight: usize,
+    totals: Arc<Totals>,
+) {
+    let inserts = Arc::new(Semaphore::new(in_flight));
     // A submission that did not fit in the previous insert starts the next one.
     let mut carried: Option<Submission> = None;
     loop {
@@ -114,6 +166,8 @@ async fn write_loop(queue: Collection<Document>, mut receiver: mpsc::Receiver<Su
             gathered_documents += next.documents.len();
             group.push(next);
         }
+        totals.inserts.fetch_add(1, Ordering::Relaxed);
+        totals.documents.fetch_add(gathered_documents as u64, Ordering::Relaxed);
         let queue = queue.clone();
         tokio::spawn(async move {
             insert_group(&queue, group).await;
@@ -121,7 +175,7 @@ async fn write_loop(queue: Collection<Document>, mut receiver: mpsc::Receiver<Su
         });
     }
     // Let the inserts still running finish before the task ends.
-    let _ = inserts.acquire_many(MAX_INSERTS_IN_FLIGHT as u32).await;
+    let _ = inserts.acquire_many(in_flight as u32).await;
 }
 
 /// One `insert_many` for a group of submissions; each learns the outcome.

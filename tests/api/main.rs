@@ -6,6 +6,7 @@ mod common;
 mod desktop;
 mod engine;
 mod event;
+mod group_commit;
 mod helpers;
 mod limits;
 mod rollups;

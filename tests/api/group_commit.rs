@@ -1,0 +1,95 @@
+//! The group-commit queue writer on a real server: requests share inserts,
+//! overload is refused at once, a failed insert fails its requests only.
+
+use std::time::{Duration, Instant};
+
+use analytics_desk::queue_writer::{QueueWriteError, QueueWriter, WriterLimits};
+use analytics_desk::store::Store;
+use futures_util::future::join_all;
+use mongodb::bson::{Document, doc};
+
+use crate::common::{self, Proxy};
+use crate::helpers::{event_json, spawn_app, test_config};
+
+#[tokio::test]
+async fn concurrent_requests_share_inserts_and_each_is_stored_once() {
+    let app = spawn_app().await;
+    let writer = QueueWriter::spawn(app.store.queue().clone());
+    let writes = (0..400).map(|i| writer.write(vec![doc! { "n": i }]));
+    let outcomes = join_all(writes).await;
+    assert!(outcomes.iter().all(Result::is_ok), "every write acknowledged");
+
+    let stored: Vec<i32> = {
+        let mut all: Vec<i32> = app.queued().await.iter().map(|d| d.get_i32("n").unwrap()).collect();
+        all.sort();
+        all
+    };
+    assert_eq!(stored, (0..400).collect::<Vec<_>>(), "each document once");
+    let stats = writer.stats();
+    assert_eq!(stats.documents, 400);
+    assert!(stats.inserts < 100, "400 waiting requests took {} inserts: they should share", stats.inserts);
+}
+
+#[tokio::test]
+async fn the_api_groups_concurrent_events() {
+    let app = spawn_app().await;
+    let posts = (0..200).map(|i| app.post_event(event_json("g", &format!("/{i}"), "u")));
+    let statuses: Vec<u16> = join_all(posts).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200));
+    assert_eq!(app.queue_count().await, 200);
+}
+
+/// A store reaching the shared server through a proxy the test can cut.
+async fn store_behind(proxy: &Proxy) -> Store {
+    let database = common::fresh_database_url().rsplit('/').next().unwrap().to_string();
+    let config = test_config(&format!("mongodb://{}/{database}?directConnection=true", proxy.addr));
+    Store::connect(&config).await.expect("database reachable through the proxy")
+}
+
+#[tokio::test]
+async fn with_the_database_gone_waiting_requests_fail_and_more_are_refused_at_once() {
+    let target = common::single_host(common::server_url()).expect("a single-host URL to proxy");
+    let proxy = Proxy::start(target).await;
+    let store = store_behind(&proxy).await;
+    let writer =
+        QueueWriter::spawn_with(store.queue().clone(), WriterLimits { max_waiting: 2, max_inserts_in_flight: 1 });
+    assert!(writer.write(vec![doc! { "before": true }]).await.is_ok());
+
+    proxy.cut();
+    // One insert hangs on the missing database; two more wait behind it.
+    let hanging = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.write(vec![doc! { "during": 1 }]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting: Vec<_> = (2..4)
+        .map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.write(vec![doc! { "during": i }]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    let refused = writer.write(vec![doc! { "during": 4 }]).await;
+    assert!(matches!(refused, Err(QueueWriteError::Overloaded)), "{refused:?}");
+    assert!(started.elapsed() < Duration::from_millis(200), "refused at once, not after {:?}", started.elapsed());
+
+    assert!(matches!(hanging.await.unwrap(), Err(QueueWriteError::Store(_))), "the hanging insert fails");
+    for waiting in waiting {
+        assert!(matches!(waiting.await.unwrap(), Err(QueueWriteError::Store(_))), "so do the ones behind it");
+    }
+
+    proxy.restore();
+    let recovered = common::eventually(Duration::from_secs(30), || async {
+        writer.write(vec![doc! { "after": true }]).await.is_ok()
+    })
+    .await;
+    assert!(recovered, "the writer works again once the database is back");
+    let docs: Vec<Document> = {
+        use futures_util::TryStreamExt;
+        store.queue().find(doc! {}).await.unwrap().try_collect().await.unwrap()
+    };
+    assert!(docs.iter().all(|d| !d.contains_key("during")), "nothing of the failed inserts stored: {docs:?}");
+    assert_eq!(docs.len(), 2, "before and after");
+}
