@@ -119,6 +119,7 @@ impl Worker {
                     let owner = format!("worker pid {} at {}", std::process::id(), DateTime::now());
                     rollups::make_ready(&self.store, &owner).await?;
                     self.reap_dead_workers().await?;
+                    info!("batches move in transactions, with the stats rollups");
                     Ok::<_, StoreError>(MoveMode::Transactional)
                 } else {
                     warn!(
