@@ -902,12 +902,13 @@ impl Bench {
     async fn post_event_load(&mut self, system: System, round: usize) -> IngestRun {
         let label = format!("r{round}-post-{}", system.name());
         let database = self.fresh_database(&label);
-        let deployment = self.deploy(system, Part::Api, &database, &label).await;
+        let mut deployment = self.deploy(system, Part::Api, &database, &label).await;
         tokio::time::sleep(IDLE_SETTLE).await;
         let idle_rss_mb = memory_mb(deployment.api_pid(), "VmRSS");
         let url = format!("{}/event", deployment.base_url());
         let wrk = self.wrk(&url, &self.settings.wrk_script).await;
         let queued = settled_count(&database.collection(QUEUE)).await;
+        deployment.assert_running();
         let peak_rss_mb = memory_mb(deployment.api_pid(), "VmHWM");
         drop(deployment);
         database.drop().await.expect("drop the database");
