@@ -1,9 +1,10 @@
 //! API: the HTTP surface (axum). `POST /event` validates a body and answers
-//! `{"status":"queued"}` only once the queue insert is acknowledged; `GET /stats`
+//! `{"status":"queued"}` only once the queue insert is acknowledged; `POST /events`
+//! does the same for a JSON array of events, all or nothing; `GET /stats`
 //! serves a site's exact stats. Every error is a JSON `{"error": "..."}`.
 //!
-//! `/event` is a tracker endpoint: any web page may POST to it (CORS). Nothing
-//! else is readable cross-origin, and with `API_TOKEN` set `/stats` requires it.
+//! `/event` and `/events` are tracker endpoints: any web page may POST to them
+//! (CORS). Nothing else is readable cross-origin, and with `API_TOKEN` set `/stats` requires it.
 //! `GET /script.js` serves the [`tracker`](crate::tracker) script; an event
 //! without `user_id` gets an anonymous one ([`visitor`](crate::visitor)).
 
@@ -42,7 +43,7 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::counters::PipelineCounters;
-use crate::ingest::{self, IngestError, MAX_BODY_BYTES};
+use crate::ingest::{self, BatchError, IngestError, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, NewEvent};
 use crate::queue_writer::{QueueWriteError, QueueWriter};
 use crate::stats::{self, Bucket, Interval, SiteStats, StatsFilter};
 use crate::store::{Store, StoreError};
@@ -147,6 +148,17 @@ pub enum ApiError {
     /// The body is not an acceptable event.
     #[error(transparent)]
     InvalidEvent(#[from] IngestError),
+    /// The body of `POST /events` is not an acceptable batch as a whole.
+    #[error(transparent)]
+    InvalidBatch(#[from] BatchError),
+    /// One element of a batch is refused, and so the whole batch.
+    #[error("event {index}: {error}")]
+    InBatch {
+        /// The element's position in the array, from 0.
+        index: usize,
+        /// Why it is refused.
+        error: Box<ApiError>,
+    },
     /// The body could not be read (too large, or broken off).
     #[error("{message}")]
     Body {
@@ -191,6 +203,9 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidEvent(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidBatch(BatchError::TooMany(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidBatch(_) => StatusCode::BAD_REQUEST,
+            ApiError::InBatch { error, .. } => error.status(),
             ApiError::Body { status, .. } => *status,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -208,7 +223,11 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(error) = &self {
             log_unavailable(error);
         }
-        let mut response = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
+        let body = match &self {
+            ApiError::InBatch { index, .. } => json!({ "error": self.to_string(), "index": index }),
+            _ => json!({ "error": self.to_string() }),
+        };
+        let mut response = (self.status(), Json(body)).into_response();
         match self {
             ApiError::Unauthorized => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -254,7 +273,14 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
     Router::new()
         // The layer wraps each method's handler, so preflights need an OPTIONS
         // route to reach it (the CORS layer answers them itself).
-        .route("/event", post(record_event).options(|| async { StatusCode::NO_CONTENT }).layer(tracker_cors))
+        .route("/event", post(record_event).options(|| async { StatusCode::NO_CONTENT }).layer(tracker_cors.clone()))
+        // A batch may be larger than one event: this limit overrides the default below.
+        .route(
+            "/events",
+            post(record_events)
+                .options(|| async { StatusCode::NO_CONTENT })
+                .layer(ServiceBuilder::new().layer(tracker_cors).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES))),
+        )
         .route("/stats", get(site_stats))
         .route("/stats/timeseries", get(site_timeseries))
         .route("/sites", get(list_sites))
@@ -273,36 +299,100 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
         .with_state(state)
 }
 
+/// The answer to an accepted `POST /event` or `POST /events`.
+#[derive(Debug, serde::Serialize)]
+pub struct Queued {
+    /// Always `queued`: the events are stored in the queue.
+    pub status: &'static str,
+    /// How many events a batch stored (absent for `POST /event`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+}
+
 /// `POST /event`: validate, insert into the queue, and only then say "queued".
 async fn record_event(
     State(state): State<ApiState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Queued>, ApiError> {
     check_json_content_type(&headers)?;
-    let body = body.map_err(|rejection| match rejection.status() {
+    let body = read_body(body, MAX_BODY_BYTES)?;
+    let event = ingest::parse_event(&body)?;
+    let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
+    let document = queue_document(&state, event, peer, &headers, DateTime::now()).await?;
+    queue(&state, vec![document]).await?;
+    Ok(Json(Queued { status: "queued", count: None }))
+}
+
+/// `POST /events`: a JSON array of events, all validated (and their sites
+/// checked) before any is stored; then one insert for all, and one answer.
+async fn record_events(
+    State(state): State<ApiState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Queued>, ApiError> {
+    check_json_content_type(&headers)?;
+    let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
+    let in_batch = |index| move |error| ApiError::InBatch { index, error: Box::new(error) };
+    let events = ingest::split_batch(&body)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, element)| ingest::parse_batch_element(element).map_err(|e| in_batch(index)(e.into())))
+        .collect::<Result<Vec<NewEvent>, ApiError>>()?;
+    // Every site checked before any anonymous id is derived: a refusal is cheap.
+    for (index, event) in events.iter().enumerate() {
+        check_site_allowed(&state, &event.site_id).map_err(in_batch(index))?;
+    }
+    let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
+    let ingested_at = DateTime::now();
+    let mut documents = Vec::with_capacity(events.len());
+    for event in events {
+        documents.push(queue_document(&state, event, peer, &headers, ingested_at).await?);
+    }
+    let count = documents.len();
+    queue(&state, documents).await?;
+    Ok(Json(Queued { status: "queued", count: Some(count) }))
+}
+
+/// The request body, or why it could not be read: over `limit` bytes (413), or
+/// stalled past the read timeout or cut off by the client (408).
+fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::Body {
             status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            message: format!("request body is larger than {limit} bytes"),
         },
-        // The body stalled past the read timeout (or the client cut it off).
         _ => ApiError::Body {
             status: StatusCode::REQUEST_TIMEOUT,
             message: format!("request body not received in time: {}", rejection.body_text()),
         },
-    })?;
-    let mut event = ingest::parse_event(&body)?;
-    if state.access.allowed_sites.as_ref().is_some_and(|allowed| !allowed.contains(&event.site_id)) {
-        return Err(ApiError::SiteNotAllowed(event.site_id));
+    })
+}
+
+/// Refuses a site not in `ALLOWED_SITES` (when set).
+fn check_site_allowed(state: &ApiState, site_id: &str) -> Result<(), ApiError> {
+    match &state.access.allowed_sites {
+        Some(allowed) if !allowed.contains(site_id) => Err(ApiError::SiteNotAllowed(site_id.to_string())),
+        _ => Ok(()),
     }
+}
+
+/// The queue document of a validated event from the client behind `peer`: its
+/// site checked, and an anonymous `user_id` derived when it has none.
+async fn queue_document(
+    state: &ApiState,
+    mut event: NewEvent,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    ingested_at: DateTime,
+) -> Result<Document, ApiError> {
+    check_site_allowed(state, &event.site_id)?;
     if event.user_id.is_none() {
-        let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
-        event.user_id = Some(anonymous_user_id(&state, &event.site_id, peer, &headers).await?);
+        event.user_id = Some(anonymous_user_id(state, &event.site_id, peer, headers).await?);
     }
-    let document = event.into_queue_document(ObjectId::new(), DateTime::now())?;
-    queue(&state, vec![document]).await?;
-    Ok(Json(json!({ "status": "queued" })))
+    Ok(event.into_queue_document(ObjectId::new(), ingested_at)?)
 }
 
 /// Stores `documents` in the queue (one group-committed insert) and counts them.
