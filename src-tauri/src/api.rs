@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::BoxError;
@@ -22,7 +22,6 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
@@ -31,7 +30,6 @@ use hyper_util::service::TowerToHyperService;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document};
 use serde::Deserialize;
-use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -40,12 +38,18 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{debug, warn};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::counters::PipelineCounters;
-use crate::ingest::{self, BatchError, IngestError, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, NewEvent};
+use crate::ingest::{self, BatchError, EventBody, IngestError, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, NewEvent};
+use crate::openapi::{
+    ApiDoc, BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use crate::queue_writer::{QueueWriteError, QueueWriter};
-use crate::stats::{self, Bucket, Interval, SiteStats, StatsFilter};
+use crate::stats::{self, Bucket, Interval, SiteStats, SiteSummary, StatsFilter};
 use crate::store::{Store, StoreError};
 use crate::tracker;
 use crate::visitor::{AnonymousVisitors, SaltError};
@@ -199,6 +203,17 @@ pub enum ApiError {
     AnonymousId(SaltError),
 }
 
+/// Every error answer's body.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(example = json!({ "error": "event 3: path is required", "index": 3 }))]
+pub struct ErrorBody {
+    /// What is wrong, in words that name the field or the fix.
+    pub error: String,
+    /// `POST /events` only: the position (from 0) of the element that made the batch refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
@@ -223,11 +238,11 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(error) = &self {
             log_unavailable(error);
         }
-        let body = match &self {
-            ApiError::InBatch { index, .. } => json!({ "error": self.to_string(), "index": index }),
-            _ => json!({ "error": self.to_string() }),
+        let index = match &self {
+            ApiError::InBatch { index, .. } => Some(*index),
+            _ => None,
         };
-        let mut response = (self.status(), Json(body)).into_response();
+        let mut response = (self.status(), Json(ErrorBody { error: self.to_string(), index })).into_response();
         match self {
             ApiError::Unauthorized => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -261,30 +276,48 @@ pub fn router(state: ApiState) -> Router {
     router_with_limits(state, ApiLimits::default())
 }
 
-/// The service's routes over `state`, with explicit limits.
-pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
+/// Every route of the API with its documentation. The router and the OpenAPI
+/// document are both made from this one list (see [`crate::openapi`]).
+fn routes() -> OpenApiRouter<ApiState> {
     // Browsers on any site may send events (preflight answered, cached a day);
-    // no other route sends CORS headers, so no page can read stats.
+    // no other route sends CORS headers (but /script.js), so no page can read stats.
     let tracker_cors = CorsLayer::new()
         .allow_origin(AllowOrigin::any())
         .allow_methods([Method::POST])
         .allow_headers([header::CONTENT_TYPE])
         .max_age(Duration::from_secs(86_400));
-    Router::new()
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         // The layer wraps each method's handler, so preflights need an OPTIONS
         // route to reach it (the CORS layer answers them itself).
-        .route("/event", post(record_event).options(|| async { StatusCode::NO_CONTENT }).layer(tracker_cors.clone()))
-        // A batch may be larger than one event: this limit overrides the default below.
-        .route(
-            "/events",
-            post(record_events)
-                .options(|| async { StatusCode::NO_CONTENT })
+        .routes(routes!(record_event, event_preflight).layer(tracker_cors.clone()))
+        // A batch may be larger than one event: this limit overrides the router's default.
+        .routes(
+            routes!(record_events, events_preflight)
                 .layer(ServiceBuilder::new().layer(tracker_cors).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES))),
         )
-        .route("/stats", get(site_stats))
-        .route("/stats/timeseries", get(site_timeseries))
-        .route("/sites", get(list_sites))
+        .routes(routes!(site_stats))
+        .routes(routes!(site_timeseries))
+        .routes(routes!(list_sites))
+        .routes(routes!(openapi_document))
         .merge(tracker::routes())
+}
+
+/// The API's OpenAPI document: every route, its parameters, bodies and answers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The paths the API serves, as documented (each exactly as routed: no path
+/// parameters), for labelling metrics without letting clients invent labels.
+pub fn route_paths() -> &'static [String] {
+    static PATHS: LazyLock<Vec<String>> = LazyLock::new(|| openapi().paths.paths.into_keys().collect());
+    &PATHS
+}
+
+/// The service's routes over `state`, with explicit limits.
+pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -299,10 +332,56 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
         .with_state(state)
 }
 
+/// `GET /openapi.json`: this API's OpenAPI 3 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3 document of every route", content_type = "application/json"),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn openapi_document() -> Response {
+    static DOCUMENT: LazyLock<String> = LazyLock::new(|| openapi().to_json().expect("the OpenAPI document serializes"));
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}
+
+/// `OPTIONS /event`: the CORS preflight of a browser about to send an event.
+#[utoipa::path(
+    options,
+    path = "/event",
+    tag = "ingestion",
+    responses(
+        (status = 200, description = "A CORS preflight, answered with `Access-Control-Allow-Origin: *` and the allowed \
+                                      method and headers (cached a day)"),
+        (status = 204, description = "An OPTIONS request that is not a CORS preflight"),
+    )
+)]
+async fn event_preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// `OPTIONS /events`: the CORS preflight of a browser about to send a batch.
+#[utoipa::path(
+    options,
+    path = "/events",
+    tag = "ingestion",
+    responses(
+        (status = 200, description = "A CORS preflight, answered with `Access-Control-Allow-Origin: *` and the allowed \
+                                      method and headers (cached a day)"),
+        (status = 204, description = "An OPTIONS request that is not a CORS preflight"),
+    )
+)]
+async fn events_preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
 /// The answer to an accepted `POST /event` or `POST /events`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Queued {
-    /// Always `queued`: the events are stored in the queue.
+    /// Always `queued`: the events are stored in the queue (journaled).
+    #[schema(value_type = String, example = "queued")]
     pub status: &'static str,
     /// How many events a batch stored (absent for `POST /event`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,6 +389,28 @@ pub struct Queued {
 }
 
 /// `POST /event`: validate, insert into the queue, and only then say "queued".
+///
+/// Any page may send it cross-origin; `text/plain` bodies (what `navigator.sendBeacon`
+/// sends) are read as JSON. At most 16 KiB.
+#[utoipa::path(
+    post,
+    path = "/event",
+    tag = "ingestion",
+    request_body(
+        description = "One event",
+        content((EventBody = "application/json"), (EventBody = "text/plain")),
+    ),
+    responses(
+        (status = 200, description = "Stored in the queue (journaled)", body = Queued,
+            example = json!({ "status": "queued" })),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn record_event(
     State(state): State<ApiState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -327,6 +428,28 @@ async fn record_event(
 
 /// `POST /events`: a JSON array of events, all validated (and their sites
 /// checked) before any is stored; then one insert for all, and one answer.
+///
+/// 1 to 500 events, at most 1 MiB. One invalid element refuses the whole batch:
+/// the error names it (`index`, from 0) and the field. CORS and `text/plain` as for `/event`.
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "ingestion",
+    request_body(
+        description = "1 to 500 events",
+        content((Vec<EventBody> = "application/json"), (Vec<EventBody> = "text/plain")),
+    ),
+    responses(
+        (status = 200, description = "All stored in the queue (journaled), in one insert", body = Queued,
+            example = json!({ "status": "queued", "count": 2 })),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn record_events(
     State(state): State<ApiState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -443,15 +566,44 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The query of `GET /stats` and `GET /stats/timeseries`; every field is
-/// checked by hand so that an error names it.
-#[derive(Debug, Deserialize)]
+/// The filter of the stats routes; every field is checked by hand so that an
+/// error names it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StatsQuery {
+    /// The site.
+    #[param(required = true, example = "site-001")]
     site_id: Option<String>,
+    /// Only events at or after this instant (RFC 3339; in a URL, write `+` as `%2B`).
+    #[param(format = DateTime, example = "2026-03-01T00:00:00Z")]
     from: Option<String>,
+    /// Only events before this instant (exclusive).
+    #[param(format = DateTime, example = "2026-04-01T00:00:00Z")]
     to: Option<String>,
+    /// Only events of this type.
+    #[param(example = "page_view")]
     event_type: Option<String>,
+}
+
+/// The bucket width of the time-series routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct IntervalQuery {
+    /// `hour` (the default) or `day`, in UTC.
+    #[param(value_type = Option<Interval>)]
     interval: Option<String>,
+}
+
+impl IntervalQuery {
+    /// The interval asked for, `default` when none.
+    fn interval(&self, default: Interval) -> Result<Interval, ApiError> {
+        match self.interval.as_deref() {
+            None => Ok(default),
+            Some("hour") => Ok(Interval::Hour),
+            Some("day") => Ok(Interval::Day),
+            Some(other) => Err(ApiError::BadQuery(format!("interval must be hour or day, got {other:?}"))),
+        }
+    }
 }
 
 impl StatsQuery {
@@ -490,7 +642,7 @@ fn instant(name: &str, value: &str) -> Result<DateTime, ApiError> {
 }
 
 /// Parses the query string, naming what is wrong.
-fn parse_query(query: Result<Query<StatsQuery>, QueryRejection>) -> Result<StatsQuery, ApiError> {
+fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(q)| q).map_err(|rejection| ApiError::BadQuery(format!("invalid query: {}", rejection.body_text())))
 }
 
@@ -505,6 +657,22 @@ async fn within_stats_timeout<T>(work: impl Future<Output = Result<T, StoreError
 
 /// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…]`: exact totals, unique
 /// users, top paths and events per type.
+///
+/// Over processed events; an unknown site gives zeros. Top paths: the 10 most
+/// visited, by count descending then path ascending.
+#[utoipa::path(
+    get,
+    path = "/stats",
+    tag = "stats",
+    params(StatsQuery),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The site's figures", body = SiteStats),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn site_stats(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -516,31 +684,50 @@ async fn site_stats(
 }
 
 /// The answer of `GET /stats/timeseries`.
-#[derive(Debug, serde::Serialize)]
-struct Timeseries {
-    site_id: String,
-    interval: Interval,
-    from: String,
-    to: String,
-    buckets: Vec<Bucket>,
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Timeseries {
+    /// The site.
+    pub site_id: String,
+    /// The buckets' width.
+    pub interval: Interval,
+    /// The range's start (RFC 3339).
+    #[schema(format = DateTime)]
+    pub from: String,
+    /// The range's end, exclusive (RFC 3339).
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// Every bucket of the range in order, zeros included.
+    pub buckets: Vec<Bucket>,
 }
 
 /// `GET /stats/timeseries?site_id=…&interval=hour|day[&from][&to][&event_type]`:
 /// events per bucket. Without `to`, up to now; without `from`, the last 24 hours
 /// (hourly) or 30 days (daily).
+///
+/// Buckets are UTC hours or days; the first and last count only what is inside
+/// the range. At most 10,000 buckets.
+#[utoipa::path(
+    get,
+    path = "/stats/timeseries",
+    tag = "stats",
+    params(StatsQuery, IntervalQuery),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Events per bucket", body = Timeseries),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn site_timeseries(
     State(state): State<ApiState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, QueryRejection>,
+    interval: Result<Query<IntervalQuery>, QueryRejection>,
 ) -> Result<Json<Timeseries>, ApiError> {
     state.access.authorize(&headers)?;
-    let query = parse_query(query)?;
-    let filter = query.filter()?;
-    let interval = match query.interval.as_deref() {
-        None | Some("hour") => Interval::Hour,
-        Some("day") => Interval::Day,
-        Some(other) => return Err(ApiError::BadQuery(format!("interval must be hour or day, got {other:?}"))),
-    };
+    let filter = parse_query(query)?.filter()?;
+    let interval = parse_query(interval)?.interval(Interval::Hour)?;
     let to = filter.to.unwrap_or_else(DateTime::now);
     let default_span = if interval == Interval::Hour { 24 } else { 30 } * interval.millis();
     let from = filter.from.unwrap_or_else(|| DateTime::from_millis(to.timestamp_millis() - default_span));
@@ -558,11 +745,28 @@ async fn site_timeseries(
     Ok(Json(Timeseries { site_id: filter.site_id, interval, from: rfc3339(from), to: rfc3339(to), buckets }))
 }
 
+/// The answer of `GET /sites`.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SiteList {
+    /// Every site with processed events, most events first (then by id).
+    pub sites: Vec<SiteSummary>,
+}
+
 /// `GET /sites`: every site with processed events and its number of events.
-async fn list_sites(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/sites",
+    tag = "stats",
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The sites", body = SiteList),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn list_sites(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<SiteList>, ApiError> {
     state.access.authorize(&headers)?;
-    let sites = within_stats_timeout(stats::sites(&state.store)).await?;
-    Ok(Json(json!({ "sites": sites })))
+    Ok(Json(SiteList { sites: within_stats_timeout(stats::sites(&state.store)).await? }))
 }
 
 /// Why the API could not listen, in words that say how to fix it.

@@ -12,6 +12,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 
 /// Largest body of `POST /event` accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -23,6 +27,19 @@ pub const MAX_BATCH_EVENTS: usize = 500;
 
 /// The string fields of an event, with the most bytes each may hold.
 const FIELD_LIMITS: [(&str, usize); 4] = [("site_id", 128), ("event_type", 64), ("path", 2048), ("user_id", 256)];
+
+/// What each field of an event means, for the OpenAPI document.
+const FIELD_DESCRIPTIONS: [(&str, &str); 5] = [
+    ("site_id", "The site the event belongs to."),
+    ("event_type", "The kind of event: `page_view`, or a custom one such as `signup`."),
+    ("path", "The page path, such as `/pricing`."),
+    (
+        "user_id",
+        "The visitor, as your server knows them. Absent or null: the server derives an anonymous id \
+         (a daily-salted hash of site, client address and User-Agent).",
+    ),
+    ("timestamp", "When the event happened, RFC 3339. Absent: the time the server received it."),
+];
 
 /// An event that passed validation, ready to be queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +55,54 @@ pub struct NewEvent {
     pub user_id: Option<String>,
     /// When the event happened, if the client said so.
     pub timestamp: Option<DateTime>,
+}
+
+/// The body of `POST /event`, and each element of `POST /events`, in the OpenAPI
+/// document (as the schema `Event`): built from the limits the parser enforces,
+/// so the document cannot drift from the rules.
+#[derive(Debug)]
+pub struct EventBody;
+
+impl utoipa::PartialSchema for EventBody {
+    fn schema() -> RefOr<Schema> {
+        let describe = |field: &str| FIELD_DESCRIPTIONS.iter().find(|(name, _)| *name == field).map(|(_, text)| *text);
+        let mut event = ObjectBuilder::new()
+            .description(Some(
+                "An event. Strings may not be blank nor hold control characters; unknown or duplicate \
+                 fields are refused.",
+            ))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for (field, max) in FIELD_LIMITS {
+            let optional = field == "user_id";
+            let kind: SchemaType =
+                if optional { [Type::String, Type::Null].into_iter().collect() } else { Type::String.into() };
+            let string = ObjectBuilder::new()
+                .schema_type(kind)
+                .min_length(Some(1))
+                .max_length(Some(max))
+                .description(describe(field));
+            event = event.property(field, string);
+            if !optional {
+                event = event.required(field);
+            }
+        }
+        let timestamp = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(describe("timestamp"));
+        event
+            .property("timestamp", timestamp)
+            .examples([serde_json::json!({
+                "site_id": "site-001", "event_type": "page_view", "path": "/pricing", "user_id": "user-123"
+            })])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Event".into()
+    }
 }
 
 /// Why a body is not an acceptable event. The message is what the client sees.
@@ -368,6 +433,21 @@ mod tests {
         assert_eq!(split_batch(full.as_bytes()).unwrap().len(), MAX_BATCH_EVENTS);
         let over = format!("[{}]", vec!["{}"; MAX_BATCH_EVENTS + 1].join(","));
         assert_eq!(split_batch(over.as_bytes()).unwrap_err(), BatchError::TooMany(MAX_BATCH_EVENTS + 1));
+    }
+
+    #[test]
+    fn the_documented_schema_states_the_parsers_limits() {
+        let schema = serde_json::to_value(<EventBody as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["required"], serde_json::json!(["site_id", "event_type", "path"]));
+        assert_eq!(schema["additionalProperties"], false);
+        for (field, max) in FIELD_LIMITS {
+            assert_eq!(schema["properties"][field]["maxLength"], max, "{field}");
+            assert_eq!(schema["properties"][field]["minLength"], 1, "{field}");
+        }
+        assert_eq!(schema["properties"]["user_id"]["type"], serde_json::json!(["string", "null"]));
+        assert_eq!(schema["properties"]["timestamp"]["format"], "date-time");
+        let example = serde_json::to_vec(&schema["examples"][0]).unwrap();
+        assert!(parse_event(&example).is_ok(), "the example is a valid event");
     }
 
     #[test]

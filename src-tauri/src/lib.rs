@@ -7,7 +7,8 @@
 //! and [`supervisor`] the one handle ([`Engine`]) that starts and stops it all,
 //! used by the headless `analytics-service` binary and the desktop app alike.
 //! Browsers send events with the [`tracker`] script (`GET /script.js`); events
-//! without a `user_id` get an anonymous one from [`visitor`].
+//! without a `user_id` get an anonymous one from [`visitor`]. The API documents
+//! itself ([`openapi`], `GET /openapi.json`).
 //! The desktop app adds [`settings`] (its saved configuration), [`local_db`]
 //! (the database it launches when none answers) and [`desktop`] (its logic, and
 //! with the `desktop` feature its Tauri shell).
@@ -18,6 +19,7 @@ pub mod counters;
 pub mod desktop;
 pub mod ingest;
 pub mod local_db;
+pub mod openapi;
 pub mod queue_writer;
 pub mod rollups;
 pub mod settings;

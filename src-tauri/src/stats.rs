@@ -44,7 +44,7 @@ impl StatsFilter {
 }
 
 /// The answer of `GET /stats` for one site.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteStats {
     /// Number of processed events of the site.
     pub total_events: u64,
@@ -58,7 +58,7 @@ pub struct SiteStats {
 }
 
 /// One row of `top_paths`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PathCount {
     /// The page path.
     pub path: String,
@@ -67,7 +67,7 @@ pub struct PathCount {
 }
 
 /// One row of `events_by_type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TypeCount {
     /// The event type.
     pub event_type: String,
@@ -76,7 +76,7 @@ pub struct TypeCount {
 }
 
 /// The width of a time-series bucket (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
     /// One hour.
@@ -101,7 +101,7 @@ impl Interval {
 }
 
 /// One bucket of a time series.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Bucket {
     /// The bucket's start, RFC 3339 in UTC.
     pub start: String,
@@ -110,7 +110,7 @@ pub struct Bucket {
 }
 
 /// One site seen in `events`, with its number of events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteSummary {
     /// The site.
     pub site_id: String,

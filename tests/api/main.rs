@@ -9,6 +9,7 @@ mod engine;
 mod event;
 mod helpers;
 mod limits;
+mod openapi;
 mod rollups;
 mod security;
 mod stats;
