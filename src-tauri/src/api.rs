@@ -7,20 +7,24 @@
 //! (CORS). Nothing else is readable cross-origin, and with `API_TOKEN` set `/stats` requires it.
 //! `GET /script.js` serves the [`tracker`](crate::tracker) script; an event
 //! without `user_id` gets an anonymous one ([`visitor`](crate::visitor)).
+//! `GET /metrics` exposes the [`counters`](crate::counters) to Prometheus, and
+//! `GET /openapi.json` documents every route ([`openapi`](crate::openapi)).
 
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::BoxError;
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::Request;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -43,7 +47,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::config::Config;
-use crate::counters::PipelineCounters;
+use crate::counters::{METRICS_CONTENT_TYPE, PipelineCounters, RefusalReason};
 use crate::ingest::{self, BatchError, EventBody, IngestError, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, NewEvent};
 use crate::openapi::{
     ApiDoc, BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable, UnsupportedMediaType,
@@ -59,6 +63,8 @@ use crate::visitor::{AnonymousVisitors, SaltError};
 pub const QUEUE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the stats queries.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the queue depth shown by `GET /metrics`: a scrape must not hang on the database.
+pub const METRICS_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Limits that keep slow or abusive clients from exhausting the service.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +99,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct ApiState {
     /// The database.
     pub store: Store,
-    /// Where acknowledged events are counted.
+    /// This process's metrics: events received, refused and queued, HTTP latency
+    /// (and the worker's, when it runs in this process).
     pub counters: Arc<PipelineCounters>,
     /// Who may read and write.
     pub access: Arc<AccessRules>,
@@ -215,6 +222,25 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
+    /// Why events were refused, for the metrics (`None` for errors no event submission meets).
+    fn refusal_reason(&self) -> Option<RefusalReason> {
+        Some(match self {
+            ApiError::InvalidEvent(_) | ApiError::BadQuery(_) => RefusalReason::Invalid,
+            ApiError::InvalidBatch(BatchError::TooMany(_)) => RefusalReason::TooLarge,
+            ApiError::InvalidBatch(_) => RefusalReason::Invalid,
+            ApiError::InBatch { error, .. } => return error.refusal_reason(),
+            ApiError::Body { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => RefusalReason::TooLarge,
+            ApiError::Body { .. } => RefusalReason::Timeout,
+            ApiError::UnsupportedMediaType(_) => RefusalReason::UnsupportedType,
+            ApiError::SiteNotAllowed(_) => RefusalReason::SiteNotAllowed,
+            ApiError::Overloaded => RefusalReason::Overloaded,
+            ApiError::Unavailable(_) => RefusalReason::Unavailable,
+            ApiError::ShuttingDown => RefusalReason::ShuttingDown,
+            ApiError::AnonymousId(_) => RefusalReason::AnonymousId,
+            ApiError::NotFound(_) | ApiError::MethodNotAllowed | ApiError::Unauthorized => return None,
+        })
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidEvent(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
@@ -298,6 +324,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(site_stats))
         .routes(routes!(site_timeseries))
         .routes(routes!(list_sites))
+        .routes(routes!(metrics))
         .routes(routes!(openapi_document))
         .merge(tracker::routes())
 }
@@ -317,19 +344,72 @@ pub fn route_paths() -> &'static [String] {
 /// The service's routes over `state`, with explicit limits.
 pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
     let (routes, _) = routes().split_for_parts();
+    let counters = state.counters.clone();
+    let shed = move |method: Method, uri: Uri, _: BoxError| {
+        let counters = counters.clone();
+        async move {
+            if method == Method::POST && INGESTION_PATHS.contains(&uri.path()) {
+                count_submission::<()>(&counters, 1, &Err(ApiError::Overloaded));
+            }
+            ApiError::Overloaded
+        }
+    };
     routes
-        .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_string()) })
+        .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: BoxError| async { ApiError::Overloaded }))
+                .layer(HandleErrorLayer::new(shed))
                 .load_shed()
                 .concurrency_limit(limits.max_in_flight),
         )
         .layer(TraceLayer::new_for_http())
+        // Outermost, so that requests refused by the layers above are timed too.
+        .layer(middleware::from_fn_with_state(state.counters.clone(), observe_request))
         .with_state(state)
+}
+
+/// The routes whose `POST`s submit events.
+const INGESTION_PATHS: [&str; 2] = ["/event", "/events"];
+
+/// Times a request into the HTTP latency histogram, labelled by its route (or
+/// `unmatched`), method and status class.
+async fn observe_request(State(counters): State<Arc<PipelineCounters>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let route = route_paths().iter().find(|route| *route == path).map_or("unmatched", String::as_str);
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    counters.observe_http(route, method.as_str(), response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// `GET /metrics`: this process's metrics in the Prometheus text format.
+///
+/// Events received, refused (by reason), queued and processed; batches and their
+/// durations; the queue depth (read from the database at scrape time, within a
+/// second; `NaN` when it did not answer); HTTP latency by route, method and
+/// status class. Counters start at zero with the process: each API process (and
+/// each worker run in it) counts its own.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The metrics, Prometheus text format 0.0.4", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    state.access.authorize(&headers)?;
+    let depth = tokio::time::timeout(METRICS_QUERY_TIMEOUT, state.store.queue_depth()).await;
+    state.counters.set_queue_depth(depth.ok().and_then(Result::ok));
+    Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], state.counters.encode()).into_response())
 }
 
 /// `GET /openapi.json`: this API's OpenAPI 3 document.
@@ -417,13 +497,18 @@ async fn record_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Queued>, ApiError> {
-    check_json_content_type(&headers)?;
-    let body = read_body(body, MAX_BODY_BYTES)?;
-    let event = ingest::parse_event(&body)?;
-    let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
-    let document = queue_document(&state, event, peer, &headers, DateTime::now()).await?;
-    queue(&state, vec![document]).await?;
-    Ok(Json(Queued { status: "queued", count: None }))
+    let outcome = async {
+        check_json_content_type(&headers)?;
+        let body = read_body(body, MAX_BODY_BYTES)?;
+        let event = ingest::parse_event(&body)?;
+        let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
+        let document = queue_document(&state, event, peer, &headers, DateTime::now()).await?;
+        queue(&state, vec![document]).await?;
+        Ok(Json(Queued { status: "queued", count: None }))
+    }
+    .await;
+    count_submission(&state.counters, 1, &outcome);
+    outcome
 }
 
 /// `POST /events`: a JSON array of events, all validated (and their sites
@@ -456,27 +541,45 @@ async fn record_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Queued>, ApiError> {
-    check_json_content_type(&headers)?;
-    let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
-    let in_batch = |index| move |error| ApiError::InBatch { index, error: Box::new(error) };
-    let events = ingest::split_batch(&body)?
-        .into_iter()
-        .enumerate()
-        .map(|(index, element)| ingest::parse_batch_element(element).map_err(|e| in_batch(index)(e.into())))
-        .collect::<Result<Vec<NewEvent>, ApiError>>()?;
-    // Every site checked before any anonymous id is derived: a refusal is cheap.
-    for (index, event) in events.iter().enumerate() {
-        check_site_allowed(&state, &event.site_id).map_err(in_batch(index))?;
+    // A body that does not read as an array counts as one event in the metrics.
+    let mut submitted = 1;
+    let outcome = async {
+        check_json_content_type(&headers)?;
+        let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
+        let elements = ingest::split_batch(&body)?;
+        submitted = elements.len();
+        let in_batch = |index| move |error| ApiError::InBatch { index, error: Box::new(error) };
+        let events = elements
+            .into_iter()
+            .enumerate()
+            .map(|(index, element)| ingest::parse_batch_element(element).map_err(|e| in_batch(index)(e.into())))
+            .collect::<Result<Vec<NewEvent>, ApiError>>()?;
+        // Every site checked before any anonymous id is derived: a refusal is cheap.
+        for (index, event) in events.iter().enumerate() {
+            check_site_allowed(&state, &event.site_id).map_err(in_batch(index))?;
+        }
+        let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
+        let ingested_at = DateTime::now();
+        let mut documents = Vec::with_capacity(events.len());
+        for event in events {
+            documents.push(queue_document(&state, event, peer, &headers, ingested_at).await?);
+        }
+        let count = documents.len();
+        queue(&state, documents).await?;
+        Ok(Json(Queued { status: "queued", count: Some(count) }))
     }
-    let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
-    let ingested_at = DateTime::now();
-    let mut documents = Vec::with_capacity(events.len());
-    for event in events {
-        documents.push(queue_document(&state, event, peer, &headers, ingested_at).await?);
+    .await;
+    count_submission(&state.counters, submitted, &outcome);
+    outcome
+}
+
+/// Counts `events` submitted to the API, and refused if `outcome` is an error.
+fn count_submission<T>(counters: &PipelineCounters, events: usize, outcome: &Result<T, ApiError>) {
+    let events = events as u64;
+    counters.add_received(events);
+    if let Some(reason) = outcome.as_ref().err().and_then(ApiError::refusal_reason) {
+        counters.add_refused(reason, events);
     }
-    let count = documents.len();
-    queue(&state, documents).await?;
-    Ok(Json(Queued { status: "queued", count: Some(count) }))
 }
 
 /// The request body, or why it could not be read: over `limit` bytes (413), or

@@ -3,7 +3,7 @@
 //! Events arrive at the [`api`] (`POST /event`), are validated by [`ingest`] and
 //! stored in a queue collection; the [`worker`] moves them in batches into
 //! `events`, from which [`stats`] computes each site's exact figures. [`store`]
-//! owns the database, [`config`] the settings, [`counters`] the running totals,
+//! owns the database, [`config`] the settings, [`counters`] the metrics (running totals, latencies),
 //! and [`supervisor`] the one handle ([`Engine`]) that starts and stops it all,
 //! used by the headless `analytics-service` binary and the desktop app alike.
 //! Browsers send events with the [`tracker`] script (`GET /script.js`); events

@@ -9,6 +9,7 @@ mod engine;
 mod event;
 mod helpers;
 mod limits;
+mod metrics;
 mod openapi;
 mod rollups;
 mod security;

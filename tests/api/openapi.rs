@@ -14,6 +14,7 @@ use crate::helpers::{TestApp, event_json, spawn_app};
 const ROUTES: &[(&str, &[&str])] = &[
     ("/event", &["options", "post"]),
     ("/events", &["options", "post"]),
+    ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
     ("/script.js", &["get"]),
     ("/sites", &["get"]),
@@ -145,7 +146,8 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_eq!(statuses("/stats/timeseries", "get"), ["200", "400", "401", "503"]);
     assert_eq!(statuses("/sites", "get"), ["200", "401", "503"]);
     assert_eq!(statuses("/script.js", "get"), ["200", "304", "503"]);
-    for (path, method) in [("/stats", "get"), ("/stats/timeseries", "get"), ("/sites", "get")] {
+    assert_eq!(statuses("/metrics", "get"), ["200", "401", "503"]);
+    for (path, method) in [("/stats", "get"), ("/stats/timeseries", "get"), ("/sites", "get"), ("/metrics", "get")] {
         assert_eq!(doc["paths"][path][method]["security"], json!([{}, { "api_token": [] }]), "{path}");
     }
     assert!(doc["paths"]["/event"]["post"].get("security").is_none(), "sending events needs no token");
