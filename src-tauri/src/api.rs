@@ -63,6 +63,8 @@ use crate::visitor::{AnonymousVisitors, SaltError};
 pub const QUEUE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the stats queries.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for `GET /health`'s database checks (ping and queue depth together).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for the queue depth shown by `GET /metrics`: a scrape must not hang on the database.
 pub const METRICS_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -108,6 +110,8 @@ pub struct ApiState {
     pub queue_writer: QueueWriter,
     /// Gives events sent without `user_id` an anonymous one.
     pub visitors: Arc<AnonymousVisitors>,
+    /// How this process's worker is doing, for `GET /health`.
+    pub worker: WorkerProbe,
 }
 
 impl ApiState {
@@ -119,7 +123,60 @@ impl ApiState {
         visitors: Arc<AnonymousVisitors>,
     ) -> ApiState {
         let queue_writer = QueueWriter::spawn(store.queue().clone());
-        ApiState { store, counters, access, queue_writer, visitors }
+        ApiState { store, counters, access, queue_writer, visitors, worker: WorkerProbe::not_in_this_process() }
+    }
+
+    /// The same state, with `/health` asking `worker` about this process's worker.
+    pub fn with_worker(self, worker: WorkerProbe) -> ApiState {
+        ApiState { worker, ..self }
+    }
+}
+
+/// The state of this process's worker, as `GET /health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ToSchema)]
+pub enum WorkerHealth {
+    /// Moving batches.
+    #[serde(rename = "running")]
+    Running,
+    /// Connecting to the database.
+    #[serde(rename = "starting")]
+    Starting,
+    /// Stopped after running in this process.
+    #[serde(rename = "stopped")]
+    Stopped,
+    /// Could not start, or stopped by itself (see the logs).
+    #[serde(rename = "failed")]
+    Failed,
+    /// Never started in this process: workers run elsewhere (`analytics-service api`).
+    #[serde(rename = "not in this process")]
+    NotInThisProcess,
+}
+
+/// Asks whoever runs the worker how it is doing, so that the API needs no
+/// knowledge of the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerProbe(Arc<dyn Fn() -> WorkerHealth + Send + Sync>);
+
+impl WorkerProbe {
+    /// A probe calling `health`.
+    pub fn new(health: impl Fn() -> WorkerHealth + Send + Sync + 'static) -> WorkerProbe {
+        WorkerProbe(Arc::new(health))
+    }
+
+    /// The probe of a process that runs no worker.
+    pub fn not_in_this_process() -> WorkerProbe {
+        WorkerProbe::new(|| WorkerHealth::NotInThisProcess)
+    }
+
+    /// The worker's state now.
+    pub fn health(&self) -> WorkerHealth {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for WorkerProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WorkerProbe").field(&self.health()).finish()
     }
 }
 
@@ -324,6 +381,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(site_stats))
         .routes(routes!(site_timeseries))
         .routes(routes!(list_sites))
+        .routes(routes!(health))
         .routes(routes!(metrics))
         .routes(routes!(openapi_document))
         .merge(tracker::routes())
@@ -384,6 +442,65 @@ async fn observe_request(State(counters): State<Arc<PipelineCounters>>, request:
     let response = next.run(request).await;
     counters.observe_http(route, method.as_str(), response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The answer of `GET /health`.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(example = json!({ "status": "ok", "database": "ok", "worker": "running", "queue_depth": 0 }))]
+pub struct Health {
+    /// `ok`, or `unavailable` when the database does not answer.
+    #[schema(value_type = String, example = "ok")]
+    pub status: &'static str,
+    /// `ok`, or `unreachable`.
+    #[schema(value_type = String, example = "ok")]
+    pub database: &'static str,
+    /// Why the database is unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// This process's worker.
+    pub worker: WorkerHealth,
+    /// Events waiting in the queue (absent when it could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
+}
+
+/// `GET /health`: the database's ping, this process's worker and the queue
+/// depth; for load balancers and uptime checks.
+///
+/// 200 while the database answers a ping (within 2 s), 503 with the reason
+/// otherwise. The worker's state does not change the status: the API takes
+/// events while the worker is stopped. Needs no token.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database does not answer (or the server is at its limit of requests in \
+                                      flight, with an `ErrorBody`)", body = Health,
+            example = json!({ "status": "unavailable", "database": "unreachable",
+                              "reason": "the database did not answer a ping within 2s", "worker": "running" })),
+    )
+)]
+async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Health>) {
+    let worker = state.worker.health();
+    let checks = async {
+        state.store.ping().await?;
+        // The ping proved the database answers: a failed count is no outage.
+        Ok::<_, StoreError>(state.store.queue_depth().await.ok())
+    };
+    let reason = match tokio::time::timeout(HEALTH_TIMEOUT, checks).await {
+        Ok(Ok(queue_depth)) => {
+            let health = Health { status: "ok", database: "ok", reason: None, worker, queue_depth };
+            return (StatusCode::OK, Json(health));
+        }
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("the database did not answer a ping within {HEALTH_TIMEOUT:?}"),
+    };
+    debug!(%reason, "health check: database unreachable");
+    let health =
+        Health { status: "unavailable", database: "unreachable", reason: Some(reason), worker, queue_depth: None };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(health))
 }
 
 /// `GET /metrics`: this process's metrics in the Prometheus text format.

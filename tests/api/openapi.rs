@@ -14,6 +14,7 @@ use crate::helpers::{TestApp, event_json, spawn_app};
 const ROUTES: &[(&str, &[&str])] = &[
     ("/event", &["options", "post"]),
     ("/events", &["options", "post"]),
+    ("/health", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
     ("/script.js", &["get"]),
@@ -147,6 +148,8 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_eq!(statuses("/sites", "get"), ["200", "401", "503"]);
     assert_eq!(statuses("/script.js", "get"), ["200", "304", "503"]);
     assert_eq!(statuses("/metrics", "get"), ["200", "401", "503"]);
+    assert_eq!(statuses("/health", "get"), ["200", "503"]);
+    assert!(doc["paths"]["/health"]["get"].get("security").is_none(), "load balancers need no token");
     for (path, method) in [("/stats", "get"), ("/stats/timeseries", "get"), ("/sites", "get"), ("/metrics", "get")] {
         assert_eq!(doc["paths"][path][method]["security"], json!([{}, { "api_token": [] }]), "{path}");
     }
@@ -181,6 +184,8 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     let sites: Value = app.http.get(app.url("/sites")).send().await.unwrap().json().await.unwrap();
     assert_shape(&doc, "SiteList", &sites);
     assert_shape(&doc, "SiteSummary", &sites["sites"][0]);
+    let health: Value = app.http.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_shape(&doc, "Health", &health);
     let error: Value = app.post_events("[{}]").await.json().await.unwrap();
     assert_shape(&doc, "ErrorBody", &error);
     assert_eq!(error["index"], 0);
