@@ -48,6 +48,7 @@ use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::counters::{METRICS_CONTENT_TYPE, PipelineCounters, RefusalReason};
+use crate::export::{self, CSV_CONTENT_TYPE, ExportError, ExportRequest};
 use crate::ingest::{self, BatchError, EventBody, IngestError, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, NewEvent};
 use crate::openapi::{
     ApiDoc, BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable, UnsupportedMediaType,
@@ -380,6 +381,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         )
         .routes(routes!(site_stats))
         .routes(routes!(site_timeseries))
+        .routes(routes!(export_csv))
         .routes(routes!(list_sites))
         .routes(routes!(health))
         .routes(routes!(metrics))
@@ -963,6 +965,52 @@ async fn site_timeseries(
     let buckets = within_stats_timeout(stats::timeseries(&state.store, &filter, interval, from, to)).await?;
     let rfc3339 = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
     Ok(Json(Timeseries { site_id: filter.site_id, interval, from: rfc3339(from), to: rfc3339(to), buckets }))
+}
+
+/// `GET /stats/export.csv?site_id=…[&from][&to][&event_type][&interval=day|hour]`:
+/// the site's stats and time series as one CSV download.
+///
+/// Rows of `section,key,value`: the filter, the summary (`total_events`,
+/// `unique_users`), the top paths, the events per type and every bucket (by day
+/// unless `interval=hour`). Without `from`, the range starts at the site's first
+/// event; without `to`, it ends now; every section covers that range. Text that
+/// a spreadsheet would run as a formula gets a leading `'`.
+#[utoipa::path(
+    get,
+    path = "/stats/export.csv",
+    tag = "stats",
+    params(StatsQuery, IntervalQuery),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The CSV, as an attachment named `<site>-stats.csv`", body = String,
+            content_type = "text/csv; charset=utf-8",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"<site>-stats.csv\"`")),
+            example = "section,key,value\nfilter,site_id,site-001\nsummary,total_events,3\npath,/pricing,2\n"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn export_csv(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+    interval: Result<Query<IntervalQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    state.access.authorize(&headers)?;
+    let filter = parse_query(query)?.filter()?;
+    let interval = parse_query(interval)?.interval(Interval::Day)?;
+    let request = ExportRequest { filter, interval };
+    let csv = match tokio::time::timeout(STATS_TIMEOUT, export::site_csv(&state.store, &request)).await {
+        Ok(Ok(csv)) => csv,
+        Ok(Err(ExportError::Store(error))) => return Err(ApiError::Unavailable(error)),
+        Ok(Err(too_long @ ExportError::TooManyBuckets { .. })) => return Err(ApiError::BadQuery(too_long.to_string())),
+        Err(_) => return Err(ApiError::Unavailable(StoreError::Timeout(STATS_TIMEOUT))),
+    };
+    let disposition = format!("attachment; filename=\"{}\"", export::file_name(&request.filter.site_id));
+    let disposition = header::HeaderValue::from_str(&disposition).expect("file names hold only safe characters");
+    let content_type = header::HeaderValue::from_static(CSV_CONTENT_TYPE);
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, disposition)], csv).into_response())
 }
 
 /// The answer of `GET /sites`.

@@ -8,7 +8,7 @@
 //! used by the headless `analytics-service` binary and the desktop app alike.
 //! Browsers send events with the [`tracker`] script (`GET /script.js`); events
 //! without a `user_id` get an anonymous one from [`visitor`]. The API documents
-//! itself ([`openapi`], `GET /openapi.json`).
+//! itself ([`openapi`], `GET /openapi.json`); [`export`] makes a site's CSV.
 //! The desktop app adds [`settings`] (its saved configuration), [`local_db`]
 //! (the database it launches when none answers) and [`desktop`] (its logic, and
 //! with the `desktop` feature its Tauri shell).
@@ -17,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod counters;
 pub mod desktop;
+pub mod export;
 pub mod ingest;
 pub mod local_db;
 pub mod openapi;

@@ -445,6 +445,19 @@ pub fn bucket_count(interval: Interval, from: DateTime, to: DateTime) -> i64 {
     (to.timestamp_millis() - first + interval.millis() - 1).div_euclid(interval.millis()).max(0)
 }
 
+/// When the first event `filter` matches happened (its `from` ignored, its `to`
+/// kept): the start of "all time" for a range that must have one, such as an
+/// export's time series. `None` when no event matches.
+pub async fn first_event_time(store: &Store, filter: &StatsFilter) -> Result<Option<DateTime>, StoreError> {
+    let first = store
+        .events()
+        .find_one(events_match(filter, None, filter.to))
+        .sort(doc! { "timestamp": 1 })
+        .projection(doc! { "timestamp": 1 })
+        .await?;
+    Ok(first.and_then(|event| event.get_datetime("timestamp").ok().copied()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

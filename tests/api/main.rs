@@ -7,6 +7,7 @@ mod common;
 mod desktop;
 mod engine;
 mod event;
+mod export;
 mod health;
 mod helpers;
 mod limits;

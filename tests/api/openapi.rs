@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/script.js", &["get"]),
     ("/sites", &["get"]),
     ("/stats", &["get"]),
+    ("/stats/export.csv", &["get"]),
     ("/stats/timeseries", &["get"]),
 ];
 
@@ -145,12 +146,14 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_eq!(statuses("/events", "post"), all_errors);
     assert_eq!(statuses("/stats", "get"), ["200", "400", "401", "503"]);
     assert_eq!(statuses("/stats/timeseries", "get"), ["200", "400", "401", "503"]);
+    assert_eq!(statuses("/stats/export.csv", "get"), ["200", "400", "401", "503"]);
     assert_eq!(statuses("/sites", "get"), ["200", "401", "503"]);
     assert_eq!(statuses("/script.js", "get"), ["200", "304", "503"]);
     assert_eq!(statuses("/metrics", "get"), ["200", "401", "503"]);
     assert_eq!(statuses("/health", "get"), ["200", "503"]);
     assert!(doc["paths"]["/health"]["get"].get("security").is_none(), "load balancers need no token");
-    for (path, method) in [("/stats", "get"), ("/stats/timeseries", "get"), ("/sites", "get"), ("/metrics", "get")] {
+    let guarded = ["/stats", "/stats/timeseries", "/stats/export.csv", "/sites", "/metrics"];
+    for (path, method) in guarded.map(|path| (path, "get")) {
         assert_eq!(doc["paths"][path][method]["security"], json!([{}, { "api_token": [] }]), "{path}");
     }
     assert!(doc["paths"]["/event"]["post"].get("security").is_none(), "sending events needs no token");
