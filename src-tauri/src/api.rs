@@ -4,7 +4,8 @@
 //! serves a site's exact stats. Every error is a JSON `{"error": "..."}`.
 //!
 //! `/event` and `/events` are tracker endpoints: any web page may POST to them
-//! (CORS). Nothing else is readable cross-origin, and with `API_TOKEN` set `/stats` requires it.
+//! (CORS). Nothing else is readable cross-origin, and with `API_TOKEN` set the
+//! stats routes and `/metrics` require it (`/health`, for load balancers, does not).
 //! `GET /script.js` serves the [`tracker`](crate::tracker) script; an event
 //! without `user_id` gets an anonymous one ([`visitor`](crate::visitor)).
 //! `GET /metrics` exposes the [`counters`](crate::counters) to Prometheus, and
@@ -404,6 +405,7 @@ pub fn route_paths() -> &'static [String] {
 /// The service's routes over `state`, with explicit limits.
 pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
     let (routes, _) = routes().split_for_parts();
+    // A shed request never reaches its handler: count the event it carried here.
     let counters = state.counters.clone();
     let shed = move |method: Method, uri: Uri, _: BoxError| {
         let counters = counters.clone();
@@ -667,15 +669,15 @@ async fn record_events(
         let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
         let elements = ingest::split_batch(&body)?;
         submitted = elements.len();
-        let in_batch = |index| move |error| ApiError::InBatch { index, error: Box::new(error) };
+        let in_batch = |index: usize, error: ApiError| ApiError::InBatch { index, error: Box::new(error) };
         let events = elements
             .into_iter()
             .enumerate()
-            .map(|(index, element)| ingest::parse_batch_element(element).map_err(|e| in_batch(index)(e.into())))
+            .map(|(index, element)| ingest::parse_batch_element(element).map_err(|e| in_batch(index, e.into())))
             .collect::<Result<Vec<NewEvent>, ApiError>>()?;
         // Every site checked before any anonymous id is derived: a refusal is cheap.
         for (index, event) in events.iter().enumerate() {
-            check_site_allowed(&state, &event.site_id).map_err(in_batch(index))?;
+            check_site_allowed(&state, &event.site_id).map_err(|e| in_batch(index, e))?;
         }
         let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
         let ingested_at = DateTime::now();
