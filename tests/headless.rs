@@ -64,7 +64,12 @@ async fn runs_from_a_dotenv_file_and_answers_the_readme_examples() {
         assert_eq!(response.json::<Value>().await.unwrap(), json!({ "status": "queued" }));
     }
     // curl "http://localhost:1000/stats?site_id=site-001"
-    let expected = json!({ "total_events": 2, "unique_users": 1, "top_paths": [{ "path": "/pricing", "count": 2 }] });
+    let expected = json!({
+        "total_events": 2,
+        "unique_users": 1,
+        "top_paths": [{ "path": "/pricing", "count": 2 }],
+        "events_by_type": [{ "event_type": "page_view", "count": 2 }]
+    });
     let stats_match = common::eventually(Duration::from_secs(15), || async {
         let stats: Value =
             http.get(format!("{base}/stats?site_id=site-001")).send().await.unwrap().json().await.unwrap();

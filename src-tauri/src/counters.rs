@@ -1,14 +1,101 @@
-//! Counters: running totals of the pipeline in this process (events queued by the
-//! API, events moved by the worker, batches), shared by API, worker and status reports.
+//! Counters: this process's pipeline metrics, in one Prometheus registry that the
+//! API (events received, refused by reason and queued; HTTP latency) and the
+//! worker (events processed, batches and their durations) record into, and that
+//! `GET /metrics` encodes in the Prometheus text format. The desktop app and the
+//! engine's status read the totals from it too ([`PipelineCounters::snapshot`]).
+//!
+//! Every label takes its value from a fixed set, so no client can grow the
+//! registry by sending odd methods or paths.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
-/// Monotonic totals since the engine was created; read them with [`PipelineCounters::snapshot`].
-#[derive(Debug, Default)]
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of [`PipelineCounters::encode`]'s output: the Prometheus
+/// text format, version 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Why the API refused events: the `reason` label of `analytics_events_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// Not a valid event or batch (400).
+    Invalid,
+    /// The body, or the batch, is too large (413).
+    TooLarge,
+    /// The content type is not JSON (415).
+    UnsupportedType,
+    /// The site is not in `ALLOWED_SITES` (403).
+    SiteNotAllowed,
+    /// The body did not arrive in time (408).
+    Timeout,
+    /// Too many requests at once, or too many events waiting for the queue insert (503).
+    Overloaded,
+    /// The database could not be used (503).
+    Unavailable,
+    /// The stored daily salt is unusable: no anonymous id (503).
+    AnonymousId,
+    /// The API is shutting down (503).
+    ShuttingDown,
+}
+
+impl RefusalReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Invalid => "invalid",
+            RefusalReason::TooLarge => "too_large",
+            RefusalReason::UnsupportedType => "unsupported_type",
+            RefusalReason::SiteNotAllowed => "site_not_allowed",
+            RefusalReason::Timeout => "timeout",
+            RefusalReason::Overloaded => "overloaded",
+            RefusalReason::Unavailable => "unavailable",
+            RefusalReason::AnonymousId => "anonymous_id",
+            RefusalReason::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl EncodeLabelValue for RefusalReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: RefusalReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    method: &'static str,
+    status: &'static str,
+}
+
+/// Bucket bounds of the duration histograms, in seconds: 1 ms doubling up to ~33 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// This process's pipeline metrics since the engine was created; read the totals
+/// with [`PipelineCounters::snapshot`], everything with [`PipelineCounters::encode`].
 pub struct PipelineCounters {
-    events_queued: AtomicU64,
-    events_processed: AtomicU64,
-    batches_processed: AtomicU64,
+    registry: Registry,
+    events_received: Counter,
+    events_refused: Family<RefusalLabels, Counter>,
+    events_queued: Counter,
+    events_processed: Counter,
+    batches_processed: Counter,
+    batch_duration: Histogram,
+    http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    queue_depth: Gauge<f64, AtomicU64>,
 }
 
 /// The counters at one moment.
@@ -22,24 +109,182 @@ pub struct CountersSnapshot {
     pub batches_processed: u64,
 }
 
+impl Default for PipelineCounters {
+    fn default() -> Self {
+        let counters = PipelineCounters {
+            registry: Registry::with_prefix("analytics"),
+            events_received: Counter::default(),
+            events_refused: Family::default(),
+            events_queued: Counter::default(),
+            events_processed: Counter::default(),
+            batches_processed: Counter::default(),
+            batch_duration: duration_histogram(),
+            http_duration: Family::new_with_constructor(duration_histogram),
+            queue_depth: Gauge::default(),
+        };
+        let mut registry = counters.registry;
+        registry.register(
+            "events_received",
+            "Events sent to POST /event and POST /events (a body that could not be read as events counts as one)",
+            counters.events_received.clone(),
+        );
+        registry.register(
+            "events_refused",
+            "Events refused by the API, by reason (a refused batch counts all its events)",
+            counters.events_refused.clone(),
+        );
+        registry.register(
+            "events_queued",
+            "Events stored in the queue and acknowledged by the API",
+            counters.events_queued.clone(),
+        );
+        registry.register(
+            "events_processed",
+            "Events moved from the queue into events by this process's worker",
+            counters.events_processed.clone(),
+        );
+        registry.register(
+            "batches_processed",
+            "Batches moved by this process's worker",
+            counters.batches_processed.clone(),
+        );
+        registry.register(
+            "batch_duration_seconds",
+            "Time the worker took to move one batch",
+            counters.batch_duration.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route, method and status class",
+            counters.http_duration.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Events waiting in the queue, read from the database at scrape time (NaN when it did not answer)",
+            counters.queue_depth.clone(),
+        );
+        PipelineCounters { registry, ..counters }
+    }
+}
+
+impl std::fmt::Debug for PipelineCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineCounters").field("totals", &self.snapshot()).finish_non_exhaustive()
+    }
+}
+
 impl PipelineCounters {
+    /// Counts events that reached the API (before validation).
+    pub fn add_received(&self, n: u64) {
+        self.events_received.inc_by(n);
+    }
+
+    /// Counts events the API refused, and why.
+    pub fn add_refused(&self, reason: RefusalReason, n: u64) {
+        self.events_refused.get_or_create(&RefusalLabels { reason }).inc_by(n);
+    }
+
     /// Counts events acknowledged by the API.
     pub fn add_queued(&self, n: u64) {
-        self.events_queued.fetch_add(n, Ordering::Relaxed);
+        self.events_queued.inc_by(n);
     }
 
-    /// Counts one batch of `n` events moved by the worker.
-    pub fn add_batch(&self, n: u64) {
-        self.events_processed.fetch_add(n, Ordering::Relaxed);
-        self.batches_processed.fetch_add(1, Ordering::Relaxed);
+    /// Counts one batch of `n` events moved by the worker in `duration`.
+    pub fn add_batch(&self, n: u64, duration: Duration) {
+        self.events_processed.inc_by(n);
+        self.batches_processed.inc();
+        self.batch_duration.observe(duration.as_secs_f64());
     }
 
-    /// Reads all counters.
+    /// Records how long an HTTP request took. `route` is one of the API's routes
+    /// (or a fixed word for none); the method and status are reduced to fixed sets.
+    pub fn observe_http(&self, route: &'static str, method: &str, status: u16, duration: Duration) {
+        let method = match method {
+            "GET" => "GET",
+            "HEAD" => "HEAD",
+            "POST" => "POST",
+            "OPTIONS" => "OPTIONS",
+            "PUT" => "PUT",
+            "DELETE" => "DELETE",
+            "PATCH" => "PATCH",
+            _ => "other",
+        };
+        let status = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_duration.get_or_create(&HttpLabels { route, method, status }).observe(duration.as_secs_f64());
+    }
+
+    /// Sets the queue depth shown by the next [`PipelineCounters::encode`]; `None`
+    /// when it could not be read (shown as NaN, so a stale number never passes for a current one).
+    pub fn set_queue_depth(&self, depth: Option<u64>) {
+        self.queue_depth.set(depth.map_or(f64::NAN, |depth| depth as f64));
+    }
+
+    /// Every metric in the Prometheus text format ([`METRICS_CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Reads the totals.
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {
-            events_queued: self.events_queued.load(Ordering::Relaxed),
-            events_processed: self.events_processed.load(Ordering::Relaxed),
-            batches_processed: self.batches_processed.load(Ordering::Relaxed),
+            events_queued: self.events_queued.get(),
+            events_processed: self.events_processed.get(),
+            batches_processed: self.batches_processed.get(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_encodes_every_metric_with_its_values() {
+        let counters = PipelineCounters::default();
+        counters.add_received(5);
+        counters.add_refused(RefusalReason::Invalid, 2);
+        counters.add_refused(RefusalReason::SiteNotAllowed, 1);
+        counters.add_queued(2);
+        counters.add_batch(2, Duration::from_millis(3));
+        counters.observe_http("/event", "POST", 200, Duration::from_millis(1));
+        counters.observe_http("unmatched", "BREW", 404, Duration::from_millis(1));
+        counters.set_queue_depth(Some(7));
+
+        let text = counters.encode();
+
+        for line in [
+            "# TYPE analytics_events_received_total counter",
+            "analytics_events_received_total 5",
+            "analytics_events_refused_total{reason=\"invalid\"} 2",
+            "analytics_events_refused_total{reason=\"site_not_allowed\"} 1",
+            "analytics_events_queued_total 2",
+            "analytics_events_processed_total 2",
+            "analytics_batches_processed_total 1",
+            "# TYPE analytics_batch_duration_seconds histogram",
+            "analytics_batch_duration_seconds_count 1",
+            "analytics_batch_duration_seconds_bucket{le=\"0.004\"} 1",
+            "analytics_batch_duration_seconds_bucket{le=\"0.002\"} 0",
+            "analytics_http_request_duration_seconds_count{route=\"/event\",method=\"POST\",status=\"2xx\"} 1",
+            "analytics_http_request_duration_seconds_count{route=\"unmatched\",method=\"other\",status=\"4xx\"} 1",
+            "# TYPE analytics_queue_depth gauge",
+            "analytics_queue_depth 7.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        assert_eq!(
+            counters.snapshot(),
+            CountersSnapshot { events_queued: 2, events_processed: 2, batches_processed: 1 }
+        );
+
+        counters.set_queue_depth(None);
+        assert!(counters.encode().lines().any(|l| l == "analytics_queue_depth NaN"));
     }
 }

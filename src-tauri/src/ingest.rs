@@ -1,5 +1,6 @@
-//! Ingest: turns the raw body of `POST /event` into a validated [`NewEvent`], and
-//! that into the document stored in the queue.
+//! Ingest: turns the raw body of `POST /event` into a validated [`NewEvent`] (and
+//! that of `POST /events` into a list of them, each element checked by the same
+//! rules), and an event into the document stored in the queue.
 //!
 //! Only the four named string fields (`user_id` optional) and an optional
 //! timestamp get through: a client can never put an operator (`{"$gt": ""}`), a
@@ -8,13 +9,37 @@
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
+use serde_json::value::RawValue;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 
-/// Largest request body accepted, in bytes.
+/// Largest body of `POST /event` accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Largest body of `POST /events` accepted, in bytes.
+pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
+/// Most events one `POST /events` may hold: a batch is validated whole and
+/// stored in one insert, so this bounds the work and memory of one request.
+pub const MAX_BATCH_EVENTS: usize = 500;
 
 /// The string fields of an event, with the most bytes each may hold.
 const FIELD_LIMITS: [(&str, usize); 4] = [("site_id", 128), ("event_type", 64), ("path", 2048), ("user_id", 256)];
+
+/// What each field of an event means, for the OpenAPI document.
+const FIELD_DESCRIPTIONS: [(&str, &str); 5] = [
+    ("site_id", "The site the event belongs to."),
+    ("event_type", "The kind of event: `page_view`, or a custom one such as `signup`."),
+    ("path", "The page path, such as `/pricing`."),
+    (
+        "user_id",
+        "The visitor, as your server knows them. Absent or null: the server derives an anonymous id \
+         (a daily-salted hash of site, client address and User-Agent).",
+    ),
+    ("timestamp", "When the event happened, RFC 3339. Absent: the time the server received it."),
+];
 
 /// An event that passed validation, ready to be queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +55,54 @@ pub struct NewEvent {
     pub user_id: Option<String>,
     /// When the event happened, if the client said so.
     pub timestamp: Option<DateTime>,
+}
+
+/// The body of `POST /event`, and each element of `POST /events`, in the OpenAPI
+/// document (as the schema `Event`): built from the limits the parser enforces,
+/// so the document cannot drift from the rules.
+#[derive(Debug)]
+pub struct EventBody;
+
+impl utoipa::PartialSchema for EventBody {
+    fn schema() -> RefOr<Schema> {
+        let describe = |field: &str| FIELD_DESCRIPTIONS.iter().find(|(name, _)| *name == field).map(|(_, text)| *text);
+        let mut event = ObjectBuilder::new()
+            .description(Some(
+                "An event. Strings may not be blank nor hold control characters; unknown or duplicate \
+                 fields are refused.",
+            ))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for (field, max) in FIELD_LIMITS {
+            let optional = field == "user_id";
+            let kind: SchemaType =
+                if optional { [Type::String, Type::Null].into_iter().collect() } else { Type::String.into() };
+            let string = ObjectBuilder::new()
+                .schema_type(kind)
+                .min_length(Some(1))
+                .max_length(Some(max))
+                .description(describe(field));
+            event = event.property(field, string);
+            if !optional {
+                event = event.required(field);
+            }
+        }
+        let timestamp = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(describe("timestamp"));
+        event
+            .property("timestamp", timestamp)
+            .examples([serde_json::json!({
+                "site_id": "site-001", "event_type": "page_view", "path": "/pricing", "user_id": "user-123"
+            })])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Event".into()
+    }
 }
 
 /// Why a body is not an acceptable event. The message is what the client sees.
@@ -86,20 +159,60 @@ struct RawEvent {
     timestamp: Option<Value>,
 }
 
+/// Why the body of `POST /events` is refused as a whole, or which element is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The body is not UTF-8, not JSON, or not an array.
+    #[error(transparent)]
+    Body(IngestError),
+    /// An empty array: nothing to store, most likely a client's bug.
+    #[error("the batch is empty: send a JSON array of 1 to {MAX_BATCH_EVENTS} events")]
+    Empty,
+    /// More elements than [`MAX_BATCH_EVENTS`].
+    #[error("too many events in one batch: {0}, at most {MAX_BATCH_EVENTS}; split it into several requests")]
+    TooMany(usize),
+}
+
 /// Parses and validates one event from a request body.
 pub fn parse_event(body: &[u8]) -> Result<NewEvent, IngestError> {
-    let text = std::str::from_utf8(body).map_err(|_| IngestError::InvalidUtf8)?;
+    parse_event_json(std::str::from_utf8(body).map_err(|_| IngestError::InvalidUtf8)?)
+}
+
+/// The elements of a `POST /events` body, each still raw JSON for
+/// [`parse_batch_element`]: the body must be a JSON array of 1 to
+/// [`MAX_BATCH_EVENTS`] values.
+pub fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, BatchError> {
+    let text = std::str::from_utf8(body).map_err(|_| BatchError::Body(IngestError::InvalidUtf8))?;
+    if !text.trim_start().starts_with('[') {
+        return Err(BatchError::Body(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => IngestError::Shape("the body must be a JSON array of events".into()),
+            Err(e) => IngestError::InvalidJson(e.to_string()),
+        }));
+    }
+    let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| BatchError::Body(json_error(e)))?;
+    match elements.len() {
+        0 => Err(BatchError::Empty),
+        n if n > MAX_BATCH_EVENTS => Err(BatchError::TooMany(n)),
+        _ => Ok(elements),
+    }
+}
+
+/// Validates one element of a batch, by exactly the rules of a single event.
+pub fn parse_batch_element(element: &RawValue) -> Result<NewEvent, IngestError> {
+    parse_event_json(element.get())
+}
+
+/// Validates one event given as JSON text: a whole `POST /event` body, or one
+/// element of a batch.
+fn parse_event_json(text: &str) -> Result<NewEvent, IngestError> {
     if !text.trim_start().starts_with('{') {
         // serde would say "expected struct RawEvent"; say it in the client's terms.
-        return match serde_json::from_str::<Value>(text) {
-            Ok(_) => Err(IngestError::Shape("the body must be a JSON object".into())),
+        return match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => Err(IngestError::Shape("the event must be a JSON object".into())),
             Err(e) => Err(IngestError::InvalidJson(e.to_string())),
         };
     }
-    let raw: RawEvent = serde_json::from_str(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => IngestError::Shape(e.to_string()),
-        _ => IngestError::InvalidJson(e.to_string()),
-    })?;
+    let raw: RawEvent = serde_json::from_str(text).map_err(json_error)?;
 
     let [site_id, event_type, path] = [raw.site_id, raw.event_type, raw.path]
         .into_iter()
@@ -122,6 +235,14 @@ pub fn parse_event(body: &[u8]) -> Result<NewEvent, IngestError> {
     };
 
     Ok(NewEvent { site_id, event_type, path, user_id, timestamp })
+}
+
+/// A serde error in the client's terms: a wrong shape, or not JSON at all.
+fn json_error(error: serde_json::Error) -> IngestError {
+    match error.classify() {
+        serde_json::error::Category::Data => IngestError::Shape(error.to_string()),
+        _ => IngestError::InvalidJson(error.to_string()),
+    }
 }
 
 fn required_string(field: &'static str, value: Option<Value>, max: usize) -> Result<String, IngestError> {
@@ -282,6 +403,51 @@ mod tests {
         let deep = format!(r#"{{"site_id":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
         let error = parse_event(deep.as_bytes()).unwrap_err().to_string();
         assert!(error.contains("recursion limit"), "{error}");
+    }
+
+    #[test]
+    fn a_batch_is_an_array_whose_elements_follow_the_single_event_rules() {
+        let body = format!(r#"[{VALID}, {{"site_id":"s","event_type":"e","path":"/x"}}]"#);
+        let elements = split_batch(body.as_bytes()).unwrap();
+        let events: Vec<NewEvent> = elements.iter().map(|raw| parse_batch_element(raw).unwrap()).collect();
+        assert_eq!(events[0], parse_event(VALID.as_bytes()).unwrap());
+        assert_eq!((events[1].path.as_str(), events[1].user_id.as_deref()), ("/x", None));
+
+        // Every single-event refusal is the same for an element.
+        for element in [r#"{"site_id":"s","site_id":"t","event_type":"e","path":"/"}"#, r#"{"path":5}"#, "[1]", "7"] {
+            let batch = format!("[{element}]");
+            let raw = split_batch(batch.as_bytes()).unwrap()[0];
+            assert_eq!(parse_batch_element(raw), parse_event(element.as_bytes()), "{element}");
+        }
+    }
+
+    #[test]
+    fn a_batch_body_must_be_a_non_empty_array_within_the_limit() {
+        let shape = |body: &str| split_batch(body.as_bytes()).unwrap_err().to_string();
+        assert!(shape(VALID).contains("must be a JSON array of events"), "{}", shape(VALID));
+        assert!(shape("[{},").contains("not valid JSON"), "{}", shape("[{},"));
+        assert!(shape("").contains("not valid JSON"));
+        assert_eq!(split_batch(b"[\xff]").unwrap_err(), BatchError::Body(IngestError::InvalidUtf8));
+        assert_eq!(split_batch(b" [ ] ").unwrap_err(), BatchError::Empty);
+        let full = format!("[{}]", vec![VALID; MAX_BATCH_EVENTS].join(","));
+        assert_eq!(split_batch(full.as_bytes()).unwrap().len(), MAX_BATCH_EVENTS);
+        let over = format!("[{}]", vec!["{}"; MAX_BATCH_EVENTS + 1].join(","));
+        assert_eq!(split_batch(over.as_bytes()).unwrap_err(), BatchError::TooMany(MAX_BATCH_EVENTS + 1));
+    }
+
+    #[test]
+    fn the_documented_schema_states_the_parsers_limits() {
+        let schema = serde_json::to_value(<EventBody as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["required"], serde_json::json!(["site_id", "event_type", "path"]));
+        assert_eq!(schema["additionalProperties"], false);
+        for (field, max) in FIELD_LIMITS {
+            assert_eq!(schema["properties"][field]["maxLength"], max, "{field}");
+            assert_eq!(schema["properties"][field]["minLength"], 1, "{field}");
+        }
+        assert_eq!(schema["properties"]["user_id"]["type"], serde_json::json!(["string", "null"]));
+        assert_eq!(schema["properties"]["timestamp"]["format"], "date-time");
+        let example = serde_json::to_vec(&schema["examples"][0]).unwrap();
+        assert!(parse_event(&example).is_ok(), "the example is a valid event");
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl StatsFilter {
 }
 
 /// The answer of `GET /stats` for one site.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteStats {
     /// Number of processed events of the site.
     pub total_events: u64,
@@ -58,7 +58,7 @@ pub struct SiteStats {
 }
 
 /// One row of `top_paths`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PathCount {
     /// The page path.
     pub path: String,
@@ -67,7 +67,7 @@ pub struct PathCount {
 }
 
 /// One row of `events_by_type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TypeCount {
     /// The event type.
     pub event_type: String,
@@ -76,7 +76,7 @@ pub struct TypeCount {
 }
 
 /// The width of a time-series bucket (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
     /// One hour.
@@ -101,7 +101,7 @@ impl Interval {
 }
 
 /// One bucket of a time series.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Bucket {
     /// The bucket's start, RFC 3339 in UTC.
     pub start: String,
@@ -110,7 +110,7 @@ pub struct Bucket {
 }
 
 /// One site seen in `events`, with its number of events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteSummary {
     /// The site.
     pub site_id: String,
@@ -446,6 +446,19 @@ fn fold_buckets(hourly: HashMap<i64, u64>, interval: Interval, from: DateTime, t
 pub fn bucket_count(interval: Interval, from: DateTime, to: DateTime) -> i64 {
     let first = interval.bucket_of(from).timestamp_millis();
     (to.timestamp_millis() - first + interval.millis() - 1).div_euclid(interval.millis()).max(0)
+}
+
+/// When the first event `filter` matches happened (its `from` ignored, its `to`
+/// kept): the start of "all time" for a range that must have one, such as an
+/// export's time series. `None` when no event matches.
+pub async fn first_event_time(store: &Store, filter: &StatsFilter) -> Result<Option<DateTime>, StoreError> {
+    let first = store
+        .events()
+        .find_one(events_match(filter, None, filter.to))
+        .sort(doc! { "timestamp": 1 })
+        .projection(doc! { "timestamp": 1 })
+        .await?;
+    Ok(first.and_then(|event| event.get_datetime("timestamp").ok().copied()))
 }
 
 #[cfg(test)]

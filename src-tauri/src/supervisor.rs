@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use futures_util::FutureExt;
@@ -15,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::api::{self, AccessRules, ApiState, BindError};
+use crate::api::{self, AccessRules, ApiState, BindError, WorkerHealth, WorkerProbe};
 use crate::config::Config;
 use crate::counters::{CountersSnapshot, PipelineCounters};
 use crate::stats::{self, SiteStats, SiteSummary, StatsFilter};
@@ -92,6 +93,8 @@ struct Inner {
 #[derive(Default)]
 struct Part {
     status: Arc<StdMutex<PartStatus>>,
+    /// Set by its first start: a part never started here runs elsewhere, if anywhere.
+    ever_started: Arc<AtomicBool>,
     running: Mutex<Option<RunningPart>>,
 }
 
@@ -176,7 +179,9 @@ impl Engine {
 
         let access = Arc::new(AccessRules::from_config(&self.inner.config));
         let visitors = Arc::new(AnonymousVisitors::new(store.database(), self.inner.config.trusted_proxies.clone()));
-        let router = api::router(ApiState::new(store, self.inner.counters.clone(), access, visitors));
+        let state =
+            ApiState::new(store, self.inner.counters.clone(), access, visitors).with_worker(self.worker_probe());
+        let router = api::router(state);
         let shutdown = CancellationToken::new();
         let serving = api::serve(listener, router, shutdown.clone());
         let task = part.spawn("API", async move { serving.await.map_err(|e| format!("the API stopped: {e}")) });
@@ -184,6 +189,19 @@ impl Engine {
         part.set(PartStatus::Running { addr: Some(addr) });
         *running = Some(RunningPart { addr: Some(addr), shutdown, task });
         Ok(addr)
+    }
+
+    /// What the API's `/health` reports about this engine's worker.
+    fn worker_probe(&self) -> WorkerProbe {
+        let status = self.inner.worker.status.clone();
+        let ever_started = self.inner.worker.ever_started.clone();
+        WorkerProbe::new(move || match &*status.lock().expect("status lock") {
+            PartStatus::Running { .. } => WorkerHealth::Running,
+            PartStatus::Starting => WorkerHealth::Starting,
+            PartStatus::Failed { .. } => WorkerHealth::Failed,
+            PartStatus::Stopped if ever_started.load(Ordering::Relaxed) => WorkerHealth::Stopped,
+            PartStatus::Stopped => WorkerHealth::NotInThisProcess,
+        })
     }
 
     /// Stops the API: no new connections, requests in flight are finished.
@@ -199,6 +217,7 @@ impl Engine {
             return Ok(());
         }
         part.set(PartStatus::Starting);
+        part.ever_started.store(true, Ordering::Relaxed);
         let store = self.store().await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?.clone();
         let config = &self.inner.config;
         let worker = Worker::new(store, config.batch_size, config.poll_interval, self.inner.counters.clone())

@@ -7,11 +7,11 @@
 
 use std::sync::LazyLock;
 
-use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The tracker's commented source.
 const SOURCE: &str = include_str!("tracker/script.js");
@@ -46,16 +46,31 @@ fn etag() -> &'static HeaderValue {
     &ETAG
 }
 
-/// The tracker's route, to merge into the API's router.
-pub fn routes<S>() -> Router<S>
+/// The tracker's route, documented, to merge into the API's route table.
+pub fn routes<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new().route("/script.js", get(serve_script))
+    OpenApiRouter::new().routes(routes!(serve_script))
 }
 
 /// `GET /script.js` (and `HEAD`): the script, or a 304 when the client's copy
 /// (`If-None-Match`) is current.
+///
+/// The tracker a site includes with `<script defer src=".../script.js" data-site="site-001">`:
+/// page views on load and on single-page navigation, custom events through
+/// `window.analytics.track`. Loadable from any origin; cacheable for an hour.
+#[utoipa::path(
+    get,
+    path = "/script.js",
+    tag = "ingestion",
+    responses(
+        (status = 200, description = "The script, with an `ETag` and `Cache-Control: public, max-age=3600`",
+            body = String, content_type = "application/javascript; charset=utf-8"),
+        (status = 304, description = "The client's copy (`If-None-Match`) is current"),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 async fn serve_script(request_headers: HeaderMap) -> Response {
     let current = request_headers
         .get_all(header::IF_NONE_MATCH)

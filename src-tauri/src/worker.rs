@@ -252,12 +252,14 @@ impl Worker {
     /// Moves one batch from the queue to `events` and returns how many events it
     /// held (0 when the queue is empty, or when other workers kept winning it).
     pub async fn process_batch(&self) -> Result<usize, StoreError> {
-        let moved = match self.mode().await? {
+        let mode = self.mode().await?;
+        let started = std::time::Instant::now();
+        let moved = match mode {
             MoveMode::Transactional => self.move_batch_in_transaction().await?,
             MoveMode::Idempotent => self.move_batch_idempotently().await?,
         };
         if moved > 0 {
-            self.counters.add_batch(moved as u64);
+            self.counters.add_batch(moved as u64, started.elapsed());
         }
         Ok(moved)
     }

@@ -19,6 +19,7 @@ fn paths(dir: &Path, sidecar_dir: Option<&Path>) -> DesktopPaths {
         database_dir: dir.join("data/db"),
         seed_dir: dir.to_path_buf(),
         sidecar_dir: sidecar_dir.map(Path::to_path_buf),
+        export_dir: dir.join("Downloads"),
     }
 }
 
@@ -181,4 +182,71 @@ async fn validation_reports_only_the_invalid_fields() {
     let controller = controller_with_env(dir.path(), "");
     let errors = controller.validate(values(&[("PORT", "99999"), ("QUEUE_NAME", "ok_queue")])).await;
     assert_eq!(errors.keys().collect::<Vec<_>>(), ["PORT"]);
+}
+
+#[tokio::test]
+async fn export_csv_saves_the_sites_csv_in_the_downloads_dir_without_overwriting() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let controller = controller_with_env(
+        dir.path(),
+        &format!("PORT={port}\nMONGO_URL={}\nPOLL_MS=20\n", common::fresh_database_url()),
+    );
+    controller.start(Part::All).await.unwrap();
+    let http = reqwest::Client::new();
+    let events: Vec<serde_json::Value> = ["/a", "/b", "/a"]
+        .iter()
+        .map(|path| {
+            serde_json::json!({ "site_id": "desk/site", "event_type": "page_view", "path": path, "user_id": "u",
+                                "timestamp": "2024-05-01T10:00:00Z" })
+        })
+        .collect();
+    let sent = http
+        .post(format!("http://127.0.0.1:{port}/events"))
+        .header("content-type", "application/json")
+        .body(serde_json::Value::from(events).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let processed = eventually(Duration::from_secs(10), || async { controller.tick().await.events_processed == 3 });
+    assert!(processed.await);
+
+    let first = controller.export_site_csv("desk/site").await.unwrap();
+    let second = controller.export_site_csv("desk/site").await.unwrap();
+
+    assert_eq!(first, dir.path().join("Downloads/desk_site-stats.csv"));
+    assert_eq!(second, dir.path().join("Downloads/desk_site-stats (2).csv"), "an earlier export is kept");
+    let saved = std::fs::read_to_string(&first).unwrap();
+    let rows: Vec<&str> = saved.lines().filter(|line| !line.starts_with("filter,to,")).collect();
+    assert_eq!(
+        rows[..10],
+        [
+            "section,key,value",
+            "filter,site_id,desk/site",
+            "filter,from,2024-05-01T10:00:00Z",
+            "filter,interval,day",
+            "summary,total_events,3",
+            "summary,unique_users,1",
+            "path,/a,2",
+            "path,/b,1",
+            "event_type,page_view,3",
+            "bucket,2024-05-01T00:00:00Z,3",
+        ]
+    );
+    let later_days = &rows[10..];
+    assert!(later_days.len() > 500, "a bucket for every day up to today");
+    assert!(later_days.iter().all(|row| row.starts_with("bucket,") && row.ends_with(",0")), "{later_days:?}");
+    // The same function as the HTTP endpoint: the same rows (but for the moment "to" was taken).
+    let served = http
+        .get(format!("http://127.0.0.1:{port}/stats/export.csv?site_id=desk%2Fsite"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served: Vec<&str> = served.lines().filter(|line| !line.starts_with("filter,to,")).collect();
+    assert_eq!(rows[..10], served[..10]);
+    controller.shutdown().await;
 }

@@ -79,6 +79,17 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `POST /events` (a batch) with a JSON content type.
+    pub async fn post_events(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.post_events_as("application/json", body).await
+    }
+
+    /// `POST /events` with the given content type.
+    pub async fn post_events_as(&self, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let request = self.http.post(self.url("/events")).header("content-type", content_type).body(body);
+        request.send().await.expect("request sent")
+    }
+
     /// `GET /stats?site_id=…` as JSON, asserting a 200.
     pub async fn stats(&self, site_id: &str) -> Value {
         let response = self.http.get(self.url("/stats")).query(&[("site_id", site_id)]).send().await.unwrap();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use analytics_desk::api::{self, AccessRules, ApiLimits, ApiState};
+use analytics_desk::counters::PipelineCounters;
 use analytics_desk::visitor::{AnonymousVisitors, TrustedProxies};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,22 +14,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app};
 
-/// Serves the API over `app`'s database with `limits`, on a free port.
-async fn serve_limited(app: &TestApp, limits: ApiLimits) -> std::net::SocketAddr {
+/// Serves the API over `app`'s database with `limits`, on a free port; returns
+/// its address and the metrics it records into.
+async fn serve_limited(app: &TestApp, limits: ApiLimits) -> (std::net::SocketAddr, Arc<PipelineCounters>) {
     let visitors = Arc::new(AnonymousVisitors::new(app.store.database(), TrustedProxies::default()));
-    let state = ApiState::new(app.store.clone(), Arc::default(), Arc::new(AccessRules::default()), visitors);
+    let counters = Arc::new(PipelineCounters::default());
+    let state = ApiState::new(app.store.clone(), counters.clone(), Arc::new(AccessRules::default()), visitors);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = api::router_with_limits(state, limits);
     tokio::spawn(api::serve_with(listener, router, limits, CancellationToken::new()));
-    addr
+    (addr, counters)
 }
 
 #[tokio::test]
 async fn slow_headers_and_idle_connections_are_closed_after_the_header_timeout() {
     let app = spawn_app().await;
     let limits = ApiLimits { header_read_timeout: Duration::from_millis(500), ..ApiLimits::default() };
-    let addr = serve_limited(&app, limits).await;
+    let (addr, _) = serve_limited(&app, limits).await;
 
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"POST /event HTTP/1.1\r\nHost: x\r\nContent-Ty").await.unwrap();
@@ -49,7 +52,7 @@ async fn slow_headers_and_idle_connections_are_closed_after_the_header_timeout()
 async fn a_flood_beyond_the_cap_gets_quick_503s_and_stalled_bodies_get_408() {
     let app = spawn_app().await; // for its database
     let limits = ApiLimits { max_in_flight: 2, body_read_timeout: Duration::from_secs(3), ..ApiLimits::default() };
-    let addr = serve_limited(&app, limits).await;
+    let (addr, counters) = serve_limited(&app, limits).await;
 
     // Two clients that send headers and half a body, then stall: both slots taken.
     let mut stalled = Vec::new();
@@ -93,4 +96,18 @@ async fn a_flood_beyond_the_cap_gets_quick_503s_and_stalled_bodies_get_408() {
     assert_eq!(after.send().await.unwrap().status(), 200, "slots free again");
     let paths: Vec<String> = app.queued().await.iter().map(|e| e.get_str("path").unwrap().to_string()).collect();
     assert_eq!(paths, ["/ok"], "nothing stored for refused or stalled requests");
+
+    // The metrics tell the story: 20 shed at once, 2 timed out, 1 queued.
+    let metrics = counters.encode();
+    for line in [
+        "analytics_events_received_total 23",
+        "analytics_events_refused_total{reason=\"overloaded\"} 20",
+        "analytics_events_refused_total{reason=\"timeout\"} 2",
+        "analytics_events_queued_total 1",
+        "analytics_http_request_duration_seconds_count{route=\"/event\",method=\"POST\",status=\"5xx\"} 20",
+        "analytics_http_request_duration_seconds_count{route=\"/event\",method=\"POST\",status=\"4xx\"} 2",
+        "analytics_http_request_duration_seconds_count{route=\"/event\",method=\"POST\",status=\"2xx\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line:?} not in:\n{metrics}");
+    }
 }

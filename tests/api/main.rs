@@ -1,14 +1,19 @@
 //! Integration tests of the engine and its HTTP API against a real MongoDB-wire
 //! server (see `tests/common`): one database per test, so they run in parallel.
 
+mod batch;
 #[path = "../common/mod.rs"]
 mod common;
 mod desktop;
 mod engine;
 mod event;
+mod export;
 mod group_commit;
+mod health;
 mod helpers;
 mod limits;
+mod metrics;
+mod openapi;
 mod rollups;
 mod security;
 mod stats;

@@ -14,6 +14,8 @@ export function createSites() {
   const layout = byId('sites-layout');
   const errorBox = byId('sites-error');
   const refreshButton = byId('refresh-sites');
+  const exportButton = byId('export-csv');
+  const exportMessage = byId('export-message');
 
   let selected = null; // site_id
   let visible = false;
@@ -154,6 +156,8 @@ export function createSites() {
     if (!siteId || siteId === selected) return;
     selected = siteId;
     setText(byId('site-title'), siteId);
+    exportButton.disabled = false;
+    setHidden(exportMessage, true);
     markSelected();
     clearStats();
     loadStats().catch(showError);
@@ -183,6 +187,28 @@ export function createSites() {
     }
     return inFlight;
   }
+
+  // Export CSV: the backend writes the file (Downloads, else the app's data
+  // dir) and answers its path, which is shown so the user can find it.
+  exportButton.addEventListener('click', async () => {
+    if (!selected) return;
+    const siteId = selected;
+    exportButton.disabled = true;
+    setHidden(exportMessage, true);
+    try {
+      const path = await invoke('export_site_csv', { siteId });
+      if (siteId === selected) {
+        setText(exportMessage, `Saved to ${path}`);
+        setHidden(exportMessage, false);
+      }
+    } catch (err) {
+      // Shown beside the button: the sites banner is cleared by the next refresh.
+      setText(exportMessage, `Export failed: ${errorText(err)}`);
+      setHidden(exportMessage, false);
+    } finally {
+      exportButton.disabled = false;
+    }
+  });
 
   refreshButton.addEventListener('click', async () => {
     refreshButton.disabled = true;

@@ -3,7 +3,8 @@
 //! needed), apply saved settings by restarting what runs, and build the
 //! once-a-second [`Snapshot`] the window shows. The Tauri shell only forwards.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::counters::{CountersSnapshot, PipelineCounters};
+use crate::export::{self, ExportRequest};
 use crate::local_db::{self, DatabaseState, DatabaseStatus, ManagedDatabase};
 use crate::settings::{self, FieldErrors, Settings, Values};
 use crate::stats::{SiteStats, SiteSummary};
@@ -51,6 +53,8 @@ pub struct DesktopPaths {
     pub seed_dir: PathBuf,
     /// Where sidecar programs (`secantusd-rs`) sit: beside the app's executable.
     pub sidecar_dir: Option<PathBuf>,
+    /// Where "Export CSV" saves files: the user's Downloads dir (else the data dir).
+    pub export_dir: PathBuf,
 }
 
 /// Everything the window shows about the pipeline, pushed once a second.
@@ -317,6 +321,21 @@ impl Controller {
         self.engine().site_stats(site_id).await.map_err(|e| e.to_string())
     }
 
+    /// Saves `site_id`'s export (all time, by day: the CSV of `GET
+    /// /stats/export.csv`, made by the same function) in the export dir, under a
+    /// name no file there has yet; returns the file's path.
+    pub async fn export_site_csv(&self, site_id: &str) -> Result<PathBuf, String> {
+        self.ensure_database(&mut *self.control.lock().await).await?;
+        let engine = self.engine();
+        let store = engine.store().await.map_err(|e| e.to_string())?;
+        let csv = export::site_csv(store, &ExportRequest::all_time(site_id)).await.map_err(|e| e.to_string())?;
+        let dir = &self.paths.export_dir;
+        let path = save_new_file(dir, &export::file_name(site_id), csv.as_bytes())
+            .map_err(|e| format!("cannot save the export in {}: {e}", dir.display()))?;
+        info!(path = %path.display(), "site exported");
+        Ok(path)
+    }
+
     /// Updates the per-second rates from the counters, then takes a snapshot.
     /// Called by the once-a-second ticker only.
     pub async fn tick(&self) -> Snapshot {
@@ -372,4 +391,29 @@ impl Controller {
             at: mongodb::bson::DateTime::now().timestamp_millis(),
         }
     }
+}
+
+/// Writes `contents` to a new file in `dir` (created if missing) named `name`,
+/// or `stem (2).ext`, `stem (3).ext`… when taken, as browsers name downloads:
+/// an earlier export is never overwritten.
+fn save_new_file(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let (stem, extension) = name.rsplit_once('.').unwrap_or((name, ""));
+    for attempt in 1..=1000 {
+        let candidate = match attempt {
+            1 => name.to_string(),
+            n if extension.is_empty() => format!("{stem} ({n})"),
+            n => format!("{stem} ({n}).{extension}"),
+        };
+        let path = dir.join(candidate);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                file.write_all(contents)?;
+                return Ok(path);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{name} and 999 numbered copies exist")))
 }

@@ -61,6 +61,11 @@ async fn site_stats(controller: Shared<'_>, site_id: String) -> Result<SiteStats
 }
 
 #[tauri::command]
+async fn export_site_csv(controller: Shared<'_>, site_id: String) -> Result<String, String> {
+    controller.export_site_csv(&site_id).await.map(|path| path.display().to_string())
+}
+
+#[tauri::command]
 fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
 }
@@ -100,6 +105,7 @@ pub fn run() {
             save_settings,
             list_sites,
             site_stats,
+            export_site_csv,
             recent_logs
         ])
         .build(tauri::generate_context!())
@@ -114,15 +120,18 @@ pub fn run() {
 }
 
 /// Settings in the OS config dir, the managed database in the OS data dir
-/// (through `directories`, which follows `XDG_CONFIG_HOME`/`XDG_DATA_HOME` on Linux).
+/// (through `directories`, which follows `XDG_CONFIG_HOME`/`XDG_DATA_HOME` on Linux),
+/// exports in the user's Downloads dir (`XDG_DOWNLOAD_DIR`), else in the data dir.
 fn desktop_paths() -> Result<DesktopPaths, Box<dyn std::error::Error>> {
     let dirs = directories::ProjectDirs::from("dev", "Analytics Desk", "analytics-desk")
         .ok_or("this system has no home directory for the settings")?;
+    let downloads = directories::UserDirs::new().and_then(|user| user.download_dir().map(PathBuf::from));
     Ok(DesktopPaths {
         settings_file: dirs.config_dir().join("settings.json"),
         database_dir: dirs.data_dir().join("db"),
         seed_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         sidecar_dir: std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from)),
+        export_dir: downloads.unwrap_or_else(|| dirs.data_dir().join("exports")),
     })
 }
 

@@ -1,0 +1,195 @@
+//! `GET /openapi.json`: the router and the document come from one route table
+//! (`api::routes`), so the document lists exactly what is served; checked here
+//! from outside: every documented operation answers (no 404/405), other methods
+//! and paths do not, every reference resolves, and real answers have the
+//! documented shapes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, event_json, spawn_app};
+
+/// The routes and methods the API serves, as the README documents them.
+const ROUTES: &[(&str, &[&str])] = &[
+    ("/event", &["options", "post"]),
+    ("/events", &["options", "post"]),
+    ("/health", &["get"]),
+    ("/metrics", &["get"]),
+    ("/openapi.json", &["get"]),
+    ("/script.js", &["get"]),
+    ("/sites", &["get"]),
+    ("/stats", &["get"]),
+    ("/stats/export.csv", &["get"]),
+    ("/stats/timeseries", &["get"]),
+];
+
+async fn document(app: &TestApp) -> Value {
+    let response = app.http.get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    response.json().await.unwrap()
+}
+
+/// Every `$ref` in `value`.
+fn references(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(target)) = map.get("$ref") {
+                found.push(target.clone());
+            }
+            map.values().for_each(|v| references(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+        _ => {}
+    }
+}
+
+/// Asserts `answer` has every property the schema requires and no other than it lists.
+fn assert_shape(doc: &Value, schema: &str, answer: &Value) {
+    let schema = &doc["components"]["schemas"][schema];
+    let properties: BTreeSet<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: BTreeSet<&str> = answer.as_object().unwrap().keys().map(String::as_str).collect();
+    for required in schema["required"].as_array().unwrap() {
+        assert!(keys.contains(required.as_str().unwrap()), "{answer} lacks {required}");
+    }
+    assert!(keys.is_subset(&properties), "{answer} has fields the schema {schema} does not list");
+}
+
+#[tokio::test]
+async fn the_document_lists_exactly_the_served_routes() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "Analytics Desk");
+
+    let documented: BTreeMap<String, Vec<String>> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(path, item)| {
+            let mut methods: Vec<String> = item.as_object().unwrap().keys().cloned().collect();
+            methods.sort();
+            (path.clone(), methods)
+        })
+        .collect();
+    let expected: BTreeMap<String, Vec<String>> = ROUTES
+        .iter()
+        .map(|(path, methods)| (path.to_string(), methods.iter().map(|m| m.to_string()).collect()))
+        .collect();
+    assert_eq!(documented, expected);
+    assert_eq!(
+        analytics_desk::api::route_paths().iter().collect::<BTreeSet<_>>(),
+        expected.keys().collect::<BTreeSet<_>>(),
+        "the metrics' route labels are the documented paths"
+    );
+
+    // Every documented operation is served: whatever it thinks of an empty
+    // request, it is neither "no such endpoint" nor "method not allowed".
+    for (path, methods) in ROUTES {
+        for method in *methods {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = app.http.request(method.clone(), app.url(path)).send().await.unwrap();
+            assert!(![404, 405].contains(&response.status().as_u16()), "{method} {path}: {}", response.status());
+        }
+        // ...and no undocumented method is.
+        let response = app.http.request(reqwest::Method::PUT, app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 405, "PUT {path}");
+    }
+    assert_eq!(app.http.get(app.url("/stats/other")).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+
+    let mut found = Vec::new();
+    references(&doc, &mut found);
+    assert!(!found.is_empty());
+    for target in &found {
+        let pointer = target.strip_prefix('#').unwrap_or_else(|| panic!("an external reference: {target}"));
+        assert!(doc.pointer(pointer).is_some(), "{target} does not resolve");
+    }
+    let schemas: BTreeSet<&str> =
+        doc["components"]["schemas"].as_object().unwrap().keys().map(String::as_str).collect();
+    for name in [
+        "Event",
+        "ErrorBody",
+        "Queued",
+        "SiteStats",
+        "PathCount",
+        "TypeCount",
+        "Timeseries",
+        "Bucket",
+        "Interval",
+        "SiteList",
+        "SiteSummary",
+    ] {
+        assert!(schemas.contains(name), "schema {name} missing from {schemas:?}");
+    }
+    assert_eq!(doc["components"]["schemas"]["Event"]["properties"]["path"]["maxLength"], 2048);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_token"],
+        json!({
+            "type": "http", "scheme": "bearer",
+            "description": "The server's `API_TOKEN`, when it has one: `Authorization: Bearer <API_TOKEN>`."
+        })
+    );
+
+    // The statuses each route can answer, and who needs the token.
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        doc["paths"][path][method]["responses"].as_object().unwrap().keys().cloned().collect()
+    };
+    let all_errors = ["200", "400", "403", "408", "413", "415", "503"];
+    assert_eq!(statuses("/event", "post"), all_errors);
+    assert_eq!(statuses("/events", "post"), all_errors);
+    assert_eq!(statuses("/stats", "get"), ["200", "400", "401", "503"]);
+    assert_eq!(statuses("/stats/timeseries", "get"), ["200", "400", "401", "503"]);
+    assert_eq!(statuses("/stats/export.csv", "get"), ["200", "400", "401", "503"]);
+    assert_eq!(statuses("/sites", "get"), ["200", "401", "503"]);
+    assert_eq!(statuses("/script.js", "get"), ["200", "304", "503"]);
+    assert_eq!(statuses("/metrics", "get"), ["200", "401", "503"]);
+    assert_eq!(statuses("/health", "get"), ["200", "503"]);
+    assert!(doc["paths"]["/health"]["get"].get("security").is_none(), "load balancers need no token");
+    let guarded = ["/stats", "/stats/timeseries", "/stats/export.csv", "/sites", "/metrics"];
+    for (path, method) in guarded.map(|path| (path, "get")) {
+        assert_eq!(doc["paths"][path][method]["security"], json!([{}, { "api_token": [] }]), "{path}");
+    }
+    assert!(doc["paths"]["/event"]["post"].get("security").is_none(), "sending events needs no token");
+    let parameters: Vec<&str> = doc["paths"]["/stats/timeseries"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(parameters, ["site_id", "from", "to", "event_type", "interval"]);
+
+    // Real answers have the documented shapes.
+    let queued: Value = app.post_event(event_json("shop", "/a", "u")).await.json().await.unwrap();
+    assert_shape(&doc, "Queued", &queued);
+    let batch: Value = app
+        .post_events(json!([json!({ "site_id": "shop", "event_type": "e", "path": "/" })]).to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_shape(&doc, "Queued", &batch);
+    app.drain_queue().await;
+    let stats = app.stats("shop").await;
+    assert_shape(&doc, "SiteStats", &stats);
+    assert_shape(&doc, "PathCount", &stats["top_paths"][0]);
+    assert_shape(&doc, "TypeCount", &stats["events_by_type"][0]);
+    let series: Value =
+        app.http.get(app.url("/stats/timeseries?site_id=shop")).send().await.unwrap().json().await.unwrap();
+    assert_shape(&doc, "Timeseries", &series);
+    assert_shape(&doc, "Bucket", &series["buckets"][0]);
+    let sites: Value = app.http.get(app.url("/sites")).send().await.unwrap().json().await.unwrap();
+    assert_shape(&doc, "SiteList", &sites);
+    assert_shape(&doc, "SiteSummary", &sites["sites"][0]);
+    let health: Value = app.http.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_shape(&doc, "Health", &health);
+    let error: Value = app.post_events("[{}]").await.json().await.unwrap();
+    assert_shape(&doc, "ErrorBody", &error);
+    assert_eq!(error["index"], 0);
+}
