@@ -244,7 +244,8 @@ pub enum ApiError {
     #[error("{0}")]
     BadQuery(String),
     /// The database could not be used: nothing was stored.
-    #[error("database unavailable, event not stored: {0}")]
+    // The details (addresses, driver messages) go to the log, not to clients.
+    #[error("database unavailable, nothing was acknowledged; retry shortly")]
     Unavailable(StoreError),
     /// No route here.
     #[error("no such endpoint: {0}")]
@@ -498,10 +499,13 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Health>) {
             let health = Health { status: "ok", database: "ok", reason: None, worker, queue_depth };
             return (StatusCode::OK, Json(health));
         }
-        Ok(Err(error)) => error.to_string(),
+        Ok(Err(error)) => {
+            // Addresses and driver messages stay in the log: /health needs no token.
+            debug!(%error, "health check: database unreachable");
+            "the database cannot be reached".to_string()
+        }
         Err(_) => format!("the database did not answer a ping within {HEALTH_TIMEOUT:?}"),
     };
-    debug!(%reason, "health check: database unreachable");
     let health =
         Health { status: "unavailable", database: "unreachable", reason: Some(reason), worker, queue_depth: None };
     (StatusCode::SERVICE_UNAVAILABLE, Json(health))
