@@ -77,6 +77,8 @@ pub struct Worker {
     id: ObjectId,
     /// Days events are kept (`RETENTION_DAYS`), if not for ever.
     retention_days: Option<u32>,
+    /// Where the next batch is looked for.
+    head: Arc<std::sync::Mutex<HeadWindow>>,
 }
 
 impl Worker {
@@ -90,6 +92,7 @@ impl Worker {
             mode: Arc::default(),
             id: ObjectId::new(),
             retention_days: None,
+            head: Arc::default(),
         }
     }
 
@@ -264,13 +267,28 @@ impl Worker {
         Ok(moved)
     }
 
-    /// Reads the next batch, in `_id` order (inside `session`'s transaction when given).
-    async fn read_batch(&self, session: Option<&mut ClientSession>) -> Result<Vec<Document>, StoreError> {
-        let find = self.store.queue().find(doc! {}).sort(doc! { "_id": 1 }).limit(i64::from(self.batch_size));
-        Ok(match session {
-            Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
-            None => find.await?.try_collect().await?,
-        })
+    /// Reads the next batch, in `_id` order (inside `session`'s transaction when
+    /// given), bounded by the [`HeadWindow`]; a bounded read that comes back
+    /// short widens the window and reads again, so a batch is full unless the
+    /// whole queue is shorter.
+    async fn read_batch(&self, mut session: Option<&mut ClientSession>) -> Result<Vec<Document>, StoreError> {
+        loop {
+            let window = *self.head.lock().unwrap_or_else(|e| e.into_inner());
+            let limit = i64::from(self.batch_size).saturating_mul(READ_FACTOR);
+            let find =
+                self.store.queue().find(window.filter()).sort(doc! { "_id": 1 }).limit(limit).batch_size(limit as u32);
+            let mut read: Vec<Document> = match session.as_deref_mut() {
+                Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
+                None => find.await?.try_collect().await?,
+            };
+            let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+            head.learn(&read, self.batch_size as usize, DateTime::now());
+            if read.len() < self.batch_size as usize && window.upper.is_some() {
+                continue; // cut short by the window, which is now wider
+            }
+            read.truncate(self.batch_size as usize);
+            return Ok(read);
+        }
     }
 
     /// Moves a batch in one transaction, retrying it (on a fresh read) when it
@@ -405,6 +423,94 @@ impl Worker {
     }
 }
 
+/// How many batches' worth of entries one read may return at most (the extra
+/// ones tell how well the window fits; they are not moved).
+const READ_FACTOR: i64 = 2;
+/// An `_id` this far in the future (by its timestamp) is past any real entry.
+const FUTURE_SLACK_SECS: u32 = 3600;
+
+/// Where the worker looks for the queue's head.
+///
+/// Some databases (SecantusDB among them) apply `sort` and `limit` only after
+/// reading every matching entry, so "the oldest BATCH_SIZE" of a long queue
+/// costs the whole queue (measured: 0.8-1.3 s per read at 300,000 queued,
+/// 8 ms for the same 1,000 entries read by an `_id` range). The worker
+/// therefore reads `_id <= upper`, with `upper` about one batch's worth of
+/// `_id`s past the last batch, learned from what it reads. There is no lower
+/// bound, so entries that arrive late with older `_id`s are still found (first).
+/// Once `upper` is past the present, the window is dropped: the queue is short.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadWindow {
+    /// The highest `_id` (as a 96-bit number) the next read takes; none: all.
+    upper: Option<u128>,
+    /// How far past the last batch the window reaches.
+    span: u128,
+}
+
+impl HeadWindow {
+    fn filter(&self) -> Document {
+        match self.upper {
+            Some(upper) => doc! { "_id": { "$lte": object_id(upper) } },
+            None => doc! {},
+        }
+    }
+
+    /// Sets the next window from a read (sorted by `_id`) and the batch size.
+    fn learn(&mut self, read: &[Document], batch_size: usize, now: DateTime) {
+        let ids: Option<Vec<u128>> = read.iter().map(|d| d.get_object_id("_id").ok().map(id_number)).collect();
+        let Some(ids) = ids else {
+            // Not ObjectIds (written by something else): no window.
+            *self = HeadWindow::default();
+            return;
+        };
+        let bounded = self.upper.is_some();
+        let next = match (ids.first(), ids.len() < batch_size) {
+            // Empty: if bounded, widen (the queue may go on past the window).
+            (None, _) => match self.upper {
+                Some(upper) => {
+                    self.span = self.span.max(1).saturating_mul(2);
+                    upper.saturating_add(self.span)
+                }
+                None => return,
+            },
+            (Some(&first), short) => {
+                let last = ids[ids.len().min(batch_size) - 1];
+                // The span a batch covered, with room to spare; wider when the
+                // window came back short, narrower when it held far more.
+                let covered = (last - first).max(1);
+                let span = if short && bounded {
+                    self.span.max(covered) * 2
+                } else if ids.len() >= batch_size * 2 {
+                    covered
+                } else {
+                    covered + covered / 2
+                };
+                self.span = span;
+                last.saturating_add(span)
+            }
+        };
+        let future = u128::from(now.timestamp_millis().max(0) as u64 / 1000 + u64::from(FUTURE_SLACK_SECS));
+        if next >> 64 > future {
+            *self = HeadWindow::default();
+        } else {
+            self.upper = Some(next);
+        }
+    }
+}
+
+/// An ObjectId as a number, so windows can be added to it.
+fn id_number(id: ObjectId) -> u128 {
+    id.bytes().iter().fold(0u128, |n, b| (n << 8) | u128::from(*b))
+}
+
+/// The ObjectId of a number (its low 96 bits).
+fn object_id(n: u128) -> ObjectId {
+    let bytes = n.to_be_bytes();
+    let mut id = [0u8; 12];
+    id.copy_from_slice(&bytes[4..]);
+    ObjectId::from_bytes(id)
+}
+
 /// Why a batch transaction did not commit.
 #[derive(Debug)]
 enum TransactionError {
@@ -440,5 +546,55 @@ impl From<mongodb::error::Error> for TransactionError {
         } else {
             TransactionError::Store(error.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<Document> {
+        (0..n).map(|_| doc! { "_id": ObjectId::new() }).collect()
+    }
+
+    #[test]
+    fn object_ids_round_trip_through_numbers() {
+        let id = ObjectId::new();
+        assert_eq!(object_id(id_number(id)), id);
+        assert!(id_number(ObjectId::new()) > id_number(id), "later ids are larger numbers");
+    }
+
+    #[test]
+    fn the_window_follows_the_head_and_drops_once_past_the_present() {
+        let now = DateTime::now();
+        let mut window = HeadWindow::default();
+        assert_eq!(window.filter(), doc! {}, "unbounded at first");
+
+        // A full read of a long queue: bound the next read past the batch.
+        let read = ids(20);
+        window.learn(&read, 10, now);
+        let upper = window.upper.expect("bounded after a full read");
+        assert!(upper > id_number(read[9].get_object_id("_id").unwrap()));
+
+        // A short read in a bounded window: widen.
+        let span = window.span;
+        window.learn(&ids(3), 10, now);
+        assert!(window.span >= span * 2);
+
+        // An empty bounded read keeps widening until past the present, then drops.
+        for _ in 0..200 {
+            if window.upper.is_none() {
+                break;
+            }
+            window.learn(&[], 10, now);
+        }
+        assert!(window.upper.is_none(), "dropped once the window reaches the future");
+    }
+
+    #[test]
+    fn ids_that_are_not_object_ids_turn_the_window_off() {
+        let mut window = HeadWindow { upper: Some(1), span: 1 };
+        window.learn(&[doc! { "_id": "custom" }], 10, DateTime::now());
+        assert_eq!(window.filter(), doc! {});
     }
 }
