@@ -47,23 +47,29 @@ async fn batches_move_events_with_processed_at_and_empty_the_queue() {
     }
 }
 
-#[tokio::test]
-async fn without_transactions_a_batch_rerun_after_a_crash_adds_no_duplicates() {
-    let app = spawn_app_without_transactions().await;
-    enqueue(&app, 10, "site-r").await;
-    // A worker that died after its insert and before its delete: 7 of the 10
-    // already sit in `events`, all 10 are still queued.
+/// Leaves the queue as a worker that died between its insert and its delete
+/// would: the first `moved` queued events also sit in `events`.
+async fn tear_batch(app: &crate::helpers::TestApp, moved: usize) {
     let partly: Vec<_> = app
         .queued()
         .await
         .into_iter()
-        .take(7)
+        .take(moved)
         .map(|mut e| {
             e.insert("processed_at", DateTime::now());
             e
         })
         .collect();
     app.store.events().insert_many(partly).await.unwrap();
+}
+
+#[tokio::test]
+async fn without_transactions_a_batch_rerun_after_a_crash_adds_no_duplicates() {
+    let app = spawn_app_without_transactions().await;
+    enqueue(&app, 10, "site-r").await;
+    // A worker that died after its insert and before its delete: 7 of the 10
+    // already sit in `events`, all 10 are still queued.
+    tear_batch(&app, 7).await;
 
     let moved = app.worker(100).process_batch().await.expect("duplicates are not an error");
 
@@ -81,17 +87,7 @@ async fn a_torn_batch_left_without_transactions_is_finished_once_by_a_transactio
     enqueue(&app, 10, "site-t").await;
     // As left by a transaction-less worker that died between insert and delete,
     // on a database since moved to a replica set.
-    let partly: Vec<_> = app
-        .queued()
-        .await
-        .into_iter()
-        .take(7)
-        .map(|mut e| {
-            e.insert("processed_at", DateTime::now());
-            e
-        })
-        .collect();
-    app.store.events().insert_many(partly).await.unwrap();
+    tear_batch(&app, 7).await;
 
     app.drain_queue().await;
 
