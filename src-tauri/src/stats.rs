@@ -120,8 +120,9 @@ pub struct SiteSummary {
 
 /// A site's stats: from the rollups when they are ready, else from `events`.
 pub async fn site_stats(store: &Store, filter: &StatsFilter) -> Result<SiteStats, StoreError> {
-    if rollups::are_ready(store).await? {
-        fast_site_stats(store, filter).await
+    let readiness = rollups::readiness(store).await?;
+    if readiness.ready {
+        rollup_site_stats(store, filter, readiness.all_time_visitors).await
     } else {
         plain_site_stats(store, filter).await
     }
@@ -181,6 +182,13 @@ pub async fn plain_hourly_counts(store: &Store, filter: &StatsFilter) -> Result<
 
 /// A site's stats from the rollups (and the raw events of partial hours).
 pub async fn fast_site_stats(store: &Store, filter: &StatsFilter) -> Result<SiteStats, StoreError> {
+    let all_time_visitors = rollups::readiness(store).await?.all_time_visitors;
+    rollup_site_stats(store, filter, all_time_visitors).await
+}
+
+/// [`fast_site_stats`] with the rollups' marker already read: `visitors_exact`
+/// says whether the all-time visitors may be used (see `retention`).
+async fn rollup_site_stats(store: &Store, filter: &StatsFilter, visitors_exact: bool) -> Result<SiteStats, StoreError> {
     let db = store.database();
     if filter.from.is_none() && filter.to.is_none() {
         // All time: the all-time rollups, no hours involved.
@@ -190,7 +198,6 @@ pub async fn fast_site_stats(store: &Store, filter: &StatsFilter) -> Result<Site
         }
         let paths = db.collection::<Document>(rollups::PATHS);
         // After retention deleted events, only the hourly visitors are exact.
-        let visitors_exact = rollups::readiness(store).await?.all_time_visitors;
         let visitors =
             db.collection::<Document>(if visitors_exact { rollups::VISITORS } else { rollups::HOURLY_VISITORS });
         let rows = async {
