@@ -178,15 +178,7 @@ async fn a_site_not_allowed_refuses_the_batch_naming_the_element() {
 #[tokio::test]
 async fn browsers_may_send_batches_cross_origin() {
     let app = spawn_app().await;
-    let preflight = app
-        .http
-        .request(reqwest::Method::OPTIONS, app.url("/events"))
-        .header("origin", "https://shop.example")
-        .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type")
-        .send()
-        .await
-        .unwrap();
+    let preflight = app.preflight("/events").await;
     assert!(preflight.status().is_success(), "{}", preflight.status());
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
 

@@ -63,6 +63,18 @@ impl TestApp {
         format!("http://{}{path}", self.address)
     }
 
+    /// A browser's CORS preflight for a cross-origin JSON `POST` to `path`.
+    pub async fn preflight(&self, path: &str) -> reqwest::Response {
+        self.http
+            .request(reqwest::Method::OPTIONS, self.url(path))
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// `POST /event` with a JSON content type.
     pub async fn post_event(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.post_event_as("application/json", body).await

@@ -13,15 +13,7 @@ const TOKEN: &str = "s3cret-token-0123456789";
 #[tokio::test]
 async fn browsers_may_post_events_cross_origin_but_not_read_stats() {
     let app = spawn_app().await;
-    let preflight = app
-        .http
-        .request(reqwest::Method::OPTIONS, app.url("/event"))
-        .header("origin", "https://shop.example")
-        .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type")
-        .send()
-        .await
-        .unwrap();
+    let preflight = app.preflight("/event").await;
     assert!(preflight.status().is_success(), "{}", preflight.status());
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
     assert!(preflight.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));

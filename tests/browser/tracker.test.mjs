@@ -12,11 +12,11 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { createServer as createTcpServer, connect } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { MongoClient } from 'mongodb';
+import { answers, freePort } from '../common/net.mjs';
 
 const targetDir = process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'analytics-desk', 'target');
 const SERVICE = process.env.SERVICE_BINARY ?? join(targetDir, 'debug', 'analytics-service');
@@ -35,23 +35,6 @@ let mongo;
 let serviceLog = '';
 // Script errors on any test page: the tracker must never throw.
 const pageErrors = [];
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createTcpServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function answers(port) {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

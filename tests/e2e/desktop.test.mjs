@@ -9,11 +9,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, mkdirSync, readdirSync, readlinkSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebDriver, pngInk } from './webdriver.mjs';
+import { answers, freePort } from '../common/net.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const screenshots = process.env.SCREENSHOT_DIR ?? join(repo, 'target', 'e2e-screenshots');
@@ -27,23 +27,6 @@ let dbPort;
 let sizeBeforeQuit;
 let workDir;
 let appEnv;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function answers(port) {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 // Everything the app logs (its stderr reaches us through tauri-driver).
 let appLog = '';
