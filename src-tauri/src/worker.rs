@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::counters::PipelineCounters;
 use crate::retention;
-use crate::rollups::{self, RollupDeltas};
+use crate::rollups::{self, KnownVisitors, RollupDeltas, VisitorDigest};
 use crate::store::{Store, StoreError, only_duplicate_keys};
 
 /// Longest pause between retries while the database is unavailable.
@@ -79,6 +79,8 @@ pub struct Worker {
     retention_days: Option<u32>,
     /// Where the next batch is looked for.
     head: Arc<std::sync::Mutex<HeadWindow>>,
+    /// Visitors already recorded in the rollups, so batches skip their lookup.
+    known_visitors: Arc<KnownVisitors>,
 }
 
 impl Worker {
@@ -93,6 +95,7 @@ impl Worker {
             id: ObjectId::new(),
             retention_days: None,
             head: Arc::default(),
+            known_visitors: Arc::default(),
         }
     }
 
@@ -301,11 +304,14 @@ impl Worker {
             attempt += 1;
             session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
             let outcome = match self.move_within(&mut session).await {
-                Ok(0) => {
+                Ok((0, _)) => {
                     session.abort_transaction().await?;
                     return Ok(0);
                 }
-                Ok(moved) => session.commit_transaction().await.map(|()| moved).map_err(TransactionError::from),
+                Ok((moved, visitors)) => session.commit_transaction().await.map_err(TransactionError::from).map(|()| {
+                    self.known_visitors.remember(visitors);
+                    moved
+                }),
                 Err(error) => {
                     // The server may have aborted it already; nothing else to undo.
                     let _ = session.abort_transaction().await;
@@ -336,11 +342,12 @@ impl Worker {
         }
     }
 
-    /// The work of one batch transaction: read, insert, count, delete.
-    async fn move_within(&self, session: &mut ClientSession) -> Result<usize, TransactionError> {
+    /// The work of one batch transaction: read, insert, count, delete. Returns
+    /// how many events moved and the visitors recorded, to remember once committed.
+    async fn move_within(&self, session: &mut ClientSession) -> Result<(usize, Vec<VisitorDigest>), TransactionError> {
         let batch = self.read_batch(Some(session)).await?;
         if batch.is_empty() {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
         let moved = batch.len();
         info!(events = moved, "Processing batch...");
@@ -356,11 +363,18 @@ impl Worker {
             Err(error) if only_duplicate_keys(&error) => return Err(TransactionError::AlreadyMoved(ids)),
             Err(error) => return Err(error.into()),
         }
-        deltas.apply(self.store.database(), Some(session)).await?;
+        // Retention deletes the hourly visitors of expired hours, in any
+        // process: those near its cutoff are looked up, never remembered.
+        let trusted_from = self.retention_days.map(|days| {
+            let cutoff = retention::cutoff(DateTime::now(), days);
+            DateTime::from_millis(cutoff.timestamp_millis() + 24 * rollups::HOUR_MS)
+        });
+        self.known_visitors.trust_hours_from(trusted_from);
+        let visitors = deltas.apply(self.store.database(), Some(session), Some(&self.known_visitors)).await?;
         // The batch is the head of the queue in this transaction's snapshot, so
         // the range of its `_id`s holds exactly it: a range delete is cheaper than
         // looking up each `_id`, and the count below catches any difference.
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(0) };
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok((0, Vec::new())) };
         let head = doc! { "_id": { "$gte": first, "$lte": last } };
         let deleted = self.store.queue().delete_many(head).session(session).await?;
         if deleted.deleted_count != moved as u64 {
@@ -368,7 +382,7 @@ impl Worker {
             // held more than the batch: start again from a fresh read.
             return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
         }
-        Ok(moved)
+        Ok((moved, visitors))
     }
 
     /// Drops from the queue the entries of `ids` that are already in `events`:
