@@ -489,13 +489,14 @@ impl HeadWindow {
             },
             (Some(&first), short) => {
                 let last = ids[ids.len().min(batch_size) - 1];
-                // The span a batch covered, with room to spare; wider when the
-                // window came back short, narrower when it held far more.
+                // The span a batch covered, with room to spare (a window of
+                // exactly that span holds one entry short of a batch); wider
+                // when the window came back short, narrower when it held far more.
                 let covered = (last - first).max(1);
                 let span = if short && bounded {
                     self.span.max(covered) * 2
                 } else if ids.len() >= batch_size * 2 {
-                    covered
+                    covered + covered / 4
                 } else {
                     covered + covered / 2
                 };
@@ -603,6 +604,38 @@ mod tests {
             window.learn(&[], 10, now);
         }
         assert!(window.upper.is_none(), "dropped once the window reaches the future");
+    }
+
+    #[test]
+    fn a_steady_queue_takes_one_read_per_batch() {
+        // Entries evenly spaced, as a queue filled at a steady rate; the first
+        // read is unbounded, every later batch must come from a single read.
+        let base = id_number(ObjectId::new());
+        let queue: Vec<u128> = (0..10_000u128).map(|i| base + i * 7919).collect();
+        let batch_size = 100;
+        let mut window = HeadWindow::default();
+        let (mut head, mut reads) = (0, 0);
+        for batch in 0..50 {
+            let reads_before = reads;
+            loop {
+                reads += 1;
+                let read: Vec<Document> = queue[head..]
+                    .iter()
+                    .take_while(|&&id| window.upper.is_none_or(|upper| id <= upper))
+                    .take(batch_size * READ_FACTOR as usize)
+                    .map(|&id| doc! { "_id": object_id(id) })
+                    .collect();
+                let bounded = window.upper.is_some();
+                window.learn(&read, batch_size, DateTime::now());
+                if read.len() >= batch_size || !bounded {
+                    break;
+                }
+            }
+            head += batch_size;
+            if batch > 0 {
+                assert_eq!(reads - reads_before, 1, "batch {batch} needed a second read");
+            }
+        }
     }
 
     #[test]
