@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime, Document, RawDocument, RawDocumentBuf, doc};
 use mongodb::{ClientSession, Database, IndexModel};
 use tracing::{info, warn};
 
@@ -83,26 +83,26 @@ impl<'a> EventKey<'a> {
     /// Reads an event document. The API only queues events with these four
     /// strings and a date; anything else is keyed as an empty string (and
     /// without an hour when the timestamp is not a date), like `stats` reads it.
-    fn of(event: &'a Document) -> EventKey<'a> {
+    fn of(event: &'a RawDocument) -> EventKey<'a> {
         let text = |field| event.get_str(field).unwrap_or("");
         EventKey {
             site_id: text("site_id"),
             event_type: text("event_type"),
             path: text("path"),
             user_id: text("user_id"),
-            hour: event.get_datetime("timestamp").ok().copied().map(hour_of),
+            hour: event.get_datetime("timestamp").ok().map(hour_of),
         }
     }
 }
 
-/// What one batch of events adds to the rollups.
+/// What one batch of events adds to the rollups, borrowing the batch's strings.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct RollupDeltas {
-    sites: HashMap<String, i64>,
-    paths: HashMap<(String, String, String), i64>,
-    visitors: HashSet<(String, String, String)>,
-    hourly_paths: HashMap<(String, DateTime, String, String), i64>,
-    hourly_visitors: HashSet<(String, DateTime, String, String)>,
+pub struct RollupDeltas<'a> {
+    sites: HashMap<&'a str, i64>,
+    paths: HashMap<(&'a str, &'a str, &'a str), i64>,
+    visitors: HashSet<(&'a str, &'a str, &'a str)>,
+    hourly_paths: HashMap<(&'a str, DateTime, &'a str, &'a str), i64>,
+    hourly_visitors: HashSet<(&'a str, DateTime, &'a str, &'a str)>,
 }
 
 /// Joins key parts into a rollup document's `_id`. The separator is a control
@@ -111,19 +111,38 @@ pub fn key(parts: &[&str]) -> String {
     parts.join("\u{1f}")
 }
 
-impl RollupDeltas {
+/// A visitor's document in a presence collection, before it is built.
+struct Presence<'a> {
+    id: String,
+    site_id: &'a str,
+    event_type: &'a str,
+    user_id: &'a str,
+    hour: Option<DateTime>,
+}
+
+impl Presence<'_> {
+    fn document(&self) -> Document {
+        let mut document = doc! { "_id": &self.id, "site_id": self.site_id };
+        if let Some(hour) = self.hour {
+            document.insert("hour", hour);
+        }
+        document.insert("event_type", self.event_type);
+        document.insert("user_id", self.user_id);
+        document
+    }
+}
+
+impl<'a> RollupDeltas<'a> {
     /// The additions of `events` (queue or `events` documents).
-    pub fn of<'a>(events: impl IntoIterator<Item = &'a Document>) -> RollupDeltas {
+    pub fn of(events: impl IntoIterator<Item = &'a RawDocument>) -> RollupDeltas<'a> {
         let mut deltas = RollupDeltas::default();
         for event in events {
-            let key = EventKey::of(event);
-            let (site, kind, path, user) =
-                (key.site_id.to_string(), key.event_type.to_string(), key.path.to_string(), key.user_id.to_string());
-            *deltas.sites.entry(site.clone()).or_default() += 1;
-            *deltas.paths.entry((site.clone(), kind.clone(), path.clone())).or_default() += 1;
-            if let Some(hour) = key.hour {
-                *deltas.hourly_paths.entry((site.clone(), hour, kind.clone(), path)).or_default() += 1;
-                deltas.hourly_visitors.insert((site.clone(), hour, kind.clone(), user.clone()));
+            let EventKey { site_id: site, event_type: kind, path, user_id: user, hour } = EventKey::of(event);
+            *deltas.sites.entry(site).or_default() += 1;
+            *deltas.paths.entry((site, kind, path)).or_default() += 1;
+            if let Some(hour) = hour {
+                *deltas.hourly_paths.entry((site, hour, kind, path)).or_default() += 1;
+                deltas.hourly_visitors.insert((site, hour, kind, user));
             }
             deltas.visitors.insert((site, kind, user));
         }
@@ -146,14 +165,14 @@ impl RollupDeltas {
                 SITES,
                 self.sites
                     .iter()
-                    .map(|(site, n)| count(site.clone(), doc! { "site_id": site }, *n))
+                    .map(|(&site, n)| count(site.to_string(), doc! { "site_id": site }, *n))
                     .collect::<Vec<_>>(),
             ),
             (
                 PATHS,
                 self.paths
                     .iter()
-                    .map(|((site, kind, path), n)| {
+                    .map(|(&(site, kind, path), n)| {
                         let fields = doc! { "site_id": site, "event_type": kind, "path": path };
                         count(key(&[site, kind, path]), fields, *n)
                     })
@@ -163,7 +182,7 @@ impl RollupDeltas {
                 HOURLY_PATHS,
                 self.hourly_paths
                     .iter()
-                    .map(|((site, hour, kind, path), n)| {
+                    .map(|(&(site, hour, kind, path), n)| {
                         let fields = doc! { "site_id": site, "hour": hour, "event_type": kind, "path": path };
                         count(key(&[site, &hour.timestamp_millis().to_string(), kind, path]), fields, *n)
                     })
@@ -177,15 +196,19 @@ impl RollupDeltas {
             .collect()
     }
 
-    /// The presence documents (visitors), per collection, keyed by `_id`.
-    fn presences(&self) -> [(&'static str, Vec<Document>); 2] {
+    /// The presences (visitors) per collection, keyed by `_id`.
+    fn presences(&self) -> [(&'static str, Vec<Presence<'a>>); 2] {
         [
             (
                 VISITORS,
                 self.visitors
                     .iter()
-                    .map(|(site, kind, user)| {
-                        doc! { "_id": key(&[site, kind, user]), "site_id": site, "event_type": kind, "user_id": user }
+                    .map(|&(site_id, event_type, user_id)| Presence {
+                        id: key(&[site_id, event_type, user_id]),
+                        site_id,
+                        event_type,
+                        user_id,
+                        hour: None,
                     })
                     .collect(),
             ),
@@ -193,11 +216,12 @@ impl RollupDeltas {
                 HOURLY_VISITORS,
                 self.hourly_visitors
                     .iter()
-                    .map(|(site, hour, kind, user)| {
-                        doc! {
-                            "_id": key(&[site, &hour.timestamp_millis().to_string(), kind, user]),
-                            "site_id": site, "hour": hour, "event_type": kind, "user_id": user,
-                        }
+                    .map(|&(site_id, hour, event_type, user_id)| Presence {
+                        id: key(&[site_id, &hour.timestamp_millis().to_string(), event_type, user_id]),
+                        site_id,
+                        event_type,
+                        user_id,
+                        hour: Some(hour),
                     })
                     .collect(),
             ),
@@ -231,15 +255,15 @@ impl RollupDeltas {
         let mut recorded = Vec::new();
         for (name, presences) in self.presences() {
             let collection = db.collection::<Document>(name);
-            let unknown: Vec<(VisitorDigest, &Document)> = presences
-                .iter()
-                .map(|presence| (VisitorDigest::of(name, presence), presence))
-                .filter(|(digest, presence)| !known.is_some_and(|known| known.holds(*digest, presence)))
+            let unknown: Vec<(VisitorDigest, Presence)> = presences
+                .into_iter()
+                .map(|presence| (VisitorDigest::of(name, &presence), presence))
+                .filter(|(digest, presence)| !known.is_some_and(|known| known.holds(*digest, presence.hour)))
                 .collect();
             if unknown.is_empty() {
                 continue;
             }
-            let ids: Vec<Bson> = unknown.iter().filter_map(|(_, p)| p.get("_id").cloned()).collect();
+            let ids: Vec<&str> = unknown.iter().map(|(_, presence)| presence.id.as_str()).collect();
             let find = collection.find(doc! { "_id": { "$in": ids } }).projection(doc! { "_id": 1 });
             let found: Vec<Document> = match session.as_deref_mut() {
                 Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
@@ -247,11 +271,11 @@ impl RollupDeltas {
             };
             let found: HashSet<&str> = found.iter().filter_map(|d| d.get_str("_id").ok()).collect();
             let mut new = Vec::new();
-            for (digest, presence) in unknown {
-                if !presence.get_str("_id").is_ok_and(|id| found.contains(id)) {
-                    new.push(presence);
+            for (digest, presence) in &unknown {
+                if !found.contains(presence.id.as_str()) {
+                    new.push(presence.document());
                 }
-                recorded.push(digest);
+                recorded.push(*digest);
             }
             if new.is_empty() {
                 continue;
@@ -275,16 +299,16 @@ pub struct VisitorDigest {
 }
 
 impl VisitorDigest {
-    fn of(collection: &str, presence: &Document) -> VisitorDigest {
+    fn of(collection: &str, presence: &Presence) -> VisitorDigest {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         hasher.update(collection.as_bytes());
         hasher.update([0x1f]);
-        hasher.update(presence.get_str("_id").unwrap_or_default().as_bytes());
+        hasher.update(presence.id.as_bytes());
         let hash = hasher.finalize();
         let mut first = [0u8; 16];
         first.copy_from_slice(&hash[..16]);
-        VisitorDigest { digest: u128::from_be_bytes(first), hourly: presence.contains_key("hour") }
+        VisitorDigest { digest: u128::from_be_bytes(first), hourly: presence.hour.is_some() }
     }
 }
 
@@ -325,14 +349,14 @@ impl KnownVisitors {
         self.lock().trusted_from = hour;
     }
 
-    fn holds(&self, visitor: VisitorDigest, presence: &Document) -> bool {
+    fn holds(&self, visitor: VisitorDigest, hour: Option<DateTime>) -> bool {
         let known = self.lock();
         if !visitor.hourly {
             return known.all_time.contains(&visitor.digest);
         }
-        let trusted = match (known.trusted_from, presence.get_datetime("hour")) {
-            (Some(from), Ok(hour)) => *hour >= from,
-            (Some(_), Err(_)) => false,
+        let trusted = match (known.trusted_from, hour) {
+            (Some(from), Some(hour)) => hour >= from,
+            (Some(_), None) => false,
             (None, _) => true,
         };
         trusted && known.hourly.contains(&visitor.digest)
@@ -487,14 +511,15 @@ async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
         info!(events = total, "building the stats rollups from existing events (once)");
     }
     let projection = doc! { "site_id": 1, "event_type": 1, "path": 1, "user_id": 1, "timestamp": 1 };
-    let mut cursor = store.events().find(doc! {}).projection(projection).await?;
+    let events = store.events().clone_with_type::<RawDocumentBuf>();
+    let mut cursor = events.find(doc! {}).projection(projection).await?;
     let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
     loop {
         let next = cursor.try_next().await?;
         let end = next.is_none();
         chunk.extend(next);
         if chunk.len() == REBUILD_CHUNK || (end && !chunk.is_empty()) {
-            RollupDeltas::of(&chunk).apply(db, None, None).await?;
+            RollupDeltas::of(chunk.iter().map(|event| &**event)).apply(db, None, None).await?;
             chunk.clear();
             let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_millis());
             let renewed = db
@@ -545,8 +570,12 @@ pub fn count_of(value: Option<&Bson>) -> u64 {
 mod tests {
     use super::*;
 
-    fn event(site: &str, kind: &str, path: &str, user: &str, millis: i64) -> Document {
-        doc! { "site_id": site, "event_type": kind, "path": path, "user_id": user, "timestamp": DateTime::from_millis(millis) }
+    fn event(site: &str, kind: &str, path: &str, user: &str, millis: i64) -> RawDocumentBuf {
+        let event = doc! {
+            "site_id": site, "event_type": kind, "path": path, "user_id": user,
+            "timestamp": DateTime::from_millis(millis),
+        };
+        RawDocumentBuf::from_document(&event).expect("a valid document")
     }
 
     #[test]
@@ -567,9 +596,9 @@ mod tests {
             event("a", "page_view", "/x", "u2", HOUR_MS + 5),
             event("b", "signup", "/", "u1", 30),
         ];
-        let deltas = RollupDeltas::of(&events);
-        assert_eq!(deltas.sites, HashMap::from([("a".into(), 3), ("b".into(), 1)]));
-        assert_eq!(deltas.paths[&("a".into(), "page_view".into(), "/".into())], 2);
+        let deltas = RollupDeltas::of(events.iter().map(|event| &**event));
+        assert_eq!(deltas.sites, HashMap::from([("a", 3), ("b", 1)]));
+        assert_eq!(deltas.paths[&("a", "page_view", "/")], 2);
         assert_eq!(deltas.visitors.len(), 3);
         assert_eq!(deltas.hourly_paths.len(), 3);
         assert_eq!(deltas.hourly_visitors.len(), 3, "u1 twice in the same hour is one presence");
@@ -579,6 +608,8 @@ mod tests {
         assert_eq!(updates, 2 + 3 + 3);
         let [(_, visitors), (_, hourly)] = deltas.presences();
         assert_eq!((visitors.len(), hourly.len()), (3, 3));
-        assert_eq!(visitors.iter().filter(|v| v.get_str("_id") == Ok("a\u{1f}page_view\u{1f}u1")).count(), 1);
+        assert_eq!(visitors.iter().filter(|v| v.id == "a\u{1f}page_view\u{1f}u1").count(), 1);
+        let hourly_doc = hourly.iter().find(|v| v.hour.is_some()).expect("an hourly visitor").document();
+        assert!(hourly_doc.get_datetime("hour").is_ok() && hourly_doc.get_str("user_id").is_ok());
     }
 }

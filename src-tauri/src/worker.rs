@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use mongodb::ClientSession;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime, Document, RawDocument, RawDocumentBuf, doc};
 use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -274,13 +274,15 @@ impl Worker {
     /// given), bounded by the [`HeadWindow`]; a bounded read that comes back
     /// short widens the window and reads again, so a batch is full unless the
     /// whole queue is shorter.
-    async fn read_batch(&self, mut session: Option<&mut ClientSession>) -> Result<Vec<Document>, StoreError> {
+    /// Entries are read as raw BSON: they go to `events` as read, plus one
+    /// field, so decoding and re-encoding them would only cost time (measured).
+    async fn read_batch(&self, mut session: Option<&mut ClientSession>) -> Result<Vec<RawDocumentBuf>, StoreError> {
+        let queue = self.store.queue().clone_with_type::<RawDocumentBuf>();
         loop {
             let window = *self.head.lock().unwrap_or_else(|e| e.into_inner());
             let limit = i64::from(self.batch_size).saturating_mul(READ_FACTOR);
-            let find =
-                self.store.queue().find(window.filter()).sort(doc! { "_id": 1 }).limit(limit).batch_size(limit as u32);
-            let mut read: Vec<Document> = match session.as_deref_mut() {
+            let find = queue.find(window.filter()).sort(doc! { "_id": 1 }).limit(limit).batch_size(limit as u32);
+            let mut read: Vec<RawDocumentBuf> = match session.as_deref_mut() {
                 Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
                 None => find.await?.try_collect().await?,
             };
@@ -345,20 +347,20 @@ impl Worker {
     /// The work of one batch transaction: read, insert, count, delete. Returns
     /// how many events moved and the visitors recorded, to remember once committed.
     async fn move_within(&self, session: &mut ClientSession) -> Result<(usize, Vec<VisitorDigest>), TransactionError> {
-        let batch = self.read_batch(Some(session)).await?;
+        let mut batch = self.read_batch(Some(session)).await?;
         if batch.is_empty() {
             return Ok((0, Vec::new()));
         }
         let moved = batch.len();
         info!(events = moved, "Processing batch...");
-        let ids: Vec<Bson> = batch.iter().filter_map(|event| event.get("_id").cloned()).collect();
-        let deltas = RollupDeltas::of(&batch);
+        let ids: Vec<Bson> = batch.iter().filter_map(|event| id_of(event)).collect();
         let processed_at = DateTime::now();
-        let events = batch.into_iter().map(|mut event| {
-            event.insert("processed_at", processed_at);
-            event
-        });
-        match self.store.events().insert_many(events).session(&mut *session).await {
+        for event in &mut batch {
+            event.append("processed_at", processed_at);
+        }
+        let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
+        let events = self.store.events().clone_with_type::<RawDocumentBuf>();
+        match events.insert_many(&batch).session(&mut *session).await {
             Ok(_) => {}
             Err(error) if only_duplicate_keys(&error) => return Err(TransactionError::AlreadyMoved(ids)),
             Err(error) => return Err(error.into()),
@@ -412,20 +414,20 @@ impl Worker {
     /// Moves a batch without a transaction: insert (duplicates of a re-run
     /// ignored), then delete.
     async fn move_batch_idempotently(&self) -> Result<usize, StoreError> {
-        let batch = self.read_batch(None).await?;
+        let mut batch = self.read_batch(None).await?;
         if batch.is_empty() {
             return Ok(0);
         }
         let moved = batch.len();
         info!(events = moved, "Processing batch...");
 
-        let ids: Vec<_> = batch.iter().filter_map(|event| event.get("_id").cloned()).collect();
+        let ids: Vec<Bson> = batch.iter().filter_map(|event| id_of(event)).collect();
         let processed_at = DateTime::now();
-        let events = batch.into_iter().map(|mut event| {
-            event.insert("processed_at", processed_at);
-            event
-        });
-        match self.store.events().insert_many(events).ordered(false).await {
+        for event in &mut batch {
+            event.append("processed_at", processed_at);
+        }
+        let events = self.store.events().clone_with_type::<RawDocumentBuf>();
+        match events.insert_many(&batch).ordered(false).await {
             Ok(_) => {}
             Err(error) if only_duplicate_keys(&error) => {
                 debug!("batch was partly moved before (a re-run): existing events kept as they are");
@@ -435,6 +437,12 @@ impl Worker {
         self.store.queue().delete_many(doc! { "_id": { "$in": ids } }).await?;
         Ok(moved)
     }
+}
+
+/// A queue entry's `_id`.
+fn id_of(event: &RawDocument) -> Option<Bson> {
+    let id = event.get("_id").ok()??;
+    Bson::try_from(id.to_raw_bson()).ok()
 }
 
 /// How many batches' worth of entries one read may return at most (the extra
@@ -470,7 +478,7 @@ impl HeadWindow {
     }
 
     /// Sets the next window from a read (sorted by `_id`) and the batch size.
-    fn learn(&mut self, read: &[Document], batch_size: usize, now: DateTime) {
+    fn learn(&mut self, read: &[RawDocumentBuf], batch_size: usize, now: DateTime) {
         let ids: Option<Vec<u128>> = read.iter().map(|d| d.get_object_id("_id").ok().map(id_number)).collect();
         let Some(ids) = ids else {
             // Not ObjectIds (written by something else): no window.
@@ -568,8 +576,12 @@ impl From<mongodb::error::Error> for TransactionError {
 mod tests {
     use super::*;
 
-    fn ids(n: usize) -> Vec<Document> {
-        (0..n).map(|_| doc! { "_id": ObjectId::new() }).collect()
+    fn entry(id: impl Into<Bson>) -> RawDocumentBuf {
+        RawDocumentBuf::from_document(&doc! { "_id": id.into() }).expect("a valid document")
+    }
+
+    fn ids(n: usize) -> Vec<RawDocumentBuf> {
+        (0..n).map(|_| entry(ObjectId::new())).collect()
     }
 
     #[test]
@@ -619,11 +631,11 @@ mod tests {
             let reads_before = reads;
             loop {
                 reads += 1;
-                let read: Vec<Document> = queue[head..]
+                let read: Vec<RawDocumentBuf> = queue[head..]
                     .iter()
                     .take_while(|&&id| window.upper.is_none_or(|upper| id <= upper))
                     .take(batch_size * READ_FACTOR as usize)
-                    .map(|&id| doc! { "_id": object_id(id) })
+                    .map(|&id| entry(object_id(id)))
                     .collect();
                 let bounded = window.upper.is_some();
                 window.learn(&read, batch_size, DateTime::now());
@@ -641,7 +653,7 @@ mod tests {
     #[test]
     fn ids_that_are_not_object_ids_turn_the_window_off() {
         let mut window = HeadWindow { upper: Some(1), span: 1 };
-        window.learn(&[doc! { "_id": "custom" }], 10, DateTime::now());
+        window.learn(&[entry("custom")], 10, DateTime::now());
         assert_eq!(window.filter(), doc! {});
     }
 }
