@@ -402,7 +402,7 @@ async fn seeded_queue_at(url: String) -> Seeded {
 // 1. One worker, killed again and again
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
     let _heavy = HEAVY.lock().await;
     kill_a_worker_again_and_again(common::fresh_database_url()).await;
@@ -411,7 +411,7 @@ async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
 /// The same on a deployment without transactions (SecantusDB presenting itself
 /// as a standalone server, as a plain `mongod` does): the idempotent move, whose
 /// re-run path the kills must exercise.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_transactions_a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
     let _heavy = HEAVY.lock().await;
     kill_a_worker_again_and_again(common::with_database(common::standalone_server_url(), "faults_standalone")).await;
@@ -425,8 +425,11 @@ async fn kill_a_worker_again_and_again(url: String) {
     const BATCH: u32 = 500;
     const MIN_KILLS: usize = 25;
     const MAX_KILLS: usize = 60;
+    /// Times the queue is filled again when the workers empty it before the
+    /// kills have exercised enough (a faster worker drains it in a few runs).
+    const MAX_REFILLS: usize = 3;
     let started = Instant::now();
-    let Seeded { seed, url, store, queued, since, mut rng } = seeded_queue_at(url).await;
+    let Seeded { seed, url, store, mut queued, since, mut rng } = seeded_queue_at(url).await;
     let transactional = store.supports_transactions().await.expect("hello");
     let torn_batches_wanted = if transactional { 0 } else { 3 };
     let queued_in = started.elapsed();
@@ -438,8 +441,9 @@ async fn kill_a_worker_again_and_again(url: String) {
     // Kill at random moments until at least MIN_KILLS kills are made, and either
     // MIN_KILLS of them hit a non-empty queue (and, without transactions, 3 of
     // them between a batch's insert and its delete), or the queue ran dry
-    // (bounded in count and time).
+    // MAX_REFILLS times (bounded in count and time).
     let (mut kills, mut kills_while_queued, mut kills_mid_batch) = (0usize, 0usize, 0usize);
+    let mut refills = 0;
     let mut left_after_kill = Vec::new();
     let mut previous = (QUEUED_EVENTS as u64, 0);
     let kill_deadline = Instant::now() + Duration::from_secs(90);
@@ -465,8 +469,15 @@ async fn kill_a_worker_again_and_again(url: String) {
             }
             previous = state;
         }
-        let enough = kills >= MIN_KILLS
-            && (left == 0 || (kills_while_queued >= MIN_KILLS && kills_mid_batch >= torn_batches_wanted));
+        let exercised = kills_while_queued >= MIN_KILLS && kills_mid_batch >= torn_batches_wanted;
+        if left == 0 && !exercised && refills < MAX_REFILLS {
+            let more = generate_events(QUEUED_EVENTS, &mut rng);
+            enqueue(&store, &more).await;
+            queued.extend(more);
+            refills += 1;
+            continue;
+        }
+        let enough = kills >= MIN_KILLS && (left == 0 || exercised);
         if enough || kills >= MAX_KILLS || Instant::now() > kill_deadline {
             break;
         }
@@ -491,7 +502,7 @@ async fn kill_a_worker_again_and_again(url: String) {
     eprintln!(
         "[faults] killed worker (transactions: {transactional}): seed {seed}, {QUEUED_EVENTS} events queued in {queued_in:.1?}; {kills} kills in \
          {killing_took:.1?}, {kills_while_queued} with events still queued, {kills_mid_batch} between a batch's insert \
-         and its delete; queue depth after each kill {left_after_kill:?}; last run moved {left_before_drain} in \
+         and its delete, queue filled again {refills} times; queue depth after each kill {left_after_kill:?}; last run moved {left_before_drain} in \
          {drain_took:.1?}; batches logged {}",
         worker.log_text().matches("Processing batch...").count()
     );
@@ -515,7 +526,7 @@ async fn kill_a_worker_again_and_again(url: String) {
         );
     }
     assert!(
-        (left_before_drain as usize) < QUEUED_EVENTS,
+        (left_before_drain as usize) < queued.len(),
         "the killed workers moved nothing at all: every run died before its first batch"
     );
 
