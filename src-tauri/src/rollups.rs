@@ -589,6 +589,37 @@ mod tests {
     }
 
     #[test]
+    fn known_visitors_are_remembered_only_where_trusted_and_bounded() {
+        let events = [event("a", "page_view", "/", "u1", 10), event("a", "page_view", "/", "u2", 2 * HOUR_MS)];
+        let deltas = RollupDeltas::of(events.iter().map(|event| &**event));
+        let [(visitors_name, visitors), (hourly_name, hourly)] = deltas.presences();
+        let digests: Vec<VisitorDigest> = visitors
+            .iter()
+            .map(|p| VisitorDigest::of(visitors_name, p))
+            .chain(hourly.iter().map(|p| VisitorDigest::of(hourly_name, p)))
+            .collect();
+        let known = KnownVisitors::default();
+        let held = |known: &KnownVisitors| {
+            let all_time = visitors.iter().filter(|p| known.holds(VisitorDigest::of(visitors_name, p), p.hour)).count();
+            let hours = hourly.iter().filter(|p| known.holds(VisitorDigest::of(hourly_name, p), p.hour)).count();
+            (all_time, hours)
+        };
+        assert_eq!(held(&known), (0, 0), "nothing before a commit");
+        known.remember(digests.clone());
+        assert_eq!(held(&known), (2, 2));
+        // Retention's cutoff near: the hour before it is looked up again.
+        known.trust_hours_from(Some(DateTime::from_millis(HOUR_MS)));
+        assert_eq!(held(&known), (2, 1), "all-time visitors are never deleted; the early hour is not trusted");
+        known.trust_hours_from(None);
+        known.forget_all();
+        assert!(known.is_empty());
+        // Bounded: past the capacity a kind starts afresh.
+        let many = (0..KnownVisitors::CAPACITY as u128 + 10).map(|n| VisitorDigest { digest: n, hourly: true });
+        known.remember(many.collect());
+        assert!(known.len() <= KnownVisitors::CAPACITY);
+    }
+
+    #[test]
     fn deltas_count_events_and_note_users_once() {
         let events = [
             event("a", "page_view", "/", "u1", 10),
