@@ -274,6 +274,7 @@ impl Worker {
     /// given), bounded by the [`HeadWindow`]; a bounded read that comes back
     /// short widens the window and reads again, so a batch is full unless the
     /// whole queue is shorter.
+    ///
     /// Entries are read as raw BSON: they go to `events` as read, plus one
     /// field, so decoding and re-encoding them would only cost time (measured).
     async fn read_batch(&self, mut session: Option<&mut ClientSession>) -> Result<Vec<RawDocumentBuf>, StoreError> {
@@ -356,7 +357,7 @@ impl Worker {
         let ids: Vec<Bson> = batch.iter().filter_map(|event| id_of(event)).collect();
         let processed_at = DateTime::now();
         for event in &mut batch {
-            event.append("processed_at", processed_at);
+            stamp_processed_at(event, processed_at);
         }
         let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
@@ -424,7 +425,7 @@ impl Worker {
         let ids: Vec<Bson> = batch.iter().filter_map(|event| id_of(event)).collect();
         let processed_at = DateTime::now();
         for event in &mut batch {
-            event.append("processed_at", processed_at);
+            stamp_processed_at(event, processed_at);
         }
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
         match events.insert_many(&batch).ordered(false).await {
@@ -437,6 +438,21 @@ impl Worker {
         self.store.queue().delete_many(doc! { "_id": { "$in": ids } }).await?;
         Ok(moved)
     }
+}
+
+/// Adds `processed_at` to a queue entry read as raw BSON (replacing one the
+/// entry may already hold: not from our API, but a field must not appear twice).
+fn stamp_processed_at(event: &mut RawDocumentBuf, at: DateTime) {
+    if matches!(event.get("processed_at"), Ok(Some(_)))
+        && let Ok(mut document) = event.to_document()
+    {
+        document.insert("processed_at", at);
+        if let Ok(stamped) = RawDocumentBuf::from_document(&document) {
+            *event = stamped;
+            return;
+        }
+    }
+    event.append("processed_at", at);
 }
 
 /// A queue entry's `_id`.
@@ -582,6 +598,19 @@ mod tests {
 
     fn ids(n: usize) -> Vec<RawDocumentBuf> {
         (0..n).map(|_| entry(ObjectId::new())).collect()
+    }
+
+    #[test]
+    fn processed_at_is_added_once() {
+        let at = DateTime::from_millis(1_000);
+        for queued in [doc! { "_id": 1, "path": "/" }, doc! { "_id": 2, "processed_at": "old", "path": "/" }] {
+            let mut event = RawDocumentBuf::from_document(&queued).unwrap();
+            stamp_processed_at(&mut event, at);
+            let stamped = event.to_document().unwrap();
+            assert_eq!(stamped.get_datetime("processed_at"), Ok(&at));
+            assert_eq!(event.iter().filter(|e| e.as_ref().is_ok_and(|(k, _)| *k == "processed_at")).count(), 1);
+            assert_eq!(stamped.get_str("path"), Ok("/"));
+        }
     }
 
     #[test]
