@@ -353,12 +353,7 @@ impl Worker {
             return Ok((0, Vec::new()));
         }
         let moved = batch.len();
-        info!(events = moved, "Processing batch...");
-        let ids: Vec<Bson> = batch.iter().filter_map(|event| id_of(event)).collect();
-        let processed_at = DateTime::now();
-        for event in &mut batch {
-            stamp_processed_at(event, processed_at);
-        }
+        let ids = prepare_for_events(&mut batch);
         let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
         match events.insert_many(&batch).session(&mut *session).await {
@@ -420,13 +415,7 @@ impl Worker {
             return Ok(0);
         }
         let moved = batch.len();
-        info!(events = moved, "Processing batch...");
-
-        let ids: Vec<Bson> = batch.iter().filter_map(|event| id_of(event)).collect();
-        let processed_at = DateTime::now();
-        for event in &mut batch {
-            stamp_processed_at(event, processed_at);
-        }
+        let ids = prepare_for_events(&mut batch);
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
         match events.insert_many(&batch).ordered(false).await {
             Ok(_) => {}
@@ -438,6 +427,17 @@ impl Worker {
         self.store.queue().delete_many(doc! { "_id": { "$in": ids } }).await?;
         Ok(moved)
     }
+}
+
+/// Readies a batch read from the queue for `events` (logging it): stamps each
+/// entry with one `processed_at`, and returns their `_id`s in order.
+fn prepare_for_events(batch: &mut [RawDocumentBuf]) -> Vec<Bson> {
+    info!(events = batch.len(), "Processing batch...");
+    let processed_at = DateTime::now();
+    for event in batch.iter_mut() {
+        stamp_processed_at(event, processed_at);
+    }
+    batch.iter().filter_map(|event| id_of(event)).collect()
 }
 
 /// Adds `processed_at` to a queue entry read as raw BSON (replacing one the
