@@ -105,32 +105,31 @@ async fn purge_hour_within(
     let rows: Vec<Document> =
         hourly_paths.find(of_hour.clone()).session(&mut *session).await?.stream(&mut *session).try_collect().await?;
 
-    // What the all-time rollups counted of this hour.
-    let mut paths: HashMap<(String, String), i64> = HashMap::new();
-    let mut total = 0;
+    // What the all-time rollups counted of this hour, per shard: the hourly
+    // and all-time shards are written by the same lane's batches.
+    let mut paths: HashMap<(u32, String, String), i64> = HashMap::new();
+    let mut totals: HashMap<u32, i64> = HashMap::new();
     for row in &rows {
         let count = rollups::count_of(row.get("count")) as i64;
-        let key = (row.get_str("event_type").unwrap_or("").to_string(), row.get_str("path").unwrap_or("").to_string());
-        *paths.entry(key).or_default() += count;
-        total += count;
+        let shard = rollups::shard_of(row);
+        let kind = row.get_str("event_type").unwrap_or("").to_string();
+        let path = row.get_str("path").unwrap_or("").to_string();
+        *paths.entry((shard, kind, path)).or_default() += count;
+        *totals.entry(shard).or_default() += count;
     }
     let path_ids: Vec<Bson> =
-        paths.keys().map(|(kind, path)| Bson::String(rollups::key(&[site, kind, path]))).collect();
-    let mut updates: Vec<Document> = paths
-        .iter()
-        .map(|((kind, path), count)| {
-            doc! { "q": { "_id": rollups::key(&[site, kind, path]) }, "u": { "$inc": { "count": -count } } }
-        })
-        .collect();
-    if !updates.is_empty() {
-        db.run_command(doc! { "update": rollups::PATHS, "updates": std::mem::take(&mut updates) })
-            .session(&mut *session)
-            .await?;
-        db.run_command(doc! { "update": rollups::SITES, "updates": [
-            { "q": { "_id": site }, "u": { "$inc": { "count": -total } } },
-        ] })
-        .session(&mut *session)
-        .await?;
+        paths.keys().map(|(shard, kind, path)| Bson::String(rollups::shard_key(&[site, kind, path], *shard))).collect();
+    let site_ids: Vec<Bson> = totals.keys().map(|shard| Bson::String(rollups::shard_key(&[site], *shard))).collect();
+    let decrement = |id: String, count: i64| doc! { "q": { "_id": id }, "u": { "$inc": { "count": -count } } };
+    if !paths.is_empty() {
+        let updates: Vec<Document> = paths
+            .iter()
+            .map(|((shard, kind, path), count)| decrement(rollups::shard_key(&[site, kind, path], *shard), *count))
+            .collect();
+        db.run_command(doc! { "update": rollups::PATHS, "updates": updates }).session(&mut *session).await?;
+        let updates: Vec<Document> =
+            totals.iter().map(|(shard, total)| decrement(rollups::shard_key(&[site], *shard), *total)).collect();
+        db.run_command(doc! { "update": rollups::SITES, "updates": updates }).session(&mut *session).await?;
     }
     // Counts that reached zero are no longer there at all.
     let gone = doc! { "count": { "$lte": 0 } };
@@ -138,7 +137,7 @@ async fn purge_hour_within(
     paths_gone.insert("_id", doc! { "$in": path_ids });
     db.collection::<Document>(rollups::PATHS).delete_many(paths_gone).session(&mut *session).await?;
     let mut site_gone = gone;
-    site_gone.insert("_id", site);
+    site_gone.insert("_id", doc! { "$in": site_ids });
     db.collection::<Document>(rollups::SITES).delete_many(site_gone).session(&mut *session).await?;
 
     hourly_paths.delete_many(of_hour.clone()).session(&mut *session).await?;

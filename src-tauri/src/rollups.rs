@@ -4,6 +4,12 @@
 //! Each document's `_id` is its key (the parts joined by a control character),
 //! with the parts also stored as fields for the queries.
 //!
+//! The counting documents (`stats_sites`, `stats_paths`, `stats_hourly_paths`)
+//! are split in shards, one per worker lane (see `worker`): two batches moved
+//! side by side then never update the same document, so their transactions do
+//! not conflict. A count is the sum of its shards; every reader adds them up.
+//! Shard 0 keeps the plain key (the layout before shards existed).
+//!
 //! | collection | one document per | holds |
 //! |---|---|---|
 //! | `stats_sites` | site | `count` |
@@ -111,6 +117,28 @@ pub fn key(parts: &[&str]) -> String {
     parts.join("\u{1f}")
 }
 
+/// The `_id` of shard `shard` of the counting document keyed by `parts`: the
+/// plain key for shard 0, else one part more (so it cannot meet another key,
+/// whose number of parts is fixed per collection).
+pub fn shard_key(parts: &[&str], shard: u32) -> String {
+    let mut key = key(parts);
+    if shard > 0 {
+        key.push('\u{1f}');
+        key.push_str(&shard.to_string());
+    }
+    key
+}
+
+/// The shard a counting document belongs to (0 when it has no `shard` field:
+/// written before shards existed).
+pub fn shard_of(document: &Document) -> u32 {
+    match document.get("shard") {
+        Some(Bson::Int32(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(Bson::Int64(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// A visitor's document in a presence collection, before it is built.
 struct Presence<'a> {
     id: String,
@@ -154,19 +182,19 @@ impl<'a> RollupDeltas<'a> {
         self.sites.is_empty()
     }
 
-    /// The `update` commands adding the counts: one per counting collection,
-    /// each a list of upserts by `_id` (the key fields set on insert).
-    pub fn count_updates(&self) -> Vec<Document> {
-        let count = |id: String, fields: Document, n: i64| {
+    /// The `update` commands adding the counts to shard `shard`: one per
+    /// counting collection, each a list of upserts by `_id` (the key fields and
+    /// the shard set on insert).
+    pub fn count_updates(&self, shard: u32) -> Vec<Document> {
+        let count = |parts: &[&str], mut fields: Document, n: i64| {
+            fields.insert("shard", i64::from(shard));
+            let id = shard_key(parts, shard);
             doc! { "q": { "_id": id }, "u": { "$inc": { "count": n }, "$setOnInsert": fields }, "upsert": true }
         };
         let commands = [
             (
                 SITES,
-                self.sites
-                    .iter()
-                    .map(|(&site, n)| count(site.to_string(), doc! { "site_id": site }, *n))
-                    .collect::<Vec<_>>(),
+                self.sites.iter().map(|(&site, n)| count(&[site], doc! { "site_id": site }, *n)).collect::<Vec<_>>(),
             ),
             (
                 PATHS,
@@ -174,7 +202,7 @@ impl<'a> RollupDeltas<'a> {
                     .iter()
                     .map(|(&(site, kind, path), n)| {
                         let fields = doc! { "site_id": site, "event_type": kind, "path": path };
-                        count(key(&[site, kind, path]), fields, *n)
+                        count(&[site, kind, path], fields, *n)
                     })
                     .collect(),
             ),
@@ -184,7 +212,7 @@ impl<'a> RollupDeltas<'a> {
                     .iter()
                     .map(|(&(site, hour, kind, path), n)| {
                         let fields = doc! { "site_id": site, "hour": hour, "event_type": kind, "path": path };
-                        count(key(&[site, &hour.timestamp_millis().to_string(), kind, path]), fields, *n)
+                        count(&[site, &hour.timestamp_millis().to_string(), kind, path], fields, *n)
                     })
                     .collect(),
             ),
@@ -228,19 +256,30 @@ impl<'a> RollupDeltas<'a> {
         ]
     }
 
-    /// Applies the deltas, inside `session`'s transaction when one is given.
-    /// Counts are upserted; visitors already recorded are skipped when `known`
-    /// holds them, else looked up in one query, and only the new ones inserted
-    /// (most visitors of a batch are known, and an upsert costs the database
-    /// several times a lookup). Returns the visitors to remember in `known`
-    /// once the transaction has committed.
+    /// Applies the deltas, inside `session`'s transaction when one is given:
+    /// [the counts](RollupDeltas::add_counts) into shard `shard`, then [the
+    /// visitors](RollupDeltas::record_visitors). Returns the visitors to
+    /// remember in `known` once the transaction has committed.
     pub async fn apply(
         &self,
         db: &Database,
         mut session: Option<&mut ClientSession>,
         known: Option<&KnownVisitors>,
+        shard: u32,
     ) -> Result<Vec<VisitorDigest>, StoreError> {
-        for command in self.count_updates() {
+        self.add_counts(db, session.as_deref_mut(), shard).await?;
+        self.record_visitors(db, session, known).await
+    }
+
+    /// Upserts the counts into shard `shard`, inside `session`'s transaction
+    /// when one is given.
+    pub async fn add_counts(
+        &self,
+        db: &Database,
+        mut session: Option<&mut ClientSession>,
+        shard: u32,
+    ) -> Result<(), StoreError> {
+        for command in self.count_updates(shard) {
             let reply = match session.as_deref_mut() {
                 Some(session) => db.run_command(command).session(session).await?,
                 None => db.run_command(command).await?,
@@ -252,6 +291,21 @@ impl<'a> RollupDeltas<'a> {
                 return Err(StoreError::Refused(format!("rollup update refused: {errors:?}")));
             }
         }
+        Ok(())
+    }
+
+    /// Records the visitors not recorded yet, inside `session`'s transaction
+    /// when one is given: those `known` holds are skipped, the others looked up
+    /// in one query, and only the new ones inserted (most visitors of a batch
+    /// are known, and an upsert costs the database several times a lookup).
+    /// Returns the visitors to remember in `known` once the transaction has
+    /// committed.
+    pub async fn record_visitors(
+        &self,
+        db: &Database,
+        mut session: Option<&mut ClientSession>,
+        known: Option<&KnownVisitors>,
+    ) -> Result<Vec<VisitorDigest>, StoreError> {
         let mut recorded = Vec::new();
         for (name, presences) in self.presences() {
             let collection = db.collection::<Document>(name);
@@ -519,7 +573,7 @@ async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
         let end = next.is_none();
         chunk.extend(next);
         if chunk.len() == REBUILD_CHUNK || (end && !chunk.is_empty()) {
-            RollupDeltas::of(chunk.iter().map(|event| &**event)).apply(db, None, None).await?;
+            RollupDeltas::of(chunk.iter().map(|event| &**event)).apply(db, None, None, 0).await?;
             chunk.clear();
             let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_millis());
             let renewed = db
@@ -633,10 +687,25 @@ mod tests {
         assert_eq!(deltas.visitors.len(), 3);
         assert_eq!(deltas.hourly_paths.len(), 3);
         assert_eq!(deltas.hourly_visitors.len(), 3, "u1 twice in the same hour is one presence");
-        let commands = deltas.count_updates();
+        let commands = deltas.count_updates(0);
         assert_eq!(commands.len(), 3);
         let updates: usize = commands.iter().map(|c| c.get_array("updates").unwrap().len()).sum();
         assert_eq!(updates, 2 + 3 + 3);
+        let ids = |commands: &[Document]| -> Vec<String> {
+            let mut ids: Vec<String> = commands
+                .iter()
+                .flat_map(|c| c.get_array("updates").unwrap().clone())
+                .map(|u| u.as_document().unwrap().get_document("q").unwrap().get_str("_id").unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        // Shard 0 keeps the plain keys; shard 1 the same keys with one part more.
+        assert!(ids(&commands).contains(&"a\u{1f}page_view\u{1f}/".to_string()));
+        let sharded = ids(&deltas.count_updates(1));
+        assert!(sharded.iter().all(|id| id.ends_with("\u{1f}1")), "{sharded:?}");
+        assert_eq!(sharded.len(), 8);
+        assert!(ids(&commands).iter().all(|id| !sharded.contains(id)), "shards never share a document");
         let [(_, visitors), (_, hourly)] = deltas.presences();
         assert_eq!((visitors.len(), hourly.len()), (3, 3));
         assert_eq!(visitors.iter().filter(|v| v.id == "a\u{1f}page_view\u{1f}u1").count(), 1);

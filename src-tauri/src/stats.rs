@@ -149,8 +149,13 @@ pub async fn timeseries(
 /// Every site with processed events, most events first (then by id).
 pub async fn sites(store: &Store) -> Result<Vec<SiteSummary>, StoreError> {
     let rows: Vec<Document> = if rollups::are_ready(store).await? {
+        // A site's count is the sum of its shards (see `rollups`).
+        let pipeline = [
+            doc! { "$group": { "_id": "$site_id", "count": { "$sum": "$count" } } },
+            doc! { "$sort": { "count": -1, "_id": 1 } },
+        ];
         let sites = store.database().collection::<Document>(rollups::SITES);
-        sites.find(doc! {}).sort(doc! { "count": -1, "_id": 1 }).await?.try_collect().await?
+        sites.aggregate(pipeline).await?.try_collect().await?
     } else {
         let pipeline = [
             doc! { "$group": { "_id": "$site_id", "count": { "$sum": 1 } } },

@@ -21,8 +21,17 @@
 //!
 //! Polling is a plain `find` (no tailable cursor, which Atlas's free tier lacks);
 //! a full batch is followed by the next at once.
+//!
+//! A worker moves [`LANES`] batches side by side, each in its own transaction:
+//! while one waits on the database, the other keeps it busy (measured: one
+//! lane at a time left a third of a 2-core machine idle). Lanes read in turn,
+//! each past the batches still in flight, so their batches never overlap; each
+//! lane counts into its own rollup shard (see `rollups`), so their
+//! transactions do not conflict.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -55,6 +64,15 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// Erring is harmless: a live worker whose session is ended retries its batch.
 pub const DEAD_AFTER: Duration = Duration::from_secs(2);
 
+/// Batches one worker moves side by side (see the module's doc). Two keep a
+/// 2-core machine busy; more only add conflicts over new visitors.
+pub const LANES: u32 = 2;
+/// Every this many reads, the reading lane first waits until no batch is in
+/// flight and reads from the queue's head: entries queued late with `_id`s
+/// below a batch in flight (another API process's clock behind) are then
+/// moved too, however long the backlog lasts.
+const HEAD_READ_EVERY: u64 = 16;
+
 /// How this deployment lets a batch be moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MoveMode {
@@ -81,6 +99,8 @@ pub struct Worker {
     head: Arc<std::sync::Mutex<HeadWindow>>,
     /// Visitors already recorded in the rollups, so batches skip their lookup.
     known_visitors: Arc<KnownVisitors>,
+    /// What the lanes share to keep their batches apart.
+    lanes: Arc<Lanes>,
 }
 
 impl Worker {
@@ -96,6 +116,7 @@ impl Worker {
             retention_days: None,
             head: Arc::default(),
             known_visitors: Arc::default(),
+            lanes: Arc::default(),
         }
     }
 
@@ -141,10 +162,11 @@ impl Worker {
         Ok(*mode)
     }
 
-    /// Runs until `shutdown` is cancelled. A batch that has started is always
-    /// finished first, so stopping never leaves one half done. Database errors
-    /// never end the loop: the worker backs off (up to [`MAX_BACKOFF`]), logging the
-    /// outage once and the recovery once.
+    /// Runs until `shutdown` is cancelled, moving batches in [`LANES`] lanes. A
+    /// batch that has started is always finished first, so stopping never
+    /// leaves one half done. Database errors never end the loop: the worker
+    /// backs off (up to [`MAX_BACKOFF`]), logging the outage once and the
+    /// recovery once.
     pub async fn run(self, shutdown: CancellationToken) {
         info!("Worker running...");
         info!(
@@ -154,18 +176,37 @@ impl Worker {
             "Queue Ready"
         );
         let heartbeat = tokio::spawn(self.clone().beat(shutdown.clone()));
+        let lanes: Vec<_> =
+            (0..LANES).map(|lane| tokio::spawn(self.clone().run_lane(lane, shutdown.clone()))).collect();
+        for lane in lanes {
+            let _ = lane.await;
+        }
+        let _ = heartbeat.await;
+        if let Err(error) = self.workers().delete_one(doc! { "_id": self.id }).await {
+            debug!(%error, "could not remove this worker's registration; it will be reaped as dead");
+        }
+        info!("worker stopped");
+    }
+
+    /// One lane's loop. Lane 0 also purges expired events and reports outages
+    /// (the other lanes meet the same ones).
+    async fn run_lane(self, lane: u32, shutdown: CancellationToken) {
+        let reports = lane == 0;
         let mut backoff: Option<Duration> = None;
         let mut last_purge: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
-            if self.retention_days.is_some() && last_purge.is_none_or(|at| at.elapsed() >= retention::PURGE_EVERY) {
+            if reports
+                && self.retention_days.is_some()
+                && last_purge.is_none_or(|at| at.elapsed() >= retention::PURGE_EVERY)
+            {
                 if let Err(error) = self.purge_expired().await {
                     warn!(%error, "retention: could not delete old events; retrying at the next purge");
                 }
                 last_purge = Some(tokio::time::Instant::now());
             }
-            let pause = match self.process_batch().await {
+            let pause = match self.process_lane_batch(lane).await {
                 Ok(moved) => {
-                    if backoff.take().is_some() {
+                    if backoff.take().is_some() && reports {
                         info!("database reachable again, worker resumed");
                     }
                     if moved == self.batch_size as usize {
@@ -176,11 +217,13 @@ impl Worker {
                 Err(error) => {
                     let next = match backoff {
                         None => {
-                            warn!(%error, "worker cannot reach the database; retrying with backoff until it answers");
+                            if reports {
+                                warn!(%error, "worker cannot reach the database; retrying with backoff until it answers");
+                            }
                             self.poll_interval.max(Duration::from_millis(100))
                         }
                         Some(previous) => {
-                            debug!(%error, "worker still cannot reach the database");
+                            debug!(%error, lane, "worker still cannot reach the database");
                             (previous * 2).min(MAX_BACKOFF)
                         }
                     };
@@ -193,11 +236,6 @@ impl Worker {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
-        let _ = heartbeat.await;
-        if let Err(error) = self.workers().delete_one(doc! { "_id": self.id }).await {
-            debug!(%error, "could not remove this worker's registration; it will be reaped as dead");
-        }
-        info!("worker stopped");
     }
 
     /// Keeps this worker's heartbeat fresh until `shutdown`, so that no other
@@ -221,10 +259,10 @@ impl Worker {
         self.store.database().collection(WORKERS_COLLECTION)
     }
 
-    /// Records `session` as this worker's current one, with a fresh heartbeat.
-    async fn register(&self, session: &ClientSession) -> Result<(), StoreError> {
+    /// Records `session` as lane `lane`'s current one, with a fresh heartbeat.
+    async fn register(&self, session: &ClientSession, lane: u32) -> Result<(), StoreError> {
         let entry = doc! {
-            "session": session.id().clone(),
+            format!("sessions.{lane}"): session.id().clone(),
             "heartbeat": DateTime::now(),
             "pid": i64::from(std::process::id()),
         };
@@ -239,9 +277,13 @@ impl Worker {
         let dead: Vec<Document> =
             self.workers().find(doc! { "heartbeat": { "$lt": dead_before } }).await?.try_collect().await?;
         for worker in dead {
-            if let Ok(session) = worker.get_document("session") {
+            // One session per lane (`sessions`); `session`: a worker from before lanes.
+            let mut sessions: Vec<Bson> =
+                worker.get_document("sessions").map(|s| s.values().cloned().collect()).unwrap_or_default();
+            sessions.extend(worker.get_document("session").ok().map(|s| Bson::Document(s.clone())));
+            if !sessions.is_empty() {
                 let admin = self.store.client().database("admin");
-                if let Err(error) = admin.run_command(doc! { "killSessions": [session.clone()] }).await {
+                if let Err(error) = admin.run_command(doc! { "killSessions": sessions }).await {
                     debug!(%error, "could not end a dead worker's session");
                     continue;
                 }
@@ -258,11 +300,17 @@ impl Worker {
     /// Moves one batch from the queue to `events` and returns how many events it
     /// held (0 when the queue is empty, or when other workers kept winning it).
     pub async fn process_batch(&self) -> Result<usize, StoreError> {
+        self.process_lane_batch(0).await
+    }
+
+    /// [`Worker::process_batch`] in lane `lane` (below [`LANES`]): batches of
+    /// different lanes may be moved at the same time.
+    pub async fn process_lane_batch(&self, lane: u32) -> Result<usize, StoreError> {
         let mode = self.mode().await?;
         let started = std::time::Instant::now();
         let moved = match mode {
-            MoveMode::Transactional => self.move_batch_in_transaction().await?,
-            MoveMode::Idempotent => self.move_batch_idempotently().await?,
+            MoveMode::Transactional => self.move_batch_in_transaction(lane).await?,
+            MoveMode::Idempotent => self.move_batch_idempotently(lane).await?,
         };
         if moved > 0 {
             self.counters.add_batch(moved as u64, started.elapsed());
@@ -270,19 +318,48 @@ impl Worker {
         Ok(moved)
     }
 
+    /// Reads the next batch for lane `lane` and claims it: past the batches in
+    /// flight in other lanes (from the queue's head when none is, and every
+    /// [`HEAD_READ_EVERY`] reads or after a batch failed, once none is). The
+    /// claim lasts until the returned [`Claim`] is dropped.
+    async fn read_claimed(
+        &self,
+        session: Option<&mut ClientSession>,
+        lane: u32,
+    ) -> Result<(Vec<RawDocumentBuf>, Claim), StoreError> {
+        let mut reads = self.lanes.reads.lock().await;
+        *reads += 1;
+        if *reads % HEAD_READ_EVERY == 0 || self.lanes.head_read_due.swap(false, Ordering::SeqCst) {
+            // Wait until no batch is in flight (no new one starts: reads are ours).
+            drop(self.lanes.in_flight.write().await);
+        }
+        let in_flight = self.lanes.in_flight.clone().read_owned().await;
+        let after = self.lanes.claims().values().max().copied();
+        let batch = self.read_batch(session, after).await?;
+        let last = batch.last().and_then(|entry| entry.get_object_id("_id").ok());
+        if let Some(last) = last {
+            self.lanes.claims().insert(lane, id_number(last));
+        }
+        Ok((batch, Claim { lanes: self.lanes.clone(), lane, settled: false, _in_flight: in_flight }))
+    }
+
     /// Reads the next batch, in `_id` order (inside `session`'s transaction when
-    /// given), bounded by the [`HeadWindow`]; a bounded read that comes back
-    /// short widens the window and reads again, so a batch is full unless the
-    /// whole queue is shorter.
+    /// given), past `after` if given, bounded by the [`HeadWindow`]; a bounded
+    /// read that comes back short widens the window and reads again, so a batch
+    /// is full unless the whole queue is shorter.
     ///
     /// Entries are read as raw BSON: they go to `events` as read, plus one
     /// field, so decoding and re-encoding them would only cost time (measured).
-    async fn read_batch(&self, mut session: Option<&mut ClientSession>) -> Result<Vec<RawDocumentBuf>, StoreError> {
+    async fn read_batch(
+        &self,
+        mut session: Option<&mut ClientSession>,
+        after: Option<u128>,
+    ) -> Result<Vec<RawDocumentBuf>, StoreError> {
         let queue = self.store.queue().clone_with_type::<RawDocumentBuf>();
         loop {
             let window = *self.head.lock().unwrap_or_else(|e| e.into_inner());
             let limit = i64::from(self.batch_size).saturating_mul(READ_FACTOR);
-            let find = queue.find(window.filter()).sort(doc! { "_id": 1 }).limit(limit).batch_size(limit as u32);
+            let find = queue.find(window.filter(after)).sort(doc! { "_id": 1 }).limit(limit).batch_size(limit as u32);
             let mut read: Vec<RawDocumentBuf> = match session.as_deref_mut() {
                 Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
                 None => find.await?.try_collect().await?,
@@ -299,21 +376,30 @@ impl Worker {
 
     /// Moves a batch in one transaction, retrying it (on a fresh read) when it
     /// conflicts with another worker's.
-    async fn move_batch_in_transaction(&self) -> Result<usize, StoreError> {
+    async fn move_batch_in_transaction(&self, lane: u32) -> Result<usize, StoreError> {
         let mut session = self.store.client().start_session().await?;
-        self.register(&session).await?;
+        self.register(&session, lane).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
-            let outcome = match self.move_within(&mut session).await {
-                Ok((0, _)) => {
+            let (batch, mut claim) = match self.read_claimed(Some(&mut session), lane).await {
+                Ok(read) => read,
+                Err(error) => {
+                    let _ = session.abort_transaction().await;
+                    return Err(error);
+                }
+            };
+            let outcome = match self.move_within(&mut session, batch, lane).await {
+                Ok(batch) if batch.moved == 0 => {
+                    claim.settle();
                     session.abort_transaction().await?;
                     return Ok(0);
                 }
-                Ok((moved, visitors)) => session.commit_transaction().await.map_err(TransactionError::from).map(|()| {
-                    self.known_visitors.remember(visitors);
-                    moved
+                Ok(batch) => session.commit_transaction().await.map_err(TransactionError::from).map(|()| {
+                    claim.settle();
+                    self.known_visitors.remember(batch.visitors);
+                    batch.moved
                 }),
                 Err(error) => {
                     // The server may have aborted it already; nothing else to undo.
@@ -321,6 +407,7 @@ impl Worker {
                     Err(error)
                 }
             };
+            drop(claim);
             match outcome {
                 Ok(moved) => return Ok(moved),
                 Err(TransactionError::Conflict(reason)) if attempt < MAX_TRANSACTION_ATTEMPTS => {
@@ -345,12 +432,16 @@ impl Worker {
         }
     }
 
-    /// The work of one batch transaction: read, insert, count, delete. Returns
-    /// how many events moved and the visitors recorded, to remember once committed.
-    async fn move_within(&self, session: &mut ClientSession) -> Result<(usize, Vec<VisitorDigest>), TransactionError> {
-        let mut batch = self.read_batch(Some(session)).await?;
+    /// The work of one batch transaction after its read: insert, delete, count
+    /// (into `lane`'s shard), record the visitors. Returns what to do once committed.
+    async fn move_within(
+        &self,
+        session: &mut ClientSession,
+        mut batch: Vec<RawDocumentBuf>,
+        lane: u32,
+    ) -> Result<MovedBatch, TransactionError> {
         if batch.is_empty() {
-            return Ok((0, Vec::new()));
+            return Ok(MovedBatch::empty());
         }
         let moved = batch.len();
         let ids = prepare_for_events(&mut batch);
@@ -361,6 +452,23 @@ impl Worker {
             Err(error) if only_duplicate_keys(&error) => return Err(TransactionError::AlreadyMoved(ids)),
             Err(error) => return Err(error.into()),
         }
+        // The batch is the head of the queue in this transaction's snapshot, so
+        // the range of its `_id`s holds exactly it: a range delete is cheaper than
+        // looking up each `_id`, and the count below catches any difference.
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(MovedBatch::empty()) };
+        let head = doc! { "_id": { "$gte": first, "$lte": last } };
+        let deleted = self.store.queue().delete_many(head).session(&mut *session).await?;
+        if deleted.deleted_count != moved as u64 {
+            // Another worker moved some of these since our read, or the range
+            // held more than the batch: start again from a fresh read.
+            return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
+        }
+        let db = self.store.database();
+        deltas.add_counts(db, Some(&mut *session), lane).await?;
+        // Visitors last, one lane at a time until its commit: a lane then finds
+        // the visitors the other just recorded among the known ones, instead of
+        // inserting them again (its snapshot predates that commit) and conflicting.
+        let visitors_turn = self.lanes.visitors.clone().lock_owned().await;
         // Retention deletes the hourly visitors of expired hours, in any
         // process: those near its cutoff are looked up, never remembered.
         let trusted_from = self.retention_days.map(|days| {
@@ -368,19 +476,16 @@ impl Worker {
             DateTime::from_millis(cutoff.timestamp_millis() + 24 * rollups::HOUR_MS)
         });
         self.known_visitors.trust_hours_from(trusted_from);
-        let visitors = deltas.apply(self.store.database(), Some(session), Some(&self.known_visitors)).await?;
-        // The batch is the head of the queue in this transaction's snapshot, so
-        // the range of its `_id`s holds exactly it: a range delete is cheaper than
-        // looking up each `_id`, and the count below catches any difference.
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok((0, Vec::new())) };
-        let head = doc! { "_id": { "$gte": first, "$lte": last } };
-        let deleted = self.store.queue().delete_many(head).session(session).await?;
-        if deleted.deleted_count != moved as u64 {
-            // Another worker moved some of these since our read, or the range
-            // held more than the batch: start again from a fresh read.
-            return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
-        }
-        Ok((moved, visitors))
+        let visitors = match deltas.record_visitors(db, Some(session), Some(&self.known_visitors)).await {
+            Ok(visitors) => visitors,
+            // A new visitor recorded by a concurrent batch (of another worker,
+            // or one this worker could not remember): retry.
+            Err(StoreError::Operation(error)) if only_duplicate_keys(&error) => {
+                return Err(TransactionError::Conflict("a visitor recorded by a concurrent batch".into()));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok(MovedBatch { moved, visitors, _visitors_turn: Some(visitors_turn) })
     }
 
     /// Drops from the queue the entries of `ids` that are already in `events`:
@@ -409,9 +514,10 @@ impl Worker {
 
     /// Moves a batch without a transaction: insert (duplicates of a re-run
     /// ignored), then delete.
-    async fn move_batch_idempotently(&self) -> Result<usize, StoreError> {
-        let mut batch = self.read_batch(None).await?;
+    async fn move_batch_idempotently(&self, lane: u32) -> Result<usize, StoreError> {
+        let (mut batch, mut claim) = self.read_claimed(None, lane).await?;
         if batch.is_empty() {
+            claim.settle();
             return Ok(0);
         }
         let moved = batch.len();
@@ -425,7 +531,72 @@ impl Worker {
             Err(error) => return Err(error.into()),
         }
         self.store.queue().delete_many(doc! { "_id": { "$in": ids } }).await?;
+        claim.settle();
         Ok(moved)
+    }
+}
+
+/// What a worker's lanes share to keep their batches apart.
+#[derive(Debug, Default)]
+struct Lanes {
+    /// Serialises the lanes' reads, and counts them.
+    reads: tokio::sync::Mutex<u64>,
+    /// Held shared by each batch in flight; taken alone to wait until none is.
+    in_flight: Arc<tokio::sync::RwLock<()>>,
+    /// The last queue `_id` (as a number) of each lane's batch in flight.
+    claims: std::sync::Mutex<HashMap<u32, u128>>,
+    /// A batch did not complete: its entries may lie below a later lane's
+    /// claim, so the next read starts at the head.
+    head_read_due: AtomicBool,
+    /// Held by a batch from recording its visitors until it has committed.
+    visitors: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A batch moved within its transaction, not yet committed.
+struct MovedBatch {
+    /// Events moved.
+    moved: usize,
+    /// The visitors it recorded, to remember once committed.
+    visitors: Vec<VisitorDigest>,
+    /// The lanes' turn at recording visitors, held until the commit is done.
+    _visitors_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl MovedBatch {
+    fn empty() -> MovedBatch {
+        MovedBatch { moved: 0, visitors: Vec::new(), _visitors_turn: None }
+    }
+}
+
+impl Lanes {
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<u32, u128>> {
+        self.claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A lane's batch in flight. Dropping it ends the claim; a batch that was not
+/// [settled](Claim::settle) (moved, or found empty) makes the next read start
+/// at the queue's head.
+struct Claim {
+    lanes: Arc<Lanes>,
+    lane: u32,
+    settled: bool,
+    _in_flight: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl Claim {
+    /// The batch is done with: moved (committed), or there was none.
+    fn settle(&mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.lanes.claims().remove(&self.lane);
+        if !self.settled {
+            self.lanes.head_read_due.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -486,10 +657,19 @@ struct HeadWindow {
 }
 
 impl HeadWindow {
-    fn filter(&self) -> Document {
-        match self.upper {
-            Some(upper) => doc! { "_id": { "$lte": object_id(upper) } },
-            None => doc! {},
+    /// The filter of the next read: within the window, and past `after` if given.
+    fn filter(&self, after: Option<u128>) -> Document {
+        let mut range = Document::new();
+        if let Some(after) = after {
+            range.insert("$gt", object_id(after));
+        }
+        if let Some(upper) = self.upper {
+            range.insert("$lte", object_id(upper));
+        }
+        if range.is_empty() {
+            doc! {}
+        } else {
+            doc! { "_id": range }
         }
     }
 
@@ -624,7 +804,7 @@ mod tests {
     fn the_window_follows_the_head_and_drops_once_past_the_present() {
         let now = DateTime::now();
         let mut window = HeadWindow::default();
-        assert_eq!(window.filter(), doc! {}, "unbounded at first");
+        assert_eq!(window.filter(None), doc! {}, "unbounded at first");
 
         // A full read of a long queue: bound the next read past the batch.
         let read = ids(20);
@@ -683,6 +863,6 @@ mod tests {
     fn ids_that_are_not_object_ids_turn_the_window_off() {
         let mut window = HeadWindow { upper: Some(1), span: 1 };
         window.learn(&[entry("custom")], 10, DateTime::now());
-        assert_eq!(window.filter(), doc! {});
+        assert_eq!(window.filter(None), doc! {});
     }
 }

@@ -179,6 +179,68 @@ async fn rollups_equal_the_plain_aggregation_and_an_independent_count_for_random
 }
 
 #[tokio::test]
+async fn one_workers_lanes_move_batches_side_by_side_and_stay_exact_through_retention() {
+    let seed: u64 = rand::random();
+    eprintln!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let app = spawn_app().await;
+    let events = random_events(3000, &mut rng);
+    post_all(&app, &events).await;
+
+    // Both lanes of one worker at once, round after round, until the queue is empty.
+    let worker = app.worker(100);
+    let (mut moved, mut side_by_side) = (0, 0);
+    loop {
+        let (a, b) = tokio::join!(worker.process_lane_batch(0), worker.process_lane_batch(1));
+        let (a, b) = (a.expect("lane 0 moved its batch"), b.expect("lane 1 moved its batch"));
+        if a == 0 && b == 0 && app.queue_count().await == 0 {
+            break;
+        }
+        if a == 100 && b == 100 {
+            side_by_side += 1;
+        }
+        moved += a + b;
+    }
+    assert_eq!(moved, events.len(), "every event moved once");
+    assert_eq!(app.events_count().await as usize, events.len());
+    assert!(side_by_side >= 5, "lanes moved full batches in the same round only {side_by_side} times");
+    // Each lane counted into its own shard.
+    let paths = app.store.database().collection::<mongodb::bson::Document>(rollups::PATHS);
+    for shard in [0, 1] {
+        let in_shard = paths.count_documents(mongodb::bson::doc! { "shard": shard as i64 }).await.unwrap();
+        assert!(in_shard > 0, "no path counted in shard {shard}");
+    }
+
+    for site in SITES {
+        assert_all_agree(&app, &events, &StatsFilter::site(site)).await;
+    }
+    for _ in 0..20 {
+        assert_all_agree(&app, &events, &random_filter(&events, &mut rng)).await;
+    }
+
+    // Retention takes each shard's share of an hour off that shard.
+    let cutoff = DateTime::parse_rfc3339_str("2026-03-02T13:00:00Z").unwrap();
+    let deleted = retention::purge_before(&app.store, cutoff, true).await.unwrap();
+    let kept = kept(&events, cutoff);
+    assert_eq!(deleted as usize, events.len() - kept.len());
+    for site in SITES {
+        assert_all_agree(&app, &kept, &StatsFilter::site(site)).await;
+    }
+    for _ in 0..10 {
+        assert_all_agree(&app, &kept, &random_filter(&events, &mut rng)).await;
+    }
+    let listed: Vec<(String, u64)> =
+        stats::sites(&app.store).await.unwrap().into_iter().map(|s| (s.site_id, s.events)).collect();
+    let mut want: Vec<(String, u64)> = SITES
+        .iter()
+        .map(|site| (site.to_string(), kept.iter().filter(|e| e.site == *site).count() as u64))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    assert_eq!(listed, want, "sites list each site once, its shards added up");
+}
+
+#[tokio::test]
 async fn rollups_are_rebuilt_once_from_events_written_before_them() {
     let mut rng = StdRng::seed_from_u64(7);
     let app = spawn_app().await;
