@@ -64,6 +64,8 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// Erring is harmless: a live worker whose session is ended retries its batch.
 pub const DEAD_AFTER: Duration = Duration::from_secs(2);
 
+/// How long a lane keeps its session (registered once) before starting a new one.
+const SESSION_REUSE: Duration = Duration::from_secs(60);
 /// Batches one worker moves side by side (see the module's doc). Two keep a
 /// 2-core machine busy; more only add conflicts over new visitors.
 pub const LANES: u32 = 2;
@@ -71,7 +73,7 @@ pub const LANES: u32 = 2;
 /// flight and reads from the queue's head: entries queued late with `_id`s
 /// below a batch in flight (another API process's clock behind) are then
 /// moved too, however long the backlog lasts.
-const HEAD_READ_EVERY: u64 = 16;
+const HEAD_READ_EVERY: u64 = 64;
 
 /// How this deployment lets a batch be moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,8 @@ pub struct Worker {
     known_visitors: Arc<KnownVisitors>,
     /// What the lanes share to keep their batches apart.
     lanes: Arc<Lanes>,
+    /// Each lane's session, registered in [`WORKERS_COLLECTION`], with when it started.
+    sessions: Arc<std::sync::Mutex<HashMap<u32, (ClientSession, std::time::Instant)>>>,
 }
 
 impl Worker {
@@ -117,6 +121,7 @@ impl Worker {
             head: Arc::default(),
             known_visitors: Arc::default(),
             lanes: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 
@@ -376,21 +381,41 @@ impl Worker {
 
     /// Moves a batch in one transaction, retrying it (on a fresh read) when it
     /// conflicts with another worker's.
+    ///
+    /// The lane's session is kept for the next batches (for up to
+    /// [`SESSION_REUSE`]), so that it is registered once, not once per batch; a
+    /// failed batch drops it.
     async fn move_batch_in_transaction(&self, lane: u32) -> Result<usize, StoreError> {
-        let mut session = self.store.client().start_session().await?;
-        self.register(&session, lane).await?;
+        let kept = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&lane);
+        let (mut session, started) = match kept {
+            Some((session, started)) if started.elapsed() < SESSION_REUSE => (session, started),
+            _ => {
+                let session = self.store.client().start_session().await?;
+                self.register(&session, lane).await?;
+                (session, std::time::Instant::now())
+            }
+        };
+        let moved = self.move_batch_with(&mut session, lane).await;
+        if moved.is_ok() {
+            self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(lane, (session, started));
+        }
+        moved
+    }
+
+    /// [`Worker::move_batch_in_transaction`] with the lane's session.
+    async fn move_batch_with(&self, session: &mut ClientSession, lane: u32) -> Result<usize, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
-            let (batch, mut claim) = match self.read_claimed(Some(&mut session), lane).await {
+            let (batch, mut claim) = match self.read_claimed(Some(&mut *session), lane).await {
                 Ok(read) => read,
                 Err(error) => {
                     let _ = session.abort_transaction().await;
                     return Err(error);
                 }
             };
-            let outcome = match self.move_within(&mut session, batch, lane).await {
+            let outcome = match self.move_within(&mut *session, batch, lane).await {
                 Ok(batch) if batch.moved == 0 => {
                     claim.settle();
                     session.abort_transaction().await?;
