@@ -447,8 +447,19 @@ impl KnownVisitors {
     }
 }
 
-/// Creates the indexes the stats queries use (the rollups are keyed by `_id`).
+/// Creates the indexes the stats queries use (the rollups are keyed by `_id`),
+/// and every rollup collection: a batch transaction that creates one on its
+/// first write conflicts with the other lane's batch doing the same.
 pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
+    let existing = db.list_collection_names().await?;
+    for collection in COLLECTIONS.into_iter().filter(|c| !existing.iter().any(|e| e == c)) {
+        match db.create_collection(collection).await {
+            Ok(()) => {}
+            // Created meanwhile by another process starting up.
+            Err(error) if is_namespace_exists(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
     let index = |keys: Document| IndexModel::builder().keys(keys).build();
     let indexes = [
         (PATHS, doc! { "site_id": 1, "event_type": 1 }),
@@ -600,6 +611,13 @@ async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
 
 fn lease_millis() -> i64 {
     REBUILD_LEASE.as_millis() as i64
+}
+
+/// The server's code for creating a collection that exists.
+const NAMESPACE_EXISTS: i32 = 48;
+
+fn is_namespace_exists(error: &mongodb::error::Error) -> bool {
+    matches!(error.kind.as_ref(), mongodb::error::ErrorKind::Command(e) if e.code == NAMESPACE_EXISTS)
 }
 
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
