@@ -93,6 +93,7 @@ pub struct PipelineCounters {
     events_queued: Counter,
     events_processed: Counter,
     batches_processed: Counter,
+    batch_conflicts: Counter,
     batch_duration: Histogram,
     http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     queue_depth: Gauge<f64, AtomicU64>,
@@ -118,6 +119,7 @@ impl Default for PipelineCounters {
             events_queued: Counter::default(),
             events_processed: Counter::default(),
             batches_processed: Counter::default(),
+            batch_conflicts: Counter::default(),
             batch_duration: duration_histogram(),
             http_duration: Family::new_with_constructor(duration_histogram),
             queue_depth: Gauge::default(),
@@ -147,6 +149,12 @@ impl Default for PipelineCounters {
             "batches_processed",
             "Batches moved by this process's worker",
             counters.batches_processed.clone(),
+        );
+        registry.register(
+            "batch_conflicts",
+            "Batch transactions of this process's worker that conflicted with another's (another worker, or the \
+             other lane): each is retried on a fresh read, or left to the other",
+            counters.batch_conflicts.clone(),
         );
         registry.register(
             "batch_duration_seconds",
@@ -194,6 +202,16 @@ impl PipelineCounters {
         self.events_processed.inc_by(n);
         self.batches_processed.inc();
         self.batch_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Counts one batch transaction that conflicted with another's.
+    pub fn add_batch_conflict(&self) {
+        self.batch_conflicts.inc();
+    }
+
+    /// Batch transactions that conflicted with another's so far.
+    pub fn batch_conflicts(&self) -> u64 {
+        self.batch_conflicts.get()
     }
 
     /// Records how long an HTTP request took. `route` is one of the API's routes
@@ -254,6 +272,7 @@ mod tests {
         counters.add_refused(RefusalReason::SiteNotAllowed, 1);
         counters.add_queued(2);
         counters.add_batch(2, Duration::from_millis(3));
+        counters.add_batch_conflict();
         counters.observe_http("/event", "POST", 200, Duration::from_millis(1));
         counters.observe_http("unmatched", "BREW", 404, Duration::from_millis(1));
         counters.set_queue_depth(Some(7));
@@ -268,6 +287,7 @@ mod tests {
             "analytics_events_queued_total 2",
             "analytics_events_processed_total 2",
             "analytics_batches_processed_total 1",
+            "analytics_batch_conflicts_total 1",
             "# TYPE analytics_batch_duration_seconds histogram",
             "analytics_batch_duration_seconds_count 1",
             "analytics_batch_duration_seconds_bucket{le=\"0.004\"} 1",

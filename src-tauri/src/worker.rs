@@ -436,6 +436,7 @@ impl Worker {
             match outcome {
                 Ok(moved) => return Ok(moved),
                 Err(TransactionError::Conflict(reason)) if attempt < MAX_TRANSACTION_ATTEMPTS => {
+                    self.counters.add_batch_conflict();
                     debug!(attempt, reason, "batch transaction conflicted with another worker; retrying");
                     // The other may be a dead worker's abandoned transaction.
                     self.reap_dead_workers().await?;
@@ -445,6 +446,7 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(jitter % 10 * u64::from(attempt.min(5)))).await;
                 }
                 Err(TransactionError::Conflict(reason)) => {
+                    self.counters.add_batch_conflict();
                     debug!(reason, "another worker is moving the queue; leaving it to that one until the next poll");
                     return Ok(0);
                 }

@@ -197,7 +197,13 @@ async fn one_workers_lanes_move_batches_side_by_side_and_stay_exact_through_rete
     post_all(&app, &events).await;
 
     // Both lanes of one worker at once, round after round, until the queue is empty.
-    let worker = app.worker(100);
+    let counters = std::sync::Arc::new(analytics_desk::counters::PipelineCounters::default());
+    let worker = analytics_desk::worker::Worker::new(
+        app.store.clone(),
+        100,
+        std::time::Duration::from_millis(20),
+        counters.clone(),
+    );
     let (mut moved, mut side_by_side) = (0, 0);
     loop {
         let (a, b) = tokio::join!(worker.process_lane_batch(0), worker.process_lane_batch(1));
@@ -213,6 +219,8 @@ async fn one_workers_lanes_move_batches_side_by_side_and_stay_exact_through_rete
     assert_eq!(moved, events.len(), "every event moved once");
     assert_eq!(app.events_count().await as usize, events.len());
     assert!(side_by_side >= 5, "lanes moved full batches in the same round only {side_by_side} times");
+    // Each lane read past the other's batch: their transactions never met.
+    assert_eq!(counters.batch_conflicts(), 0, "the lanes' batch transactions conflicted");
     // Each lane counted into its own shard.
     let paths = app.store.database().collection::<mongodb::bson::Document>(rollups::PATHS);
     for shard in [0, 1] {
