@@ -18,7 +18,7 @@ use analytics_desk::Config;
 use analytics_desk::ingest::NewEvent;
 use analytics_desk::rollups;
 use analytics_desk::stats::{self, PathCount, SiteStats, StatsFilter, TypeCount};
-use analytics_desk::store::Store;
+use analytics_desk::storage::Store;
 use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};

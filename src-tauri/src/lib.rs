@@ -1,37 +1,34 @@
-//! Analytics Desk's engine: local web analytics on MongoDB.
+//! Analytics Desk's engine: local web analytics on MongoDB, with no knowledge of
+//! Tauri. The desktop app (`bin/analytics-desk`) and the headless
+//! `analytics-service` are thin layers over it.
 //!
-//! Events arrive at the [`api`] (`POST /event`), are validated by [`ingest`] and
-//! stored in a queue collection; the [`worker`] moves them in batches into
-//! `events`, from which [`stats`] computes each site's exact figures. [`store`]
-//! owns the database, [`config`] the settings, [`counters`] the metrics (running totals, latencies),
-//! and [`supervisor`] the one handle ([`Engine`]) that starts and stops it all,
-//! used by the headless `analytics-service` binary and the desktop app alike.
-//! Browsers send events with the [`tracker`] script (`GET /script.js`); events
-//! without a `user_id` get an anonymous one from [`visitor`]. The API documents
-//! itself ([`openapi`], `GET /openapi.json`); [`export`] makes a site's CSV.
-//! The desktop app adds [`settings`] (its saved configuration), [`local_db`]
-//! (the database it launches when none answers) and [`desktop`] (its logic, and
-//! with the `desktop` feature its Tauri shell).
+//! An event's path through the modules, in order (see `docs/architecture.md`):
+//!
+//! 1. [`http`]: the axum server; a route parses the request and calls one engine
+//!    function (`/event`, `/events`, `/script.js`, `/stats`, `/health`, ...).
+//! 2. [`ingest`]: validates the event, checks its site, gives it an anonymous
+//!    visitor id when it has none, and group-commits it into the queue collection.
+//! 3. [`worker`]: moves queued events into `events` in batches, in transactions
+//!    that also update the [`rollups`]; expires old events (retention).
+//! 4. [`rollups`]: per-site aggregates kept in step with `events`.
+//! 5. [`stats`]: a site's exact figures, read from the rollups (or `events`),
+//!    and the CSV export.
+//!
+//! Around them: [`storage`] (the database connection, its errors, the local
+//! database process), [`config`] (environment and the desktop's settings),
+//! [`telemetry`] (logs and metrics), [`engine`] (the one handle that starts and
+//! stops the API and the worker) and [`desktop`] (the desktop app's logic).
 
-pub mod api;
 pub mod config;
-pub mod counters;
 pub mod desktop;
-pub mod export;
+pub mod engine;
+pub mod http;
 pub mod ingest;
-pub mod local_db;
-pub mod openapi;
-pub mod queue_writer;
-pub mod retention;
 pub mod rollups;
-pub mod settings;
 pub mod stats;
-pub mod store;
-pub mod supervisor;
+pub mod storage;
 pub mod telemetry;
-pub mod tracker;
-pub mod visitor;
 pub mod worker;
 
 pub use config::Config;
-pub use supervisor::{Engine, EngineStatus, PartStatus, StartError};
+pub use engine::{Engine, EngineStatus, PartStatus, StartError};

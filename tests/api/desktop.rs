@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use analytics_desk::PartStatus;
+use analytics_desk::config::desktop_settings::Values;
 use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part};
-use analytics_desk::local_db::{self, DatabaseState};
-use analytics_desk::settings::Values;
+use analytics_desk::storage::local_db::{self, DatabaseState};
 
 use crate::common::{self, eventually};
 use crate::helpers::event_json;

@@ -72,7 +72,7 @@ async fn every_bad_body_gets_a_json_4xx_and_stores_nothing() {
     let mut case =
         |name: &str, body: Vec<u8>, status: u16, needle: &str| cases.push((name.into(), body, status, needle.into()));
     for field in ["site_id", "event_type", "path", "user_id"] {
-        // Without user_id (or with null) the server derives an anonymous one: see visitor.rs.
+        // Without user_id (or with null) the server derives an anonymous one: see ingest/anonymous_id.rs.
         if field != "user_id" {
             case(&format!("{field} missing"), without(field).into(), 400, &format!("{field} is required"));
             case(&format!("{field} null"), with(field, Value::Null).into(), 400, &format!("{field} is required"));

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use analytics_desk::queue_writer::{QueueWriteError, QueueWriter, WriterLimits};
-use analytics_desk::store::Store;
+use analytics_desk::ingest::group_commit::{QueueWriteError, QueueWriter, WriterLimits};
+use analytics_desk::storage::Store;
 use futures_util::future::join_all;
 use mongodb::bson::{Document, doc};
 

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use analytics_desk::counters::PipelineCounters;
-use analytics_desk::store::Store;
+use analytics_desk::storage::Store;
+use analytics_desk::telemetry::counters::PipelineCounters;
 use analytics_desk::worker::Worker;
 use analytics_desk::{Config, Engine};
 use mongodb::bson::{Document, doc};

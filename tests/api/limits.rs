@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use analytics_desk::api::{self, AccessRules, ApiLimits, ApiState};
-use analytics_desk::counters::PipelineCounters;
-use analytics_desk::visitor::{AnonymousVisitors, TrustedProxies};
+use analytics_desk::Config;
+use analytics_desk::http::{self, ApiLimits, ApiState};
+use analytics_desk::telemetry::counters::PipelineCounters;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -17,13 +17,12 @@ use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app};
 /// Serves the API over `app`'s database with `limits`, on a free port; returns
 /// its address and the metrics it records into.
 async fn serve_limited(app: &TestApp, limits: ApiLimits) -> (std::net::SocketAddr, Arc<PipelineCounters>) {
-    let visitors = Arc::new(AnonymousVisitors::new(app.store.database(), TrustedProxies::default()));
     let counters = Arc::new(PipelineCounters::default());
-    let state = ApiState::new(app.store.clone(), counters.clone(), Arc::new(AccessRules::default()), visitors);
+    let state = ApiState::new(app.store.clone(), counters.clone(), &Config::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = api::router_with_limits(state, limits);
-    tokio::spawn(api::serve_with(listener, router, limits, CancellationToken::new()));
+    let router = http::router_with_limits(state, limits);
+    tokio::spawn(http::serve_with(listener, router, limits, CancellationToken::new()));
     (addr, counters)
 }
 

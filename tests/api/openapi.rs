@@ -1,5 +1,5 @@
 //! `GET /openapi.json`: the router and the document come from one route table
-//! (`api::routes`), so the document lists exactly what is served; checked here
+//! (`http::routes`), so the document lists exactly what is served; checked here
 //! from outside: every documented operation answers (no 404/405), other methods
 //! and paths do not, every reference resolves, and real answers have the
 //! documented shapes.
@@ -79,7 +79,7 @@ async fn the_document_lists_exactly_the_served_routes() {
         .collect();
     assert_eq!(documented, expected);
     assert_eq!(
-        analytics_desk::api::route_paths().iter().collect::<BTreeSet<_>>(),
+        analytics_desk::http::route_paths().iter().collect::<BTreeSet<_>>(),
         expected.keys().collect::<BTreeSet<_>>(),
         "the metrics' route labels are the documented paths"
     );

@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use analytics_desk::retention;
 use analytics_desk::rollups::{self, HOUR_MS};
 use analytics_desk::stats::{self, PathCount, SiteStats, StatsFilter, TypeCount};
+use analytics_desk::worker::retention;
 use futures_util::StreamExt;
 use mongodb::bson::DateTime;
 use rand::rngs::StdRng;
@@ -197,7 +197,7 @@ async fn one_workers_lanes_move_batches_side_by_side_and_stay_exact_through_rete
     post_all(&app, &events).await;
 
     // Both lanes of one worker at once, round after round, until the queue is empty.
-    let counters = std::sync::Arc::new(analytics_desk::counters::PipelineCounters::default());
+    let counters = std::sync::Arc::new(analytics_desk::telemetry::counters::PipelineCounters::default());
     let worker = analytics_desk::worker::Worker::new(
         app.store.clone(),
         100,

@@ -1,6 +1,6 @@
 //! `GET /script.js`: the tracker script, with its type, caching headers and size.
 
-use analytics_desk::tracker;
+use analytics_desk::http::routes::tracker;
 
 use crate::helpers::spawn_app;
 

@@ -5,8 +5,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use analytics_desk::api::{self, AccessRules, ApiState};
-use analytics_desk::visitor::{self, AnonymousVisitors, DailySalts, SALTS_COLLECTION, Salt};
+use analytics_desk::Config;
+use analytics_desk::http::{self, ApiState};
+use analytics_desk::ingest::anonymous_id::{self as visitor, DailySalts, SALTS_COLLECTION, Salt};
 use axum::body::Body;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
@@ -209,8 +210,8 @@ async fn the_router_without_our_serve_loop_still_derives_an_id_without_an_addres
     // Driven directly (as a test or an embedding might), no peer is known:
     // the id is derived without one, and X-Forwarded-For is still not believed.
     let app = spawn_app().await;
-    let visitors = Arc::new(AnonymousVisitors::new(app.store.database(), "127.0.0.1".parse().unwrap()));
-    let state = ApiState::new(app.store.clone(), Arc::default(), Arc::new(AccessRules::default()), visitors);
+    let config = Config { trusted_proxies: "127.0.0.1".parse().unwrap(), ..Config::default() };
+    let state = ApiState::new(app.store.clone(), Arc::default(), &config);
     let request = axum::http::Request::post("/event")
         .header("content-type", "application/json")
         .header("user-agent", FIREFOX)
@@ -218,7 +219,7 @@ async fn the_router_without_our_serve_loop_still_derives_an_id_without_an_addres
         .body(Body::from(json!({ "site_id": "shop", "event_type": "page_view", "path": "/" }).to_string()))
         .unwrap();
 
-    let response = api::router(state).oneshot(request).await.unwrap();
+    let response = http::router(state).oneshot(request).await.unwrap();
 
     assert_eq!(response.status(), 200);
     let stored = app.queued().await[0].get_str("user_id").unwrap().to_string();

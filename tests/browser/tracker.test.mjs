@@ -165,7 +165,7 @@ async function openPage({ initScript } = {}) {
   return { context, tab, posts };
 }
 
-/** The anonymous id the server should derive: see src-tauri/src/visitor.rs. */
+/** The anonymous id the server should derive: see src-tauri/src/ingest/anonymous_id.rs. */
 function expectedUserId(salt, site, ip, userAgent) {
   const hash = createHash('sha256');
   hash.update(salt);

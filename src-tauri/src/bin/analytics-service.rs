@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use analytics_desk::supervisor::shutdown_signal;
+use analytics_desk::engine::shutdown_signal;
 use analytics_desk::{Config, Engine, telemetry};
 use clap::{Parser, Subcommand};
 use tracing::info;

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::counters::{CountersSnapshot, PipelineCounters};
-use crate::export::{self, ExportRequest};
-use crate::local_db::{self, DatabaseState, DatabaseStatus, ManagedDatabase};
-use crate::settings::{self, FieldErrors, Settings, Values};
+use crate::config::desktop_settings::{self as settings, FieldErrors, Settings, Values};
+use crate::engine::{Engine, PartStatus};
+use crate::stats::export::{self, ExportRequest};
 use crate::stats::{SiteStats, SiteSummary};
-use crate::supervisor::{Engine, PartStatus};
+use crate::storage::local_db::{self, DatabaseState, DatabaseStatus, ManagedDatabase};
+use crate::telemetry::counters::{CountersSnapshot, PipelineCounters};
 
 /// How long the snapshot waits for the database's counts before showing none.
 const SNAPSHOT_QUERY_TIMEOUT: Duration = Duration::from_millis(800);

@@ -1,10 +1,8 @@
-//! Desktop: the Tauri app's side of things. [`controller`] holds the logic
-//! (tested without a window); `shell` (feature `desktop`) wires it to Tauri:
-//! managed state, commands, the `pipeline` and `log` events, and quitting cleanly.
+//! Desktop: what the desktop app does, free of Tauri so that it is tested like
+//! the rest of the engine. [`controller`] starts and stops the parts (launching
+//! the local database first when needed), applies saved settings and builds the
+//! snapshot the window shows. The Tauri shell itself (windows, commands,
+//! events) is the `analytics-desk` binary's (`src-tauri/src/bin/analytics-desk/`),
+//! which only forwards to this module.
 
 pub mod controller;
-#[cfg(feature = "desktop")]
-mod shell;
-
-#[cfg(feature = "desktop")]
-pub use shell::run;

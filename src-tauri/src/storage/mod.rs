@@ -1,48 +1,30 @@
-//! Store: the MongoDB connection, the queue and events collections, and their indexes.
+//! Storage: the MongoDB connection ([`Store`]), the queue and events
+//! collections and the events' index, the database errors every stage shares
+//! ([`error`]), and the local database the desktop app launches ([`local_db`]).
 //!
 //! Every database timeout lives here, so that no caller can hang on an unreachable
 //! server: the driver gives up selecting a server after [`SERVER_SELECTION_TIMEOUT`].
+//! Storage knows nothing of the stages above it: each owner of a collection
+//! (the rollups, retention, the salts) ensures its own indexes.
+
+pub mod error;
+pub mod local_db;
 
 use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
-use mongodb::error::{Error as MongoError, ErrorKind};
 use mongodb::options::{ClientOptions, CollectionOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::config::{Config, EVENTS_COLLECTION};
+
+pub use error::{StoreError, is_duplicate_key, only_duplicate_keys};
 
 /// How long an operation waits for a usable server before failing; keeps the
 /// API's "database unavailable" answer within a couple of seconds.
 pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new connection may take to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// MongoDB's code for a duplicate `_id` (or unique key).
-pub const DUPLICATE_KEY: i32 = 11000;
-
-/// A failure to reach or use the database.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No server answered at the configured URL.
-    #[error("database unreachable at {url}: {source}")]
-    Unreachable {
-        /// `MONGO_URL`, password masked.
-        url: String,
-        /// What the driver reported.
-        #[source]
-        source: MongoError,
-    },
-    /// A database operation failed.
-    #[error("database error: {0}")]
-    Operation(#[from] MongoError),
-    /// A database operation took longer than allowed.
-    #[error("database did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The server refused some statements of a write command.
-    #[error("database refused a write: {0}")]
-    Refused(String),
-}
 
 /// A connected handle on the service's database; cheap to clone (the driver's
 /// client is reference-counted), one per process is enough.
@@ -125,17 +107,17 @@ impl Store {
         Ok(self.queue.estimated_document_count().await?)
     }
 
-    /// Creates the indexes the queries need; creating an existing index is a no-op,
-    /// so this runs at every start-up.
+    /// Creates the indexes of the collections storage owns; creating an existing
+    /// index is a no-op, so this runs at every start-up.
     ///
     /// - `events {site_id, timestamp}`: per-site time ranges (the partial hours
     ///   the fast stats read raw, and every query of the plain stats). The
     ///   original service's `{site_id, path}` and `{site_id, user_id}` are not
     ///   made: stats read the rollups, and each index slows every insert;
-    /// - the queue is read in `_id` order, which its default index already serves;
-    /// - the rollups' query indexes (see [`crate::rollups`]).
+    /// - the queue is read in `_id` order, which its default index already serves.
+    ///
+    /// The rollups ensure theirs ([`crate::rollups::ensure_indexes`]).
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        crate::rollups::ensure_indexes(&self.db).await?;
         let index = |keys: Document, name: &str| {
             IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_string()).build()).build()
         };
@@ -156,18 +138,6 @@ pub fn durable_write_concern(configured: Option<WriteConcern>) -> WriteConcern {
     let mut concern = configured.unwrap_or_default();
     concern.journal = Some(true);
     concern
-}
-
-/// True when an `insert_many` failed only because some documents already exist:
-/// the worker treats those as already moved (a batch re-run after a crash).
-pub fn only_duplicate_keys(error: &MongoError) -> bool {
-    match error.kind.as_ref() {
-        ErrorKind::InsertMany(failure) => {
-            failure.write_concern_error.is_none()
-                && failure.write_errors.as_ref().is_some_and(|errors| errors.iter().all(|e| e.code == DUPLICATE_KEY))
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]

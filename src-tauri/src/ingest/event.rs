@@ -1,6 +1,6 @@
-//! Ingest: turns the raw body of `POST /event` into a validated [`NewEvent`] (and
-//! that of `POST /events` into a list of them, each element checked by the same
-//! rules), and an event into the document stored in the queue.
+//! The event itself: turns the raw body of `POST /event` into a validated
+//! [`NewEvent`] (and that of `POST /events` into a list of them, each element
+//! checked by the same rules), and an event into the document stored in the queue.
 //!
 //! Only the four named string fields (`user_id` optional) and an optional
 //! timestamp get through: a client can never put an operator (`{"$gt": ""}`), a
@@ -51,7 +51,7 @@ pub struct NewEvent {
     /// Page path, such as `/pricing`.
     pub path: String,
     /// Visitor identifier chosen by the client; `None` when it sent none (or
-    /// null), and the API derives an anonymous one (see [`crate::visitor`]).
+    /// null), and the API derives an anonymous one (see [`crate::ingest::anonymous_id`]).
     pub user_id: Option<String>,
     /// When the event happened, if the client said so.
     pub timestamp: Option<DateTime>,
@@ -107,7 +107,7 @@ impl utoipa::ToSchema for EventBody {
 
 /// Why a body is not an acceptable event. The message is what the client sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IngestError {
+pub enum EventError {
     /// The body is not UTF-8.
     #[error("request body is not valid UTF-8")]
     InvalidUtf8,
@@ -164,7 +164,7 @@ struct RawEvent {
 pub enum BatchError {
     /// The body is not UTF-8, not JSON, or not an array.
     #[error(transparent)]
-    Body(IngestError),
+    Body(EventError),
     /// An empty array: nothing to store, most likely a client's bug.
     #[error("the batch is empty: send a JSON array of 1 to {MAX_BATCH_EVENTS} events")]
     Empty,
@@ -174,19 +174,19 @@ pub enum BatchError {
 }
 
 /// Parses and validates one event from a request body.
-pub fn parse_event(body: &[u8]) -> Result<NewEvent, IngestError> {
-    parse_event_json(std::str::from_utf8(body).map_err(|_| IngestError::InvalidUtf8)?)
+pub fn parse_event(body: &[u8]) -> Result<NewEvent, EventError> {
+    parse_event_json(std::str::from_utf8(body).map_err(|_| EventError::InvalidUtf8)?)
 }
 
 /// The elements of a `POST /events` body, each still raw JSON for
 /// [`parse_batch_element`]: the body must be a JSON array of 1 to
 /// [`MAX_BATCH_EVENTS`] values.
 pub fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, BatchError> {
-    let text = std::str::from_utf8(body).map_err(|_| BatchError::Body(IngestError::InvalidUtf8))?;
+    let text = std::str::from_utf8(body).map_err(|_| BatchError::Body(EventError::InvalidUtf8))?;
     if !text.trim_start().starts_with('[') {
         return Err(BatchError::Body(match serde_json::from_str::<IgnoredAny>(text) {
-            Ok(_) => IngestError::Shape("the body must be a JSON array of events".into()),
-            Err(e) => IngestError::InvalidJson(e.to_string()),
+            Ok(_) => EventError::Shape("the body must be a JSON array of events".into()),
+            Err(e) => EventError::InvalidJson(e.to_string()),
         }));
     }
     let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| BatchError::Body(json_error(e)))?;
@@ -198,18 +198,18 @@ pub fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, BatchError> {
 }
 
 /// Validates one element of a batch, by exactly the rules of a single event.
-pub fn parse_batch_element(element: &RawValue) -> Result<NewEvent, IngestError> {
+pub fn parse_batch_element(element: &RawValue) -> Result<NewEvent, EventError> {
     parse_event_json(element.get())
 }
 
 /// Validates one event given as JSON text: a whole `POST /event` body, or one
 /// element of a batch.
-fn parse_event_json(text: &str) -> Result<NewEvent, IngestError> {
+fn parse_event_json(text: &str) -> Result<NewEvent, EventError> {
     if !text.trim_start().starts_with('{') {
         // serde would say "expected struct RawEvent"; say it in the client's terms.
         return match serde_json::from_str::<IgnoredAny>(text) {
-            Ok(_) => Err(IngestError::Shape("the event must be a JSON object".into())),
-            Err(e) => Err(IngestError::InvalidJson(e.to_string())),
+            Ok(_) => Err(EventError::Shape("the event must be a JSON object".into())),
+            Err(e) => Err(EventError::InvalidJson(e.to_string())),
         };
     }
     let raw: RawEvent = serde_json::from_str(text).map_err(json_error)?;
@@ -229,36 +229,36 @@ fn parse_event_json(text: &str) -> Result<NewEvent, IngestError> {
         None => None,
         Some(Value::String(s)) => Some(
             DateTime::parse_rfc3339_str(s.trim())
-                .map_err(|_| IngestError::BadTimestamp(s.chars().take(64).collect()))?,
+                .map_err(|_| EventError::BadTimestamp(s.chars().take(64).collect()))?,
         ),
-        Some(other) => return Err(IngestError::NotAString { field: "timestamp", found: json_type(&other) }),
+        Some(other) => return Err(EventError::NotAString { field: "timestamp", found: json_type(&other) }),
     };
 
     Ok(NewEvent { site_id, event_type, path, user_id, timestamp })
 }
 
 /// A serde error in the client's terms: a wrong shape, or not JSON at all.
-fn json_error(error: serde_json::Error) -> IngestError {
+fn json_error(error: serde_json::Error) -> EventError {
     match error.classify() {
-        serde_json::error::Category::Data => IngestError::Shape(error.to_string()),
-        _ => IngestError::InvalidJson(error.to_string()),
+        serde_json::error::Category::Data => EventError::Shape(error.to_string()),
+        _ => EventError::InvalidJson(error.to_string()),
     }
 }
 
-fn required_string(field: &'static str, value: Option<Value>, max: usize) -> Result<String, IngestError> {
+fn required_string(field: &'static str, value: Option<Value>, max: usize) -> Result<String, EventError> {
     let s = match value {
-        None => return Err(IngestError::Missing(field)),
+        None => return Err(EventError::Missing(field)),
         Some(Value::String(s)) => s,
-        Some(other) => return Err(IngestError::NotAString { field, found: json_type(&other) }),
+        Some(other) => return Err(EventError::NotAString { field, found: json_type(&other) }),
     };
     if s.trim().is_empty() {
-        return Err(IngestError::Empty(field));
+        return Err(EventError::Empty(field));
     }
     if s.len() > max {
-        return Err(IngestError::TooLong { field, max });
+        return Err(EventError::TooLong { field, max });
     }
     if s.chars().any(char::is_control) {
-        return Err(IngestError::ControlCharacter(field));
+        return Err(EventError::ControlCharacter(field));
     }
     Ok(s)
 }
@@ -278,9 +278,9 @@ impl NewEvent {
     /// The queue document: the event's fields, its id (kept as the processed
     /// event's id, which makes moving a batch idempotent), and `ingested_at`.
     /// Every stored event has a `user_id`: give an anonymous event its derived
-    /// id first, or this refuses it as [`IngestError::Missing`].
-    pub fn into_queue_document(self, id: ObjectId, ingested_at: DateTime) -> Result<Document, IngestError> {
-        let user_id = self.user_id.ok_or(IngestError::Missing("user_id"))?;
+    /// id first, or this refuses it as [`EventError::Missing`].
+    pub fn into_queue_document(self, id: ObjectId, ingested_at: DateTime) -> Result<Document, EventError> {
+        let user_id = self.user_id.ok_or(EventError::Missing("user_id"))?;
         Ok(doc! {
             "_id": id,
             "site_id": self.site_id,
@@ -332,13 +332,13 @@ mod tests {
             let event = parse_event(body.as_bytes()).unwrap();
             assert_eq!(event.user_id, None, "{body}");
             let unfilled = event.clone().into_queue_document(ObjectId::new(), DateTime::now());
-            assert_eq!(unfilled.unwrap_err(), IngestError::Missing("user_id"), "never queued without a user_id");
+            assert_eq!(unfilled.unwrap_err(), EventError::Missing("user_id"), "never queued without a user_id");
             let filled = NewEvent { user_id: Some("0123abcd".into()), ..event };
             let document = filled.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
             assert_eq!(document.get_str("user_id").unwrap(), "0123abcd");
         }
         let error = parse_event(br#"{"site_id":"s","event_type":"e","path":"/","user_id":" "}"#).unwrap_err();
-        assert_eq!(error, IngestError::Empty("user_id"));
+        assert_eq!(error, EventError::Empty("user_id"));
     }
 
     #[test]
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn refuses_invalid_utf8_and_deep_nesting() {
-        assert_eq!(parse_event(b"{\"site_id\":\"\xff\xfe\"}"), Err(IngestError::InvalidUtf8));
+        assert_eq!(parse_event(b"{\"site_id\":\"\xff\xfe\"}"), Err(EventError::InvalidUtf8));
         let deep = format!(r#"{{"site_id":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
         let error = parse_event(deep.as_bytes()).unwrap_err().to_string();
         assert!(error.contains("recursion limit"), "{error}");
@@ -427,7 +427,7 @@ mod tests {
         assert!(shape(VALID).contains("must be a JSON array of events"), "{}", shape(VALID));
         assert!(shape("[{},").contains("not valid JSON"), "{}", shape("[{},"));
         assert!(shape("").contains("not valid JSON"));
-        assert_eq!(split_batch(b"[\xff]").unwrap_err(), BatchError::Body(IngestError::InvalidUtf8));
+        assert_eq!(split_batch(b"[\xff]").unwrap_err(), BatchError::Body(EventError::InvalidUtf8));
         assert_eq!(split_batch(b" [ ] ").unwrap_err(), BatchError::Empty);
         let full = format!("[{}]", vec![VALID; MAX_BATCH_EVENTS].join(","));
         assert_eq!(split_batch(full.as_bytes()).unwrap().len(), MAX_BATCH_EVENTS);

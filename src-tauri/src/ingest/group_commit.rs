@@ -19,7 +19,7 @@ use mongodb::bson::Document;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::debug;
 
-use crate::store::StoreError;
+use crate::storage::StoreError;
 
 /// Submissions allowed to wait for an insert; more are refused as overload.
 pub const MAX_WAITING: usize = 8192;

@@ -2,20 +2,20 @@
 //! token scheme, the error body and the error responses the routes share).
 //!
 //! The paths come from the handlers' `#[utoipa::path]` attributes, gathered by
-//! the route table in [`crate::api`], which builds the router from the same list:
+//! the route table in [`crate::http`], which builds the router from the same list:
 //! a route cannot be served without being documented, nor documented without
 //! being served. `GET /openapi.json` serves the result.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToResponse};
 
-use crate::api::ErrorBody;
+use super::error::ErrorBody;
 
 /// The name of the bearer token scheme in the document (`API_TOKEN`); the routes'
 /// `security(("api_token" = []))` attributes name it literally (a macro needs a literal).
 pub const API_TOKEN_SCHEME: &str = "api_token";
 
-/// The document's frame; [`crate::api::openapi`] adds the paths.
+/// The document's frame; [`crate::http::openapi()`] adds the paths.
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -2,6 +2,8 @@
 //! `info`), and, for the desktop app, a [`LogBuffer`] of recent lines that the UI
 //! shows and follows live.
 
+pub mod counters;
+
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::IsTerminal;

@@ -1,28 +1,23 @@
-//! Visitor: the anonymous `user_id` given to an event sent without one, as
+//! Anonymous visitor ids: the `user_id` given to an event sent without one, as
 //! Plausible does it: a hash of a salt that changes every UTC day, the site, the
 //! client's IP address and its User-Agent. No cookie is involved and the IP is
 //! never stored; once a day's salt is deleted, nobody (us included) can tell
 //! whether two ids of different days are the same visitor.
-//!
-//! Also owns who the client is: the TCP peer, or, behind proxies listed in
-//! `TRUSTED_PROXIES`, the address they report in `X-Forwarded-For`.
 
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
+use std::net::IpAddr;
 
 use axum::http::{HeaderMap, header};
-use ipnet::IpNet;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{Binary, Bson, DateTime, Document, doc};
-use mongodb::error::ErrorKind;
 use mongodb::options::CollectionOptions;
 use mongodb::{Collection, Database};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tracing::info;
 
-use crate::store::{DUPLICATE_KEY, StoreError, durable_write_concern};
+use super::client_ip::client_ip;
+use crate::config::TrustedProxies;
+use crate::storage::{StoreError, durable_write_concern, is_duplicate_key};
 
 /// The collection holding one salt per UTC day: `{_id: "YYYY-MM-DD", salt: BinData, created_at}`.
 pub const SALTS_COLLECTION: &str = "salts";
@@ -54,94 +49,6 @@ pub fn anonymous_user_id(salt: &Salt, site_id: &str, client_ip: Option<IpAddr>, 
     hasher.update(user_agent);
     let digest = hasher.finalize();
     digest[..ANONYMOUS_ID_HEX_DIGITS / 2].iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`): addresses
-/// and CIDR ranges. Empty by default: the header is then ignored, since any
-/// client can send it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
-
-/// A `TRUSTED_PROXIES` entry that is neither an IP address nor a CIDR range.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is neither an IP address nor a CIDR range")]
-pub struct BadProxyEntry(pub String);
-
-impl FromStr for TrustedProxies {
-    type Err = BadProxyEntry;
-
-    /// Parses a comma-separated list such as `10.0.0.1, 192.168.0.0/16, fd00::/8`
-    /// (empty entries skipped).
-    fn from_str(list: &str) -> Result<TrustedProxies, BadProxyEntry> {
-        let entries = list.split(',').map(str::trim).filter(|entry| !entry.is_empty());
-        let networks = entries.map(|entry| {
-            let network = match entry.parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip),
-                Err(_) => entry.parse::<IpNet>().map_err(|_| BadProxyEntry(entry.to_string()))?,
-            };
-            Ok(network.trunc())
-        });
-        Ok(TrustedProxies(networks.collect::<Result<_, _>>()?))
-    }
-}
-
-impl fmt::Debug for TrustedProxies {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|network| network.to_string())).finish()
-    }
-}
-
-impl TrustedProxies {
-    /// True when `ip` is one of the trusted proxies.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|network| network.contains(&ip))
-    }
-
-    /// True when no proxy is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// The client's address. The TCP `peer`, unless it is a trusted proxy: then the
-/// `X-Forwarded-For` chain (every such header, in order) is read from the right,
-/// each entry being the peer of the hop after it, and the first address that is
-/// not itself a trusted proxy is the client. Entries to the left of it were
-/// written by the client and are never believed. If every entry is trusted, the
-/// leftmost is the client; an unreadable entry stops the walk at the last
-/// address read.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
-    let mut client = peer.to_canonical();
-    if !trusted.contains(client) {
-        return client;
-    }
-    let chain: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .collect();
-    for entry in chain.into_iter().rev() {
-        let Some(hop) = forwarded_address(entry) else { break };
-        client = hop;
-        if !trusted.contains(hop) {
-            break;
-        }
-    }
-    client
-}
-
-/// An `X-Forwarded-For` entry's address: `1.2.3.4`, `2001:db8::1`, and the forms
-/// some proxies write with a port (`1.2.3.4:5678`, `[2001:db8::1]:443`).
-fn forwarded_address(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim().trim_matches('"');
-    let address = entry
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| entry.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
-        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
-    Some(address.to_canonical())
 }
 
 /// The UTC day of `at`, as `YYYY-MM-DD` (the `_id` of its salt).
@@ -238,13 +145,6 @@ fn stored_salt(day: &str, stored: &Document) -> Result<Salt, SaltError> {
     }
 }
 
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    match error.kind.as_ref() {
-        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(failure)) => failure.code == DUPLICATE_KEY,
-        _ => false,
-    }
-}
-
 /// What the API needs to give anonymous visitors their id: the daily salts and
 /// the trusted proxies.
 #[derive(Debug)]
@@ -282,14 +182,6 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn forwarded(values: &[&str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append("x-forwarded-for", value.parse().unwrap());
-        }
-        headers
-    }
-
     #[test]
     fn same_inputs_give_the_same_hex_id() {
         let id = anonymous_user_id(&SALT, "site-001", Some(ip("203.0.113.7")), UA);
@@ -323,58 +215,6 @@ mod tests {
             anonymous_user_id(&SALT, "s", Some(ip("::ffff:203.0.113.7")), UA),
             anonymous_user_id(&SALT, "s", Some(ip("203.0.113.7")), UA)
         );
-    }
-
-    #[test]
-    fn trusted_proxies_parse_addresses_and_ranges() {
-        let trusted: TrustedProxies = " 10.0.0.1, 192.168.0.0/16,,fd00::/8 ,172.16.5.9/12".parse().unwrap();
-        assert!(trusted.contains(ip("10.0.0.1")));
-        assert!(!trusted.contains(ip("10.0.0.2")));
-        assert!(trusted.contains(ip("192.168.44.3")));
-        assert!(trusted.contains(ip("fd12::1")));
-        assert!(trusted.contains(ip("172.31.0.1")), "host bits of a range are ignored");
-        assert!(trusted.contains(ip("::ffff:10.0.0.1")), "IPv4-mapped peers match IPv4 entries");
-        assert_eq!(format!("{trusted:?}"), r#"["10.0.0.1/32", "192.168.0.0/16", "fd00::/8", "172.16.0.0/12"]"#);
-        assert!("".parse::<TrustedProxies>().unwrap().is_empty());
-        for bad in ["localhost", "10.0.0.0/33", "10.0.0", "1.2.3.4:80"] {
-            let error = bad.parse::<TrustedProxies>().unwrap_err();
-            assert_eq!(error, BadProxyEntry(bad.to_string()));
-        }
-    }
-
-    #[test]
-    fn forwarded_for_is_ignored_from_an_untrusted_peer() {
-        let trusted: TrustedProxies = "10.0.0.1".parse().unwrap();
-        let headers = forwarded(&["198.51.100.1"]);
-        assert_eq!(client_ip(ip("203.0.113.7"), &headers, &trusted), ip("203.0.113.7"));
-        assert_eq!(client_ip(ip("203.0.113.7"), &headers, &TrustedProxies::default()), ip("203.0.113.7"));
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &TrustedProxies::default()), ip("10.0.0.1"));
-    }
-
-    #[test]
-    fn forwarded_for_from_a_trusted_proxy_gives_the_rightmost_untrusted_address() {
-        let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
-        let peer = ip("10.0.0.1");
-        let cases: &[(&[&str], &str)] = &[
-            (&[], "10.0.0.1"),
-            (&["198.51.100.1"], "198.51.100.1"),
-            // The client claimed 1.1.1.1; our proxy appended who really connected.
-            (&["1.1.1.1, 198.51.100.1"], "198.51.100.1"),
-            // Two trusted hops: skip them.
-            (&["1.1.1.1, 198.51.100.1, 10.0.0.9"], "198.51.100.1"),
-            (&["1.1.1.1", "198.51.100.1, 10.0.0.9"], "198.51.100.1"),
-            (&["10.0.0.7, 10.0.0.9"], "10.0.0.7"),
-            (&["198.51.100.1:4711"], "198.51.100.1"),
-            (&["[2001:db8::1]:443"], "2001:db8::1"),
-            (&["2001:db8::1"], "2001:db8::1"),
-            (&["\"[2001:db8::2]\""], "2001:db8::2"),
-            // Garbage left of a trusted hop: the last address read is the client.
-            (&["unknown, 10.0.0.9"], "10.0.0.9"),
-            (&["198.51.100.1, garbage"], "10.0.0.1"),
-        ];
-        for (values, expected) in cases {
-            assert_eq!(client_ip(peer, &forwarded(values), &trusted), ip(expected), "{values:?}");
-        }
     }
 
     #[test]

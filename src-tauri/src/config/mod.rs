@@ -1,6 +1,12 @@
 //! Configuration: the service's settings, read from the environment (and a `.env`
 //! file in the working directory) under the names and defaults of the original
 //! Node service, and validated before anything starts.
+//!
+//! Also here: [`trusted_proxies`] (`TRUSTED_PROXIES`, parsed with the rest) and
+//! [`desktop_settings`] (the desktop app's saved settings, which become a [`Config`]).
+
+pub mod desktop_settings;
+pub mod trusted_proxies;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,7 +16,7 @@ use std::time::Duration;
 
 use mongodb::options::ConnectionString;
 
-use crate::visitor::TrustedProxies;
+pub use trusted_proxies::TrustedProxies;
 
 /// The database used when `MONGO_URL` names none (`mongodb://host:27017/`).
 pub const DEFAULT_DATABASE: &str = "analytics_db";

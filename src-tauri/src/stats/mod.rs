@@ -7,6 +7,8 @@
 //! computed from `events` itself; that plain aggregation is the reference the
 //! fast path is tested against.
 
+pub mod export;
+
 use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
@@ -15,7 +17,7 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use serde::{Deserialize, Serialize};
 
 use crate::rollups::{self, HOUR_MS, count_of, hour_of, next_hour_boundary};
-use crate::store::{Store, StoreError};
+use crate::storage::{Store, StoreError};
 
 /// How many paths `top_paths` lists.
 pub const TOP_PATHS: usize = 10;

@@ -1,7 +1,7 @@
 //! Tracker: `GET /script.js`, the script a site includes to send page views
 //! (on load and on single-page navigation) and custom events to `POST /event`.
 //!
-//! Its source, `tracker/script.js`, is compiled in and served without its
+//! Its source, `tracker.js` beside this file, is compiled in and served without its
 //! comment lines and indentation (see [`script`]): small, and readable where it
 //! is kept. Served cacheable with an `ETag`, and loadable from any site.
 
@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// The tracker's commented source.
-const SOURCE: &str = include_str!("tracker/script.js");
+const SOURCE: &str = include_str!("tracker.js");
 
 /// How long browsers and caches may reuse the script before asking again (an
 /// hour, so a new version reaches every site within one); the ETag makes asking
@@ -68,7 +68,7 @@ where
         (status = 200, description = "The script, with an `ETag` and `Cache-Control: public, max-age=3600`",
             body = String, content_type = "application/javascript; charset=utf-8"),
         (status = 304, description = "The client's copy (`If-None-Match`) is current"),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 503, response = crate::http::openapi::Unavailable),
     )
 )]
 async fn serve_script(request_headers: HeaderMap) -> Response {

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use mongodb::bson::DateTime;
 
 use crate::stats::{self, Interval, MAX_BUCKETS, StatsFilter};
-use crate::store::{Store, StoreError};
+use crate::storage::{Store, StoreError};
 
 /// The MIME type of an export.
 pub const CSV_CONTENT_TYPE: &str = "text/csv; charset=utf-8";

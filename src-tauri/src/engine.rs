@@ -1,4 +1,4 @@
-//! Supervisor: the engine's one start/stop handle. [`Engine`] starts and stops
+//! Engine: the one start/stop handle. [`Engine`] starts and stops
 //! the API and the worker independently, reports their status, the pipeline
 //! counters and the queue depth, and reads stats. The headless binary and the
 //! desktop app are thin layers over it.
@@ -16,12 +16,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::api::{self, AccessRules, ApiState, BindError, WorkerHealth, WorkerProbe};
 use crate::config::Config;
-use crate::counters::{CountersSnapshot, PipelineCounters};
+use crate::http::{self, ApiState, BindError, WorkerHealth, WorkerProbe};
+use crate::rollups;
 use crate::stats::{self, SiteStats, SiteSummary, StatsFilter};
-use crate::store::{Store, StoreError};
-use crate::visitor::AnonymousVisitors;
+use crate::storage::{Store, StoreError};
+use crate::telemetry::counters::{CountersSnapshot, PipelineCounters};
 use crate::worker::Worker;
 
 /// The state of one part of the engine (API or worker).
@@ -135,7 +135,9 @@ impl Engine {
             .store
             .get_or_try_init(|| async {
                 let store = Store::connect(&self.inner.config).await?;
+                // Each stage that owns collections ensures its indexes.
                 store.ensure_indexes().await?;
+                rollups::ensure_indexes(store.database()).await?;
                 info!(database = %self.inner.config.database, url = %self.inner.config.masked_mongo_url(), "connected to the database");
                 Ok(store)
             })
@@ -169,7 +171,7 @@ impl Engine {
         }
         // The port first: a port problem is reported at once, database or not.
         let opened = async {
-            let listener = api::bind(self.inner.config.listen_addr()).await?;
+            let listener = http::bind(self.inner.config.listen_addr()).await?;
             let addr = listener.local_addr().map_err(|e| BindError::from_io(self.inner.config.listen_addr(), e))?;
             let store = self.store().await?.clone();
             Ok::<_, StartError>((store, listener, addr))
@@ -177,13 +179,11 @@ impl Engine {
         let (store, listener, addr) =
             opened.await.inspect_err(|e| part.set(PartStatus::Failed { reason: e.to_string() }))?;
 
-        let access = Arc::new(AccessRules::from_config(&self.inner.config));
-        let visitors = Arc::new(AnonymousVisitors::new(store.database(), self.inner.config.trusted_proxies.clone()));
         let state =
-            ApiState::new(store, self.inner.counters.clone(), access, visitors).with_worker(self.worker_probe());
-        let router = api::router(state);
+            ApiState::new(store, self.inner.counters.clone(), &self.inner.config).with_worker(self.worker_probe());
+        let router = http::router(state);
         let shutdown = CancellationToken::new();
-        let serving = api::serve(listener, router, shutdown.clone());
+        let serving = http::serve(listener, router, shutdown.clone());
         let task = part.spawn("API", async move { serving.await.map_err(|e| format!("the API stopped: {e}")) });
         info!("API listening on http://{addr}");
         part.set(PartStatus::Running { addr: Some(addr) });

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
 
-use super::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
-use crate::settings::{FieldErrors, Values};
-use crate::stats::{SiteStats, SiteSummary};
-use crate::supervisor::shutdown_signal;
-use crate::telemetry::{self, LogBuffer, LogLine};
+use analytics_desk::config::desktop_settings::{FieldErrors, Values};
+use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
+use analytics_desk::engine::shutdown_signal;
+use analytics_desk::stats::{SiteStats, SiteSummary};
+use analytics_desk::telemetry::{self, LogBuffer, LogLine};
 
 type Shared<'a> = State<'a, Arc<Controller>>;
 

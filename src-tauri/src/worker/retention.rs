@@ -20,7 +20,7 @@ use mongodb::{ClientSession, IndexModel};
 use tracing::info;
 
 use crate::rollups::{self, HOUR_MS};
-use crate::store::{Store, StoreError};
+use crate::storage::{Store, StoreError};
 
 /// How often the worker purges old events when retention is on.
 pub const PURGE_EVERY: Duration = Duration::from_secs(600);

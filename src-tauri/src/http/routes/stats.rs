@@ -1,0 +1,192 @@
+//! The stats routes: `GET /stats`, `/stats/timeseries`, `/stats/export.csv` and
+//! `/sites`. Each checks the token, parses its query and calls one stats function.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use mongodb::bson::DateTime;
+use utoipa::ToSchema;
+
+use crate::http::error::ApiError;
+use crate::http::openapi::{BadRequest, Unauthorized, Unavailable};
+use crate::http::query::{IntervalQuery, StatsQuery, parse_query};
+use crate::http::state::ApiState;
+use crate::stats::export::{self, CSV_CONTENT_TYPE, ExportError, ExportRequest};
+use crate::stats::{self, Bucket, Interval, SiteStats, SiteSummary};
+use crate::storage::StoreError;
+
+/// Longest wait for the stats queries.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a stats computation within [`STATS_TIMEOUT`].
+pub async fn within_stats_timeout<T>(work: impl Future<Output = Result<T, StoreError>>) -> Result<T, ApiError> {
+    match tokio::time::timeout(STATS_TIMEOUT, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(ApiError::Unavailable(error)),
+        Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(STATS_TIMEOUT))),
+    }
+}
+
+/// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…]`: exact totals, unique
+/// users, top paths and events per type.
+///
+/// Over processed events; an unknown site gives zeros. Top paths: the 10 most
+/// visited, by count descending then path ascending.
+#[utoipa::path(
+    get,
+    path = "/stats",
+    tag = "stats",
+    params(StatsQuery),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The site's figures", body = SiteStats),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn site_stats(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<SiteStats>, ApiError> {
+    state.token.authorize(&headers)?;
+    let filter = parse_query(query)?.filter()?;
+    Ok(Json(within_stats_timeout(stats::site_stats(&state.store, &filter)).await?))
+}
+
+/// The answer of `GET /stats/timeseries`.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Timeseries {
+    /// The site.
+    pub site_id: String,
+    /// The buckets' width.
+    pub interval: Interval,
+    /// The range's start (RFC 3339).
+    #[schema(format = DateTime)]
+    pub from: String,
+    /// The range's end, exclusive (RFC 3339).
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// Every bucket of the range in order, zeros included.
+    pub buckets: Vec<Bucket>,
+}
+
+/// `GET /stats/timeseries?site_id=…&interval=hour|day[&from][&to][&event_type]`:
+/// events per bucket. Without `to`, up to now; without `from`, the last 24 hours
+/// (hourly) or 30 days (daily).
+///
+/// Buckets are UTC hours or days; the first and last count only what is inside
+/// the range. At most 10,000 buckets.
+#[utoipa::path(
+    get,
+    path = "/stats/timeseries",
+    tag = "stats",
+    params(StatsQuery, IntervalQuery),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Events per bucket", body = Timeseries),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn site_timeseries(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+    interval: Result<Query<IntervalQuery>, QueryRejection>,
+) -> Result<Json<Timeseries>, ApiError> {
+    state.token.authorize(&headers)?;
+    let filter = parse_query(query)?.filter()?;
+    let interval = parse_query(interval)?.interval(Interval::Hour)?;
+    let to = filter.to.unwrap_or_else(DateTime::now);
+    let default_span = if interval == Interval::Hour { 24 } else { 30 } * interval.millis();
+    let from = filter.from.unwrap_or_else(|| DateTime::from_millis(to.timestamp_millis() - default_span));
+    if from > to {
+        return Err(ApiError::BadQuery("from must not be after to (to is exclusive)".into()));
+    }
+    if stats::bucket_count(interval, from, to) > stats::MAX_BUCKETS {
+        return Err(ApiError::BadQuery(format!(
+            "range too long: at most {} buckets; use interval=day or a shorter range",
+            stats::MAX_BUCKETS
+        )));
+    }
+    let buckets = within_stats_timeout(stats::timeseries(&state.store, &filter, interval, from, to)).await?;
+    let rfc3339 = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
+    Ok(Json(Timeseries { site_id: filter.site_id, interval, from: rfc3339(from), to: rfc3339(to), buckets }))
+}
+
+/// `GET /stats/export.csv?site_id=…[&from][&to][&event_type][&interval=day|hour]`:
+/// the site's stats and time series as one CSV download.
+///
+/// Rows of `section,key,value`: the filter, the summary (`total_events`,
+/// `unique_users`), the top paths, the events per type and every bucket (by day
+/// unless `interval=hour`). Without `from`, the range starts at the site's first
+/// event; without `to`, it ends now; every section covers that range. Text that
+/// a spreadsheet would run as a formula gets a leading `'`.
+#[utoipa::path(
+    get,
+    path = "/stats/export.csv",
+    tag = "stats",
+    params(StatsQuery, IntervalQuery),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The CSV, as an attachment named `<site>-stats.csv`", body = String,
+            content_type = "text/csv; charset=utf-8",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"<site>-stats.csv\"`")),
+            example = "section,key,value\nfilter,site_id,site-001\nsummary,total_events,3\npath,/pricing,2\n"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn export_csv(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+    interval: Result<Query<IntervalQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    state.token.authorize(&headers)?;
+    let filter = parse_query(query)?.filter()?;
+    let interval = parse_query(interval)?.interval(Interval::Day)?;
+    let request = ExportRequest { filter, interval };
+    let csv = match tokio::time::timeout(STATS_TIMEOUT, export::site_csv(&state.store, &request)).await {
+        Ok(Ok(csv)) => csv,
+        Ok(Err(ExportError::Store(error))) => return Err(ApiError::Unavailable(error)),
+        Ok(Err(too_long @ ExportError::TooManyBuckets { .. })) => return Err(ApiError::BadQuery(too_long.to_string())),
+        Err(_) => return Err(ApiError::Unavailable(StoreError::Timeout(STATS_TIMEOUT))),
+    };
+    let disposition = format!("attachment; filename=\"{}\"", export::file_name(&request.filter.site_id));
+    let disposition = header::HeaderValue::from_str(&disposition).expect("file names hold only safe characters");
+    let content_type = header::HeaderValue::from_static(CSV_CONTENT_TYPE);
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, disposition)], csv).into_response())
+}
+
+/// The answer of `GET /sites`.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SiteList {
+    /// Every site with processed events, most events first (then by id).
+    pub sites: Vec<SiteSummary>,
+}
+
+/// `GET /sites`: every site with processed events and its number of events.
+#[utoipa::path(
+    get,
+    path = "/sites",
+    tag = "stats",
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The sites", body = SiteList),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn list_sites(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<SiteList>, ApiError> {
+    state.token.authorize(&headers)?;
+    Ok(Json(SiteList { sites: within_stats_timeout(stats::sites(&state.store)).await? }))
+}

@@ -1,0 +1,35 @@
+//! Moving a batch without transactions (a standalone `mongod`): insert, then
+//! delete; a re-run meets the same `_id`s, refused by the `_id` index and
+//! ignored, so `events` stays exact.
+
+use mongodb::bson::{RawDocumentBuf, doc};
+use tracing::debug;
+
+use super::Worker;
+use super::batch::prepare_for_events;
+use crate::storage::{StoreError, only_duplicate_keys};
+
+impl Worker {
+    /// Moves a batch without a transaction: insert (duplicates of a re-run
+    /// ignored), then delete.
+    pub(super) async fn move_batch_idempotently(&self, lane: u32) -> Result<usize, StoreError> {
+        let (mut batch, mut claim) = self.read_claimed(None, lane).await?;
+        if batch.is_empty() {
+            claim.settle();
+            return Ok(0);
+        }
+        let moved = batch.len();
+        let ids = prepare_for_events(&mut batch);
+        let events = self.store.events().clone_with_type::<RawDocumentBuf>();
+        match events.insert_many(&batch).ordered(false).await {
+            Ok(_) => {}
+            Err(error) if only_duplicate_keys(&error) => {
+                debug!("batch was partly moved before (a re-run): existing events kept as they are");
+            }
+            Err(error) => return Err(error.into()),
+        }
+        self.store.queue().delete_many(doc! { "_id": { "$in": ids } }).await?;
+        claim.settle();
+        Ok(moved)
+    }
+}

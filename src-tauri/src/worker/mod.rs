@@ -1,0 +1,262 @@
+//! Worker: moves events from the queue collection into `events` in batches, and
+//! keeps the stats rollups (see `rollups`) in step.
+//!
+//! A batch is read in `_id` order and, where the deployment runs transactions
+//! (a replica set, Atlas, SecantusDB), moved in one transaction: insert into
+//! `events` with `processed_at` (keeping each queue entry's `_id`), rollup
+//! updates, delete from the queue. A crash or a concurrent worker therefore
+//! never counts a batch twice nor loses one; a conflicting worker's transaction
+//! is retried on a fresh read.
+//!
+//! On a standalone `mongod` (no transactions) the batch is moved idempotently
+//! instead: a re-run meets the same `_id`s, refused by the `_id` index and
+//! ignored, so `events` stays exact; the rollups are marked not ready and stats
+//! read `events` directly.
+//!
+//! A worker killed in the middle of a transaction leaves it open on the server,
+//! holding its documents until the server's transaction lifetime (60 s by
+//! default) runs out. So each worker registers its current session in
+//! `workers` with a heartbeat; a worker whose transaction conflicts ends the
+//! sessions of registered workers whose heartbeat stopped ([`DEAD_AFTER`]).
+//!
+//! Polling is a plain `find` (no tailable cursor, which Atlas's free tier lacks);
+//! a full batch is followed by the next at once.
+//!
+//! A worker moves [`LANES`] batches side by side, each in its own transaction:
+//! while one waits on the database, the other keeps it busy (measured: one
+//! lane at a time left a third of a 2-core machine idle). Lanes read in turn,
+//! each past the batches still in flight, so their batches never overlap; each
+//! lane counts into its own rollup shard (see `rollups`), so their
+//! transactions do not conflict.
+//!
+//! Rooms: [`lanes`] keeps the lanes' batches apart, [`head_window`] finds the
+//! queue's head cheaply, [`batch`] readies a batch for `events`,
+//! [`transactional`] and [`idempotent`] move it, [`sessions`] registers each
+//! worker's sessions and ends those of dead workers, and [`retention`] deletes
+//! expired events.
+
+mod batch;
+mod head_window;
+mod idempotent;
+mod lanes;
+pub mod retention;
+mod sessions;
+mod transactional;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::ClientSession;
+use mongodb::bson::DateTime;
+use mongodb::bson::oid::ObjectId;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::rollups::{self, KnownVisitors};
+use crate::storage::{Store, StoreError};
+use crate::telemetry::counters::PipelineCounters;
+use head_window::HeadWindow;
+use lanes::Lanes;
+
+pub use sessions::{DEAD_AFTER, HEARTBEAT, WORKERS_COLLECTION};
+
+/// Longest pause between retries while the database is unavailable.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Attempts at a batch whose transaction conflicts with another worker's before
+/// this worker leaves the queue to that one until its next poll. Batches share
+/// rollup documents (a site's counters), so workers on one queue take turns
+/// rather than move batches side by side; more workers add availability, not speed.
+const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
+/// Batches one worker moves side by side (see the module's doc). Two keep the
+/// database of a 2-core machine busy; three measured no faster.
+pub const LANES: u32 = 2;
+
+/// How this deployment lets a batch be moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveMode {
+    /// In one transaction, rollups included.
+    Transactional,
+    /// Without transactions: idempotent by `_id`, rollups not kept.
+    Idempotent,
+}
+
+/// The batch mover. Several may run at once, in any processes: see docs/deployment.md.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    store: Store,
+    batch_size: u32,
+    poll_interval: Duration,
+    counters: Arc<PipelineCounters>,
+    /// Found out (and the rollups made ready) before the first batch.
+    mode: Arc<OnceCell<MoveMode>>,
+    /// This worker's entry in [`WORKERS_COLLECTION`].
+    id: ObjectId,
+    /// Days events are kept (`RETENTION_DAYS`), if not for ever.
+    retention_days: Option<u32>,
+    /// Where the next batch is looked for.
+    head: Arc<std::sync::Mutex<HeadWindow>>,
+    /// Visitors already recorded in the rollups, so batches skip their lookup.
+    known_visitors: Arc<KnownVisitors>,
+    /// What the lanes share to keep their batches apart.
+    lanes: Arc<Lanes>,
+    /// Each lane's session, registered in [`WORKERS_COLLECTION`], with when it started.
+    sessions: Arc<std::sync::Mutex<HashMap<u32, (ClientSession, std::time::Instant)>>>,
+}
+
+impl Worker {
+    /// A worker over `store` moving up to `batch_size` events per batch.
+    pub fn new(store: Store, batch_size: u32, poll_interval: Duration, counters: Arc<PipelineCounters>) -> Worker {
+        Worker {
+            store,
+            batch_size,
+            poll_interval,
+            counters,
+            mode: Arc::default(),
+            id: ObjectId::new(),
+            retention_days: None,
+            head: Arc::default(),
+            known_visitors: Arc::default(),
+            lanes: Arc::default(),
+            sessions: Arc::default(),
+        }
+    }
+
+    /// The same worker, also deleting events older than `days` (see [`retention`]).
+    pub fn with_retention(mut self, days: Option<u32>) -> Worker {
+        self.retention_days = days;
+        self
+    }
+
+    /// Deletes the events older than the retention period, if one is set, and
+    /// returns how many went.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let Some(days) = self.retention_days else { return Ok(0) };
+        let transactional = self.mode().await? == MoveMode::Transactional;
+        retention::ensure_indexes(&self.store).await?;
+        retention::purge_before(&self.store, retention::cutoff(DateTime::now(), days), transactional).await
+    }
+
+    /// How this worker moves batches on its deployment. The first call asks the
+    /// server, and either makes the rollups ready (rebuilding them from `events`
+    /// if needed) or marks them not ready.
+    pub async fn mode(&self) -> Result<MoveMode, StoreError> {
+        let mode = self
+            .mode
+            .get_or_try_init(|| async {
+                if self.store.supports_transactions().await? {
+                    let owner = format!("worker pid {} at {}", std::process::id(), DateTime::now());
+                    rollups::make_ready(&self.store, &owner).await?;
+                    self.reap_dead_workers().await?;
+                    info!("batches move in transactions, with the stats rollups");
+                    Ok::<_, StoreError>(MoveMode::Transactional)
+                } else {
+                    warn!(
+                        "this MongoDB deployment runs no transactions (a standalone mongod): stats are computed \
+                         from all events on each request, exact but slower as they grow. Run mongod as a replica \
+                         set (one node is enough) for fast stats"
+                    );
+                    rollups::mark_not_ready(&self.store).await?;
+                    Ok(MoveMode::Idempotent)
+                }
+            })
+            .await?;
+        Ok(*mode)
+    }
+
+    /// Runs until `shutdown` is cancelled, moving batches in [`LANES`] lanes. A
+    /// batch that has started is always finished first, so stopping never
+    /// leaves one half done. Database errors never end the loop: the worker
+    /// backs off (up to [`MAX_BACKOFF`]), logging the outage once and the
+    /// recovery once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        info!("Worker running...");
+        info!(
+            queue = self.store.queue().name(),
+            batch_size = self.batch_size,
+            poll_ms = self.poll_interval.as_millis() as u64,
+            "Queue Ready"
+        );
+        let heartbeat = tokio::spawn(self.clone().beat(shutdown.clone()));
+        let lanes: Vec<_> =
+            (0..LANES).map(|lane| tokio::spawn(self.clone().run_lane(lane, shutdown.clone()))).collect();
+        for lane in lanes {
+            let _ = lane.await;
+        }
+        let _ = heartbeat.await;
+        self.unregister().await;
+        info!("worker stopped");
+    }
+
+    /// One lane's loop. Lane 0 also purges expired events and reports outages
+    /// (the other lanes meet the same ones).
+    async fn run_lane(self, lane: u32, shutdown: CancellationToken) {
+        let reports = lane == 0;
+        let mut backoff: Option<Duration> = None;
+        let mut last_purge: Option<tokio::time::Instant> = None;
+        while !shutdown.is_cancelled() {
+            if reports
+                && self.retention_days.is_some()
+                && last_purge.is_none_or(|at| at.elapsed() >= retention::PURGE_EVERY)
+            {
+                if let Err(error) = self.purge_expired().await {
+                    warn!(%error, "retention: could not delete old events; retrying at the next purge");
+                }
+                last_purge = Some(tokio::time::Instant::now());
+            }
+            let pause = match self.process_lane_batch(lane).await {
+                Ok(moved) => {
+                    if backoff.take().is_some() && reports {
+                        info!("database reachable again, worker resumed");
+                    }
+                    if moved == self.batch_size as usize {
+                        continue; // a full batch: more is probably waiting
+                    }
+                    self.poll_interval
+                }
+                Err(error) => {
+                    let next = match backoff {
+                        None => {
+                            if reports {
+                                warn!(%error, "worker cannot reach the database; retrying with backoff until it answers");
+                            }
+                            self.poll_interval.max(Duration::from_millis(100))
+                        }
+                        Some(previous) => {
+                            debug!(%error, lane, "worker still cannot reach the database");
+                            (previous * 2).min(MAX_BACKOFF)
+                        }
+                    };
+                    backoff = Some(next);
+                    next
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Moves one batch from the queue to `events` and returns how many events it
+    /// held (0 when the queue is empty, or when other workers kept winning it).
+    pub async fn process_batch(&self) -> Result<usize, StoreError> {
+        self.process_lane_batch(0).await
+    }
+
+    /// [`Worker::process_batch`] in lane `lane` (below [`LANES`]): batches of
+    /// different lanes may be moved at the same time.
+    pub async fn process_lane_batch(&self, lane: u32) -> Result<usize, StoreError> {
+        let mode = self.mode().await?;
+        let started = std::time::Instant::now();
+        let moved = match mode {
+            MoveMode::Transactional => self.move_batch_in_transaction(lane).await?,
+            MoveMode::Idempotent => self.move_batch_idempotently(lane).await?,
+        };
+        if moved > 0 {
+            self.counters.add_batch(moved as u64, started.elapsed());
+        }
+        Ok(moved)
+    }
+}

@@ -1,0 +1,217 @@
+//! Moving a batch in one transaction (replica sets, Atlas, SecantusDB): insert
+//! into `events`, delete from the queue, count into the lane's rollup shard and
+//! record new visitors, all or nothing; a conflict is retried on a fresh read.
+
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use mongodb::ClientSession;
+use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf, doc};
+use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
+use tracing::{debug, warn};
+
+use super::batch::prepare_for_events;
+use super::lanes::MovedBatch;
+use super::sessions::SESSION_REUSE;
+use super::{MAX_TRANSACTION_ATTEMPTS, Worker, retention};
+use crate::rollups::{self, RollupDeltas};
+use crate::storage::{StoreError, only_duplicate_keys};
+
+impl Worker {
+    /// Moves a batch in one transaction, retrying it (on a fresh read) when it
+    /// conflicts with another worker's.
+    ///
+    /// The lane's session is kept for the next batches (for up to
+    /// [`SESSION_REUSE`]), so that it is registered once, not once per batch; a
+    /// failed batch drops it.
+    pub(super) async fn move_batch_in_transaction(&self, lane: u32) -> Result<usize, StoreError> {
+        let kept = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&lane);
+        let (mut session, started) = match kept {
+            Some((session, started)) if started.elapsed() < SESSION_REUSE => (session, started),
+            _ => {
+                let session = self.store.client().start_session().await?;
+                self.register(&session, lane).await?;
+                (session, std::time::Instant::now())
+            }
+        };
+        let moved = self.move_batch_with(&mut session, lane).await;
+        if moved.is_ok() {
+            self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(lane, (session, started));
+        }
+        moved
+    }
+
+    /// [`Worker::move_batch_in_transaction`] with the lane's session.
+    async fn move_batch_with(&self, session: &mut ClientSession, lane: u32) -> Result<usize, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
+            let (batch, mut claim) = match self.read_claimed(Some(&mut *session), lane).await {
+                Ok(read) => read,
+                Err(error) => {
+                    let _ = session.abort_transaction().await;
+                    return Err(error);
+                }
+            };
+            let outcome = match self.move_within(&mut *session, batch, lane).await {
+                Ok(batch) if batch.moved == 0 => {
+                    claim.settle();
+                    session.abort_transaction().await?;
+                    return Ok(0);
+                }
+                Ok(batch) => session.commit_transaction().await.map_err(TransactionError::from).map(|()| {
+                    claim.settle();
+                    self.known_visitors.remember(batch.visitors);
+                    batch.moved
+                }),
+                Err(error) => {
+                    // The server may have aborted it already; nothing else to undo.
+                    let _ = session.abort_transaction().await;
+                    Err(error)
+                }
+            };
+            drop(claim);
+            match outcome {
+                Ok(moved) => return Ok(moved),
+                Err(TransactionError::Conflict(reason)) if attempt < MAX_TRANSACTION_ATTEMPTS => {
+                    self.counters.add_batch_conflict();
+                    debug!(attempt, reason, "batch transaction conflicted with another worker; retrying");
+                    // The other may be a dead worker's abandoned transaction.
+                    self.reap_dead_workers().await?;
+                    // Jitter, so that two conflicting workers do not meet again at once.
+                    let jitter = rand::random_range(0..10u64);
+                    tokio::time::sleep(Duration::from_millis(jitter * u64::from(attempt.min(5)))).await;
+                }
+                Err(TransactionError::Conflict(reason)) => {
+                    self.counters.add_batch_conflict();
+                    debug!(reason, "another worker is moving the queue; leaving it to that one until the next poll");
+                    return Ok(0);
+                }
+                Err(TransactionError::AlreadyMoved(ids)) => {
+                    // Then the rest of the batch, on a fresh read.
+                    self.discard_already_moved(ids).await?;
+                }
+                Err(TransactionError::Store(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The work of one batch transaction after its read: insert, delete, count
+    /// (into `lane`'s shard), record the visitors. Returns what to do once committed.
+    async fn move_within(
+        &self,
+        session: &mut ClientSession,
+        mut batch: Vec<RawDocumentBuf>,
+        lane: u32,
+    ) -> Result<MovedBatch, TransactionError> {
+        if batch.is_empty() {
+            return Ok(MovedBatch::empty());
+        }
+        let moved = batch.len();
+        let ids = prepare_for_events(&mut batch);
+        let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
+        let events = self.store.events().clone_with_type::<RawDocumentBuf>();
+        match events.insert_many(&batch).session(&mut *session).await {
+            Ok(_) => {}
+            Err(error) if only_duplicate_keys(&error) => return Err(TransactionError::AlreadyMoved(ids)),
+            Err(error) => return Err(error.into()),
+        }
+        // The batch is the head of the queue in this transaction's snapshot, so
+        // the range of its `_id`s holds exactly it: a range delete is cheaper than
+        // looking up each `_id`, and the count below catches any difference.
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(MovedBatch::empty()) };
+        let head = doc! { "_id": { "$gte": first, "$lte": last } };
+        let deleted = self.store.queue().delete_many(head).session(&mut *session).await?;
+        if deleted.deleted_count != moved as u64 {
+            // Another worker moved some of these since our read, or the range
+            // held more than the batch: start again from a fresh read.
+            return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
+        }
+        let db = self.store.database();
+        deltas.add_counts(db, Some(&mut *session), lane).await?;
+        // Visitors last, one lane at a time until its commit: a lane then finds
+        // the visitors the other just recorded among the known ones, instead of
+        // inserting them again (its snapshot predates that commit) and conflicting.
+        let visitors_turn = self.lanes.visitors.clone().lock_owned().await;
+        // Retention deletes the hourly visitors of expired hours, in any
+        // process: those near its cutoff are looked up, never remembered.
+        let trusted_from = self.retention_days.map(|days| {
+            let cutoff = retention::cutoff(DateTime::now(), days);
+            DateTime::from_millis(cutoff.timestamp_millis() + 24 * rollups::HOUR_MS)
+        });
+        self.known_visitors.trust_hours_from(trusted_from);
+        let visitors = match deltas.record_visitors(db, Some(session), Some(&self.known_visitors)).await {
+            Ok(visitors) => visitors,
+            // A new visitor recorded by a concurrent batch (of another worker,
+            // or one this worker could not remember): retry.
+            Err(StoreError::Operation(error)) if only_duplicate_keys(&error) => {
+                return Err(TransactionError::Conflict("a visitor recorded by a concurrent batch".into()));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok(MovedBatch { moved, visitors, _visitors_turn: Some(visitors_turn) })
+    }
+
+    /// Drops from the queue the entries of `ids` that are already in `events`:
+    /// left by an idempotent (transaction-less) move that crashed before its
+    /// delete, on a database since moved to a replica set; the rollups, rebuilt
+    /// from `events` then, already count them.
+    async fn discard_already_moved(&self, ids: Vec<Bson>) -> Result<(), StoreError> {
+        let present: Vec<Bson> = self
+            .store
+            .events()
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .into_iter()
+            .filter_map(|event| event.get("_id").cloned())
+            .collect();
+        warn!(
+            events = present.len(),
+            "queue entries already in events (from an earlier crash): removed from the queue"
+        );
+        self.store.queue().delete_many(doc! { "_id": { "$in": present } }).await?;
+        Ok(())
+    }
+}
+
+/// Why a batch transaction did not commit.
+#[derive(Debug)]
+enum TransactionError {
+    /// Another worker touched the same documents: retry on a fresh read.
+    Conflict(String),
+    /// Some entries of the batch are already in `events`.
+    AlreadyMoved(Vec<Bson>),
+    /// The database failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for TransactionError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Operation(error) => error.into(),
+            other => TransactionError::Store(other),
+        }
+    }
+}
+
+impl From<mongodb::error::Error> for TransactionError {
+    fn from(error: mongodb::error::Error) -> Self {
+        // The driver also labels network failures inside a transaction as
+        // transient; those are an outage (back off, warn), not a conflict.
+        let command = match error.kind.as_ref() {
+            mongodb::error::ErrorKind::Command(command) => Some(command),
+            _ => None,
+        };
+        if let Some(command) = command
+            && error.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        {
+            TransactionError::Conflict(command.code_name.clone())
+        } else {
+            TransactionError::Store(error.into())
+        }
+    }
+}
