@@ -252,18 +252,9 @@ impl<'a> RollupDeltas<'a> {
 
 #[cfg(test)]
 mod tests {
-    use mongodb::bson::RawDocumentBuf;
-
     use super::*;
     use crate::rollups::HOUR_MS;
-
-    fn event(site: &str, kind: &str, path: &str, user: &str, millis: i64) -> RawDocumentBuf {
-        let event = doc! {
-            "site_id": site, "event_type": kind, "path": path, "user_id": user,
-            "timestamp": DateTime::from_millis(millis),
-        };
-        RawDocumentBuf::from_document(&event).expect("a valid document")
-    }
+    use crate::rollups::tests::event;
 
     #[test]
     fn deltas_count_events_and_note_users_once() {

@@ -113,18 +113,9 @@ impl KnownVisitors {
 
 #[cfg(test)]
 mod tests {
-    use mongodb::bson::{RawDocumentBuf, doc};
-
     use super::*;
+    use crate::rollups::tests::event;
     use crate::rollups::{HOUR_MS, RollupDeltas};
-
-    fn event(site: &str, kind: &str, path: &str, user: &str, millis: i64) -> RawDocumentBuf {
-        let event = doc! {
-            "site_id": site, "event_type": kind, "path": path, "user_id": user,
-            "timestamp": DateTime::from_millis(millis),
-        };
-        RawDocumentBuf::from_document(&event).expect("a valid document")
-    }
 
     #[test]
     fn known_visitors_are_remembered_only_where_trusted_and_bounded() {

@@ -149,8 +149,19 @@ pub fn count_of(value: Option<&Bson>) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use mongodb::bson::RawDocumentBuf;
+
     use super::*;
+
+    /// An event as the queue holds it, for the rollups' unit tests.
+    pub(crate) fn event(site: &str, kind: &str, path: &str, user: &str, millis: i64) -> RawDocumentBuf {
+        let event = doc! {
+            "site_id": site, "event_type": kind, "path": path, "user_id": user,
+            "timestamp": DateTime::from_millis(millis),
+        };
+        RawDocumentBuf::from_document(&event).expect("a valid document")
+    }
 
     #[test]
     fn hours_are_utc_hour_starts() {
