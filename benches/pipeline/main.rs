@@ -40,11 +40,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{DateTime, Document, doc};
@@ -56,14 +54,18 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-const OUR_BINARY: &str = env!("CARGO_BIN_EXE_analytics-service");
-/// The queue collection, named explicitly (`QUEUE_NAME`) for both systems.
-const QUEUE: &str = "events_queue";
-const EVENTS: &str = "events";
+mod numbers;
+mod processes;
+mod settings;
+mod systems;
+
+use numbers::{grouped, median, milliseconds, percentile, ratio, shown, yes_no};
+use processes::{DatabaseServer, Deployment, die_with_harness, load_average, memory_mb};
+use settings::{BATCH_SIZE, EVENTS, OUR_BINARY, POLL_MS, QUEUE, Settings};
+use systems::{BySystem, Part, System};
+
 /// The one site every generated event belongs to.
 const SITE: &str = "site-001";
-const BATCH_SIZE: u32 = 1000;
-const POLL_MS: u64 = 200;
 const WRK_THREADS: u32 = 2;
 const WRK_CONNECTIONS: u64 = 32;
 /// Documents per `insert_many` when the harness fills a collection or measures the
@@ -93,10 +95,6 @@ const DRAIN_POLL_LONG: Duration = Duration::from_secs(1);
 const DRAIN_POLL_STARTING: Duration = Duration::from_millis(250);
 /// Queue length below which a drain is checked every [`DRAIN_POLL`].
 const DRAIN_SHORT_QUEUE: u64 = 10_000;
-/// How long a process may take to come up (database, API).
-const START_LIMIT: Duration = Duration::from_secs(60);
-/// How long a stopped process gets between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Pause after an API answers before its idle memory is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
@@ -109,309 +107,6 @@ fn main() {
         let results = bench.run().await;
         bench.finish(&results).await;
     });
-}
-
-// ---------------------------------------------------------------------------
-// Settings
-// ---------------------------------------------------------------------------
-
-struct Settings {
-    rounds: usize,
-    wrk_seconds: u64,
-    raw_insert_seconds: u64,
-    drain_events: usize,
-    stats_sizes: Vec<usize>,
-    /// The phases to run (`BENCH_PHASES`); all when unset.
-    phases: Option<Vec<String>>,
-    secantusd: PathBuf,
-    seed_app_dir: PathBuf,
-    wrk_script: PathBuf,
-}
-
-impl Settings {
-    fn from_env() -> Settings {
-        let quick = std::env::var("BENCH_QUICK").is_ok_and(|value| value == "1");
-        let number = |name: &str, default: u64| match std::env::var(name) {
-            Ok(value) => {
-                value.trim().parse().unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}"))
-            }
-            Err(_) => default,
-        };
-        let stats_sizes = match std::env::var("BENCH_STATS_SIZES") {
-            Ok(list) => list.split(',').map(parse_size).collect(),
-            Err(_) if quick => vec![10_000],
-            Err(_) => vec![10_000, 100_000, 1_000_000],
-        };
-        let required_path = |name: &str| {
-            PathBuf::from(std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; scripts/bench.sh sets it")))
-        };
-        let settings = Settings {
-            rounds: number("BENCH_ROUNDS", if quick { 1 } else { 3 }) as usize,
-            wrk_seconds: number("BENCH_SECONDS", if quick { 3 } else { 10 }),
-            raw_insert_seconds: if quick { 2 } else { 5 },
-            drain_events: if quick { 20_000 } else { 200_000 },
-            stats_sizes,
-            phases: std::env::var("BENCH_PHASES")
-                .ok()
-                .map(|list| list.split(',').map(|phase| phase.trim().to_string()).collect()),
-            secantusd: required_path("SECANTUSD"),
-            seed_app_dir: required_path("SEED_APP_DIR"),
-            wrk_script: std::env::var("WRK_SCRIPT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/post_event.lua")),
-        };
-        if let Some(phases) = &settings.phases {
-            let unknown: Vec<&String> = phases.iter().filter(|phase| !PHASES.contains(&phase.as_str())).collect();
-            assert!(unknown.is_empty(), "BENCH_PHASES: unknown {unknown:?}; the phases are {PHASES:?}");
-        }
-        assert!(settings.rounds >= 1 && settings.wrk_seconds >= 1, "BENCH_ROUNDS and BENCH_SECONDS must be at least 1");
-        assert!(
-            settings.seed_app_dir.join("node_modules").is_dir(),
-            "SEED_APP_DIR has no node_modules: run npm install"
-        );
-        assert!(settings.wrk_script.is_file(), "WRK_SCRIPT {} is not a file", settings.wrk_script.display());
-        settings
-    }
-
-    /// Whether `phase` (one of [`PHASES`]) is to run.
-    fn runs(&self, phase: &str) -> bool {
-        self.phases.as_ref().is_none_or(|phases| phases.iter().any(|p| p == phase))
-    }
-}
-
-/// The phases `BENCH_PHASES` may name.
-const PHASES: [&str; 5] = ["ingest", "batch", "drain", "stats", "visibility"];
-
-/// `10000`, `10k` or `1M`.
-fn parse_size(text: &str) -> usize {
-    let text = text.trim();
-    let (digits, factor) = match text.strip_suffix(['k', 'K']) {
-        Some(digits) => (digits, 1_000),
-        None => text.strip_suffix('M').map_or((text, 1), |digits| (digits, 1_000_000)),
-    };
-    digits.parse::<usize>().map(|n| n * factor).unwrap_or_else(|_| panic!("BENCH_STATS_SIZES: bad size {text:?}"))
-}
-
-// ---------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------
-
-/// A process the harness started. Dropping it stops it (SIGTERM, SIGKILL after
-/// [`STOP_GRACE`]), so none outlives its phase or a panic; `PR_SET_PDEATHSIG` kills
-/// it if the harness itself dies. Its stdout and stderr go to `log`.
-struct ChildProcess {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl ChildProcess {
-    fn spawn(name: &str, mut command: Command, log: &Path) -> ChildProcess {
-        let output = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-        let errors = output.try_clone().expect("clone the log file handle");
-        command.stdin(Stdio::null()).stdout(output).stderr(errors);
-        die_with_harness(&mut command);
-        let child =
-            command.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", command.get_program()));
-        ChildProcess { name: name.to_string(), child, log: log.to_path_buf() }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Panics, showing the end of its log, if the process has exited.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("poll a child process") {
-            let log = fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-            panic!("{} exited ({status}); end of {}:\n{tail}", self.name, self.log.display());
-        }
-    }
-}
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        // SAFETY: plain kill(2) on our own child, not reaped yet, so its pid is still ours.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Makes the process started by `command` get SIGKILL when the thread that starts
-/// it (the harness's only thread) dies, however it dies.
-fn die_with_harness(command: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // prctl, which is async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
-fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-/// A port that was free a moment ago on loopback.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
-}
-
-/// `VmRSS` (resident now) or `VmHWM` (peak resident) of a process, in MB (10^6 bytes).
-fn memory_mb(pid: u32, field: &str) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    kib * 1024.0 / 1e6
-}
-
-/// The database server of the run, on a free port, over a temporary storage dir
-/// removed after the server stops (fields drop in order). The dir is in the logs
-/// dir, which the next run wipes should this one be killed.
-struct DatabaseServer {
-    /// Held for its `Drop`, which stops the server.
-    _process: ChildProcess,
-    port: u16,
-    _storage: tempfile::TempDir,
-}
-
-impl DatabaseServer {
-    fn start(binary: &Path, logs_dir: &Path) -> DatabaseServer {
-        let log = logs_dir.join("secantusd-rs.log");
-        let storage = tempfile::Builder::new().prefix("db-").tempdir_in(logs_dir).expect("temp dir");
-        let port = free_port();
-        let mut command = Command::new(binary);
-        command.arg("--port").arg(port.to_string()).arg("--storage-path").arg(storage.path().join("data"));
-        let mut process = ChildProcess::spawn("secantusd-rs", command, &log);
-        let deadline = Instant::now() + START_LIMIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            process.assert_running();
-            assert!(Instant::now() < deadline, "secantusd-rs did not listen on {port}; see {}", log.display());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        DatabaseServer { _process: process, port, _storage: storage }
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("mongodb://127.0.0.1:{}/{database}", self.port)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The two systems
-// ---------------------------------------------------------------------------
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum System {
-    Seed,
-    Ours,
-}
-
-impl System {
-    fn name(self) -> &'static str {
-        match self {
-            System::Seed => "seed",
-            System::Ours => "ours",
-        }
-    }
-
-    /// Both systems, in the order of `round`: the first goes first in odd rounds.
-    fn in_turn(round: usize) -> [System; 2] {
-        if round % 2 == 1 { [System::Seed, System::Ours] } else { [System::Ours, System::Seed] }
-    }
-}
-
-/// Which parts of a system run: `analytics-service api|worker|all`; for the seed,
-/// `server.js`, `worker/processor.js`, or both.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Part {
-    Api,
-    Worker,
-    All,
-}
-
-impl Part {
-    fn name(self) -> &'static str {
-        match self {
-            Part::Api => "api",
-            Part::Worker => "worker",
-            Part::All => "all",
-        }
-    }
-
-    fn serves_api(self) -> bool {
-        matches!(self, Part::Api | Part::All)
-    }
-
-    fn runs_worker(self) -> bool {
-        matches!(self, Part::Worker | Part::All)
-    }
-}
-
-/// The running processes of one system (the API first, if any); stopped when dropped.
-struct Deployment {
-    processes: Vec<ChildProcess>,
-    base_url: Option<String>,
-}
-
-impl Deployment {
-    fn base_url(&self) -> &str {
-        self.base_url.as_deref().expect("this deployment serves the API")
-    }
-
-    /// The process answering HTTP (ours: the only one).
-    fn api_pid(&self) -> u32 {
-        self.processes[0].pid()
-    }
-
-    fn assert_running(&mut self) {
-        self.processes.iter_mut().for_each(ChildProcess::assert_running);
-    }
-}
-
-/// Two values, one per system.
-#[derive(Default)]
-struct BySystem<T> {
-    seed: T,
-    ours: T,
-}
-
-impl<T> BySystem<T> {
-    fn get(&self, system: System) -> &T {
-        match system {
-            System::Seed => &self.seed,
-            System::Ours => &self.ours,
-        }
-    }
-
-    fn get_mut(&mut self, system: System) -> &mut T {
-        match system {
-            System::Seed => &mut self.seed,
-            System::Ours => &mut self.ours,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -691,47 +386,6 @@ struct Results {
     visibility: BySystem<VisibilityRun>,
 }
 
-/// Nearest-rank percentile (`fraction` 0.5 for the median); `None` without samples.
-fn percentile(samples: &[f64], fraction: f64) -> Option<f64> {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = (fraction * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
-}
-
-fn median(samples: &[f64]) -> Option<f64> {
-    percentile(samples, 0.5)
-}
-
-/// `12,345` (rounded to a whole number).
-fn grouped(value: f64) -> String {
-    let digits = format!("{:.0}", value.abs());
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    if value < 0.0 { format!("-{out}") } else { out }
-}
-
-fn shown(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
-    value.map_or_else(|| "—".to_string(), format)
-}
-
-fn milliseconds(value: f64) -> String {
-    if value < 100.0 { format!("{value:.1}") } else { grouped(value) }
-}
-
-fn ratio(ours: Option<f64>, seed: Option<f64>) -> Option<f64> {
-    Some(ours? / seed?).filter(|r| r.is_finite())
-}
-
-fn yes_no(met: bool) -> &'static str {
-    if met { "yes" } else { "**no**" }
-}
-
 // ---------------------------------------------------------------------------
 // The benchmark
 // ---------------------------------------------------------------------------
@@ -841,60 +495,7 @@ impl Bench {
     /// Starts `part` of `system` on `database`, and waits until its API answers.
     async fn deploy(&self, system: System, part: Part, database: &Database, label: &str) -> Deployment {
         let url = self.server.url(database.name());
-        let port = free_port();
-        let log = |process: &str| self.logs_dir.join(format!("{label}-{process}.log"));
-        let mut processes = Vec::new();
-        match system {
-            System::Ours => {
-                let mut command = Command::new(OUR_BINARY);
-                command.arg(part.name()).current_dir(&self.logs_dir); // no .env there
-                for name in ["API_TOKEN", "ALLOWED_SITES"] {
-                    command.env_remove(name);
-                }
-                command
-                    .env("PORT", port.to_string())
-                    .env("HOST", "127.0.0.1")
-                    .env("MONGO_URL", &url)
-                    .env("QUEUE_NAME", QUEUE)
-                    .env("BATCH_SIZE", BATCH_SIZE.to_string())
-                    .env("POLL_MS", POLL_MS.to_string())
-                    .env("RUST_LOG", "warn");
-                processes.push(ChildProcess::spawn(&format!("ours {}", part.name()), command, &log(part.name())));
-            }
-            System::Seed => {
-                if part.serves_api() {
-                    let mut command = Command::new("node");
-                    command.arg("server.js").current_dir(&self.settings.seed_app_dir);
-                    command.env("PORT", port.to_string()).env("MONGO_URL", &url).env("QUEUE_NAME", QUEUE);
-                    processes.push(ChildProcess::spawn("seed server.js", command, &log("server")));
-                }
-                if part.runs_worker() {
-                    let mut command = Command::new("node");
-                    command.arg("worker/processor.js").current_dir(&self.settings.seed_app_dir);
-                    command
-                        .env("MONGO_URL", &url)
-                        .env("QUEUE_NAME", QUEUE)
-                        .env("BATCH_SIZE", BATCH_SIZE.to_string())
-                        .env("POLL_MS", POLL_MS.to_string());
-                    processes.push(ChildProcess::spawn("seed worker/processor.js", command, &log("worker")));
-                }
-            }
-        }
-        let mut deployment =
-            Deployment { processes, base_url: part.serves_api().then(|| format!("http://127.0.0.1:{port}")) };
-        if let Some(base) = deployment.base_url.clone() {
-            let deadline = Instant::now() + START_LIMIT;
-            loop {
-                deployment.assert_running();
-                let probe = self.http.get(format!("{base}/stats?site_id=probe")).send().await;
-                if probe.is_ok_and(|response| response.status() == StatusCode::OK) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{} {} did not answer at {base}", system.name(), part.name());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        deployment
+        Deployment::start(system, part, &url, label, &self.logs_dir, &self.settings.seed_app_dir, &self.http).await
     }
 
     async fn wrk(&self, url: &str, script: &Path) -> WrkRun {
