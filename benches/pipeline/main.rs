@@ -38,48 +38,34 @@
 //! `stats`, `visibility`; all by default), and `BENCH_QUICK=1` for a smoke run (1 round, 3 s of wrk, 10k
 //! events for stats, a drain of 20k); explicit knobs win over `BENCH_QUICK`.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mongodb::bson::{DateTime, Document, doc};
+use mongodb::bson::{Document, doc};
 use mongodb::options::{CollectionOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use reqwest::StatusCode;
-use serde::Deserialize;
 use serde_json::json;
 
+mod dataset;
 mod numbers;
 mod processes;
 mod settings;
 mod systems;
+mod wrk;
 
+use dataset::{EventGenerator, INSERT_BATCH_DOCS, SITE, SiteStats, Timestamps, fill, stats_difference};
 use numbers::{grouped, median, milliseconds, percentile, ratio, shown, yes_no};
-use processes::{DatabaseServer, Deployment, die_with_harness, load_average, memory_mb};
+use processes::{DatabaseServer, Deployment, load_average, memory_mb};
 use settings::{BATCH_SIZE, EVENTS, OUR_BINARY, POLL_MS, QUEUE, Settings};
 use systems::{BySystem, Part, System};
+use wrk::{WRK_CONNECTIONS, WRK_THREADS};
 
-/// The one site every generated event belongs to.
-const SITE: &str = "site-001";
-const WRK_THREADS: u32 = 2;
-const WRK_CONNECTIONS: u64 = 32;
-/// Documents per `insert_many` when the harness fills a collection or measures the
-/// database's raw rate.
-const INSERT_BATCH_DOCS: usize = 1000;
 /// Events per request in the generated wrk script for `POST /events`.
 const EVENTS_PER_BATCH_REQUEST: u64 = 100;
-const DISTINCT_PATHS: u32 = 50;
-const DISTINCT_USERS: u32 = 1000;
-const TIMESTAMP_SPREAD_MS: i64 = 30 * 24 * 3600 * 1000;
-/// How long the live backlog of the drain took to build up.
-const LIVE_SPAN_MS: i64 = 3600 * 1000;
-/// Every phase generates the same events from this seed, so both systems get the same data.
-const DATA_SEED: u64 = 4;
 const STATS_WARMUPS: usize = 2;
 const STATS_SAMPLES: usize = 20;
 const VISIBILITY_SAMPLES: usize = 20;
@@ -109,142 +95,6 @@ fn main() {
     });
 }
 
-// ---------------------------------------------------------------------------
-// Generated events and the figures they must give
-// ---------------------------------------------------------------------------
-
-/// When generated events happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timestamps {
-    /// At random over the last 30 days: a history, as an import of old events
-    /// would queue it (and as stats over time ranges need).
-    History,
-    /// In order over the last hour, `count` events: a backlog of live traffic,
-    /// as a queue fills while its worker is down or behind.
-    Live { count: usize },
-}
-
-/// Queue-shaped events of [`SITE`] (`site_id`, `event_type`, `path`, `user_id`,
-/// `timestamp` as [`Timestamps`] says, `ingested_at`), the same sequence every
-/// time ([`DATA_SEED`]).
-/// Paths are skewed (low numbers more frequent), so top paths are meaningful.
-struct EventGenerator {
-    rng: StdRng,
-    now_ms: i64,
-    timestamps: Timestamps,
-    made: usize,
-}
-
-impl EventGenerator {
-    fn new() -> EventGenerator {
-        EventGenerator::with(Timestamps::History)
-    }
-
-    fn with(timestamps: Timestamps) -> EventGenerator {
-        EventGenerator {
-            rng: StdRng::seed_from_u64(DATA_SEED),
-            now_ms: DateTime::now().timestamp_millis(),
-            timestamps,
-            made: 0,
-        }
-    }
-
-    fn next_event(&mut self) -> Document {
-        let path = self.rng.random_range(0..DISTINCT_PATHS).min(self.rng.random_range(0..DISTINCT_PATHS));
-        let user = self.rng.random_range(0..DISTINCT_USERS);
-        let age_ms = match self.timestamps {
-            Timestamps::History => self.rng.random_range(0..TIMESTAMP_SPREAD_MS),
-            Timestamps::Live { count } => {
-                let left = count.saturating_sub(self.made) as i64;
-                LIVE_SPAN_MS * left / count.max(1) as i64
-            }
-        };
-        self.made += 1;
-        doc! {
-            "site_id": SITE,
-            "event_type": "page_view",
-            "path": format!("/p{path}"),
-            "user_id": format!("user{user}"),
-            "timestamp": DateTime::from_millis(self.now_ms - age_ms),
-            "ingested_at": DateTime::from_millis(self.now_ms),
-        }
-    }
-}
-
-/// What `GET /stats` answers (fields it may add are ignored).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-struct SiteStats {
-    total_events: u64,
-    unique_users: u64,
-    top_paths: Vec<PathCount>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-struct PathCount {
-    path: String,
-    count: u64,
-}
-
-/// The harness's own count of the events it generated: the expected stats.
-#[derive(Default)]
-struct Tally {
-    total: u64,
-    users: HashSet<String>,
-    paths: HashMap<String, u64>,
-}
-
-impl Tally {
-    fn record(&mut self, event: &Document) {
-        self.total += 1;
-        self.users.insert(event.get_str("user_id").expect("generated user_id").to_string());
-        *self.paths.entry(event.get_str("path").expect("generated path").to_string()).or_default() += 1;
-    }
-
-    /// The exact stats: top 10 paths by count descending, then path ascending.
-    fn expected_stats(&self) -> SiteStats {
-        let mut top_paths: Vec<PathCount> =
-            self.paths.iter().map(|(path, &count)| PathCount { path: path.clone(), count }).collect();
-        top_paths.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-        top_paths.truncate(10);
-        SiteStats { total_events: self.total, unique_users: self.users.len() as u64, top_paths }
-    }
-}
-
-/// How `got` differs from `expected` (top paths compared only if `with_top_paths`).
-fn stats_difference(got: &SiteStats, expected: &SiteStats, with_top_paths: bool) -> Option<String> {
-    let mut differences = Vec::new();
-    if got.total_events != expected.total_events {
-        differences.push(format!("total_events {} (expected {})", got.total_events, expected.total_events));
-    }
-    if got.unique_users != expected.unique_users {
-        differences.push(format!("unique_users {} (expected {})", got.unique_users, expected.unique_users));
-    }
-    if with_top_paths && got.top_paths != expected.top_paths {
-        let describe =
-            |paths: &[PathCount]| paths.iter().map(|p| format!("{}={}", p.path, p.count)).collect::<Vec<_>>().join(" ");
-        differences.push(format!(
-            "top_paths [{}] (expected [{}])",
-            describe(&got.top_paths),
-            describe(&expected.top_paths)
-        ));
-    }
-    (!differences.is_empty()).then(|| differences.join("; "))
-}
-
-/// Inserts `count` generated events into `collection` in batches of
-/// [`INSERT_BATCH_DOCS`], and returns their tally.
-async fn fill(collection: &Collection<Document>, count: usize, generator: &mut EventGenerator) -> Tally {
-    let mut tally = Tally::default();
-    let mut left = count;
-    while left > 0 {
-        let batch: Vec<Document> = (0..left.min(INSERT_BATCH_DOCS)).map(|_| generator.next_event()).collect();
-        batch.iter().for_each(|event| tally.record(event));
-        collection.insert_many(&batch).await.expect("insert_many while filling");
-        left -= batch.len();
-    }
-    tally
-}
-
 /// The number of documents once it has stopped changing (requests still in
 /// flight when wrk stopped may land a little later), within 10 s.
 async fn settled_count(collection: &Collection<Document>) -> u64 {
@@ -257,57 +107,6 @@ async fn settled_count(collection: &Collection<Document>) -> u64 {
             return now;
         }
         last = now;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// wrk
-// ---------------------------------------------------------------------------
-
-/// What wrk reported.
-struct WrkRun {
-    requests: u64,
-    requests_per_sec: f64,
-    seconds: f64,
-    non_2xx: u64,
-    /// Requests wrk gave up on (2 s): possibly stored, never counted as completed.
-    timeouts: u64,
-    /// wrk's "Socket errors" line, if any.
-    socket_errors: Option<String>,
-}
-
-fn parse_wrk(output: &str) -> WrkRun {
-    let field_after = |label: &str| {
-        output.lines().find_map(|line| line.trim().strip_prefix(label).map(|rest| rest.trim().to_string()))
-    };
-    // "  24567 requests in 10.01s, 3.45MB read"
-    let summary = output.lines().find(|line| line.contains(" requests in ")).expect("wrk's summary line");
-    let mut words = summary.split_whitespace();
-    let requests = words.next().and_then(|n| n.parse().ok()).expect("wrk's request count");
-    let duration = words.nth(2).expect("wrk's duration").trim_end_matches(',');
-    let seconds = parse_wrk_duration(duration);
-    let requests_per_sec = field_after("Requests/sec:").and_then(|n| n.parse().ok()).expect("wrk's Requests/sec");
-    let non_2xx = field_after("Non-2xx or 3xx responses:").map_or(0, |n| n.parse().expect("wrk's non-2xx count"));
-    let socket_errors = field_after("Socket errors:");
-    let timeouts = socket_errors
-        .as_deref()
-        .and_then(|errors| errors.split(',').find_map(|part| part.trim().strip_prefix("timeout ")?.parse().ok()))
-        .unwrap_or(0);
-    WrkRun { requests, requests_per_sec, seconds, non_2xx, timeouts, socket_errors }
-}
-
-/// `10.01s`, `987.65ms`, `1.00m`.
-fn parse_wrk_duration(text: &str) -> f64 {
-    let split = text.find(|c: char| c.is_ascii_alphabetic()).expect("a unit");
-    let (value, unit) = text.split_at(split);
-    let value: f64 = value.parse().expect("a number");
-    match unit {
-        "us" => value / 1e6,
-        "ms" => value / 1e3,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => panic!("unknown wrk duration unit {other:?}"),
     }
 }
 
@@ -498,26 +297,6 @@ impl Bench {
         Deployment::start(system, part, &url, label, &self.logs_dir, &self.settings.seed_app_dir, &self.http).await
     }
 
-    async fn wrk(&self, url: &str, script: &Path) -> WrkRun {
-        let mut command = Command::new("wrk");
-        command
-            .arg(format!("-t{WRK_THREADS}"))
-            .arg(format!("-c{WRK_CONNECTIONS}"))
-            .arg(format!("-d{}s", self.settings.wrk_seconds))
-            .arg("-s")
-            .arg(script)
-            .arg(url);
-        die_with_harness(&mut command);
-        let output = tokio::process::Command::from(command)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run wrk (is it installed? scripts/bench.sh installs it)");
-        let text = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
-        parse_wrk(&text)
-    }
-
     async fn fetch_stats(&self, base: &str, site_id: &str) -> Result<SiteStats, String> {
         let response = self
             .http
@@ -600,7 +379,7 @@ impl Bench {
         tokio::time::sleep(IDLE_SETTLE).await;
         let idle_rss_mb = memory_mb(deployment.api_pid(), "VmRSS");
         let url = format!("{}/event", deployment.base_url());
-        let wrk = self.wrk(&url, &self.settings.wrk_script).await;
+        let wrk = wrk::run(&url, &self.settings.wrk_script, self.settings.wrk_seconds).await;
         let queued = settled_count(&database.collection(QUEUE)).await;
         deployment.assert_running();
         let peak_rss_mb = memory_mb(deployment.api_pid(), "VmHWM");
@@ -690,7 +469,7 @@ impl Bench {
         let before = queue.count_documents(doc! {}).await.expect("count");
         let script = self.logs_dir.join("post_events_batch.lua");
         fs::write(&script, batch_wrk_script()).expect("write the batch wrk script");
-        let wrk = self.wrk(&format!("{base}/events"), &script).await;
+        let wrk = wrk::run(&format!("{base}/events"), &script, self.settings.wrk_seconds).await;
         let queued = settled_count(&queue).await - before;
         drop(deployment);
         database.drop().await.expect("drop the database");
