@@ -40,27 +40,30 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{Document, doc};
 use mongodb::options::{CollectionOptions, WriteConcern};
-use mongodb::{Client, Collection, Database};
 use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::json;
 
 mod dataset;
+mod harness;
 mod numbers;
 mod processes;
+mod queue_watch;
 mod settings;
 mod systems;
 mod wrk;
 
-use dataset::{EventGenerator, INSERT_BATCH_DOCS, SITE, SiteStats, Timestamps, fill, stats_difference};
+use dataset::{EventGenerator, INSERT_BATCH_DOCS, SITE, Timestamps, fill, stats_difference};
+use harness::Bench;
 use numbers::{grouped, median, milliseconds, percentile, ratio, shown, yes_no};
-use processes::{DatabaseServer, Deployment, load_average, memory_mb};
-use settings::{BATCH_SIZE, EVENTS, OUR_BINARY, POLL_MS, QUEUE, Settings};
+use processes::{load_average, memory_mb};
+use queue_watch::settled_count;
+use settings::{BATCH_SIZE, EVENTS, POLL_MS, QUEUE, Settings};
 use systems::{BySystem, Part, System};
 use wrk::{WRK_CONNECTIONS, WRK_THREADS};
 
@@ -71,16 +74,6 @@ const STATS_SAMPLES: usize = 20;
 const VISIBILITY_SAMPLES: usize = 20;
 const VISIBILITY_POLL: Duration = Duration::from_millis(5);
 const VISIBILITY_LIMIT: Duration = Duration::from_secs(10);
-/// How often a drain is checked once the queue is short (the finish is timed to this).
-const DRAIN_POLL: Duration = Duration::from_millis(50);
-/// How often a drain is checked while the queue is long: `secantusd-rs` counts
-/// documents by reading them (~90 ms for 200,000, even `estimatedDocumentCount`),
-/// so checking every 50 ms took about a core of the database it measured.
-const DRAIN_POLL_LONG: Duration = Duration::from_secs(1);
-/// How often a long queue is checked before its rate is known (the worker starting).
-const DRAIN_POLL_STARTING: Duration = Duration::from_millis(250);
-/// Queue length below which a drain is checked every [`DRAIN_POLL`].
-const DRAIN_SHORT_QUEUE: u64 = 10_000;
 /// Pause after an API answers before its idle memory is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
@@ -93,21 +86,6 @@ fn main() {
         let results = bench.run().await;
         bench.finish(&results).await;
     });
-}
-
-/// The number of documents once it has stopped changing (requests still in
-/// flight when wrk stopped may land a little later), within 10 s.
-async fn settled_count(collection: &Collection<Document>) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = collection.count_documents(doc! {}).await.expect("count");
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = collection.count_documents(doc! {}).await.expect("count");
-        if now == last || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
 }
 
 /// A wrk script posting arrays of [`EVENTS_PER_BATCH_REQUEST`] events to `/events`,
@@ -185,60 +163,7 @@ struct Results {
     visibility: BySystem<VisibilityRun>,
 }
 
-// ---------------------------------------------------------------------------
-// The benchmark
-// ---------------------------------------------------------------------------
-
-struct Bench {
-    settings: Settings,
-    started: Instant,
-    server: DatabaseServer,
-    mongo: Client,
-    http: reqwest::Client,
-    target_dir: PathBuf,
-    logs_dir: PathBuf,
-    databases_made: u32,
-    /// The machine's load average when the run started (other work skews figures).
-    load_at_start: String,
-}
-
 impl Bench {
-    async fn start(settings: Settings) -> Bench {
-        let target_dir = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-            Path::new(OUR_BINARY).ancestors().nth(2).expect("the binary is in <target>/<profile>/").to_path_buf()
-        });
-        let logs_dir = target_dir.join("bench-logs");
-        let _ = fs::remove_dir_all(&logs_dir);
-        fs::create_dir_all(&logs_dir).expect("create the logs dir");
-        let started = Instant::now();
-        let server = DatabaseServer::start(&settings.secantusd, &logs_dir);
-        let mongo = Client::with_uri_str(server.url("admin")).await.expect("connect to secantusd-rs");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("HTTP client");
-        let load_at_start = load_average();
-        let bench =
-            Bench { settings, started, server, mongo, http, target_dir, logs_dir, databases_made: 0, load_at_start };
-        bench.progress(format!(
-            "secantusd-rs on port {}; ours: {OUR_BINARY}; seed: {}; {} round(s), wrk {} s, drain {}, stats at {:?}",
-            bench.server.port,
-            bench.settings.seed_app_dir.display(),
-            bench.settings.rounds,
-            bench.settings.wrk_seconds,
-            grouped(bench.settings.drain_events as f64),
-            bench.settings.stats_sizes,
-        ));
-        bench
-    }
-
-    fn progress(&self, message: impl std::fmt::Display) {
-        println!("[{:7.1}s] {message}", self.started.elapsed().as_secs_f64());
-    }
-
-    /// A database of its own for one measurement.
-    fn fresh_database(&mut self, label: &str) -> Database {
-        self.databases_made += 1;
-        self.mongo.database(&format!("bench_{:03}_{}", self.databases_made, label.replace('-', "_")))
-    }
-
     async fn run(&mut self) -> Results {
         let mut results = Results::default();
         for round in 1..=self.settings.rounds {
@@ -287,87 +212,6 @@ impl Bench {
             }
         }
         results
-    }
-
-    // -- processes ----------------------------------------------------------
-
-    /// Starts `part` of `system` on `database`, and waits until its API answers.
-    async fn deploy(&self, system: System, part: Part, database: &Database, label: &str) -> Deployment {
-        let url = self.server.url(database.name());
-        Deployment::start(system, part, &url, label, &self.logs_dir, &self.settings.seed_app_dir, &self.http).await
-    }
-
-    async fn fetch_stats(&self, base: &str, site_id: &str) -> Result<SiteStats, String> {
-        let response = self
-            .http
-            .get(format!("{base}/stats"))
-            .query(&[("site_id", site_id)])
-            .send()
-            .await
-            .map_err(|e| format!("GET /stats failed: {e}"))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| format!("GET /stats body: {e}"))?;
-        if status != StatusCode::OK {
-            return Err(format!("GET /stats answered {status}: {body}"));
-        }
-        serde_json::from_str(&body).map_err(|e| format!("GET /stats answered {body}: {e}"))
-    }
-
-    /// Polls the queue's length (collection metadata, confirmed by exact counts)
-    /// every [`DRAIN_POLL`] once it is short, and rarely before (see
-    /// [`DRAIN_POLL_LONG`]: half the time the queue is predicted to take to get
-    /// short, at most a second), until the queue is empty and `events` holds at least `expected` documents;
-    /// gives up when the queue has stayed empty for 2 s with events missing, or
-    /// after `limit`. Returns the time since `started`, if it drained.
-    async fn wait_until_drained(
-        &self,
-        database: &Database,
-        expected: u64,
-        started: Instant,
-        deployment: &mut Deployment,
-    ) -> Option<Duration> {
-        let queue = database.collection::<Document>(QUEUE);
-        let events = database.collection::<Document>(EVENTS);
-        let mut last_poll: Option<(Instant, u64)> = None;
-        let limit = Duration::from_secs(60) + Duration::from_millis(expected * 2); // at least 500 events/s
-        let mut next_report = started + Duration::from_secs(15);
-        let mut empty_since: Option<Instant> = None;
-        loop {
-            deployment.assert_running();
-            // The queue only: counting `events` too would double the load.
-            let queued = queue.estimated_document_count().await.expect("queue count");
-            if queued == 0 {
-                let queued = queue.count_documents(doc! {}).await.expect("queue count");
-                let moved = events.count_documents(doc! {}).await.expect("events count");
-                if queued == 0 && moved >= expected {
-                    return Some(started.elapsed());
-                }
-                if queued == 0 && empty_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2) {
-                    self.progress(format!("queue empty but only {} events of {}", grouped(moved as f64), expected));
-                    return None;
-                }
-            }
-            if started.elapsed() > limit {
-                self.progress(format!("gave up after {limit:?}: {queued} still queued"));
-                return None;
-            }
-            if Instant::now() > next_report {
-                self.progress(format!("  … {} queued", grouped(queued as f64)));
-                next_report += Duration::from_secs(15);
-            }
-            let now = Instant::now();
-            let pause = match last_poll {
-                Some((at, before)) if queued > DRAIN_SHORT_QUEUE && before > queued => {
-                    let rate = (before - queued) as f64 / (now - at).as_secs_f64();
-                    let until_short = (queued - DRAIN_SHORT_QUEUE) as f64 / rate;
-                    Duration::from_secs_f64(until_short / 2.0).clamp(DRAIN_POLL, DRAIN_POLL_LONG)
-                }
-                _ if queued > DRAIN_SHORT_QUEUE => DRAIN_POLL_STARTING,
-                _ => DRAIN_POLL,
-            };
-            last_poll = Some((now, queued));
-            tokio::time::sleep(pause).await;
-        }
     }
 
     // -- (a) POST /event ------------------------------------------------------
