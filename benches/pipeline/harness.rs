@@ -16,7 +16,7 @@ use crate::settings::{OUR_BINARY, Settings};
 use crate::systems::{Part, System};
 
 /// One run of the benchmark: what it needs from start to finish. The phases are
-/// its methods.
+/// its methods, one module each (see `phases`).
 pub struct Bench {
     pub settings: Settings,
     started: Instant,
