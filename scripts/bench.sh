@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the side-by-side benchmark of issue #4 (benches/pipeline.rs): our service
+# Runs the side-by-side benchmark of issue #4 (benches/pipeline/): our service
 # against the original Node design (the seed), on one secantusd-rs, in one run.
 # Installs what it needs (wrk, Node.js), prepares the seed in the cache dir (never
 # in the clone), then runs `cargo bench --bench pipeline`. The table is printed and
