@@ -373,11 +373,7 @@ struct Seeded {
     rng: StdRng,
 }
 
-async fn seeded_queue() -> Seeded {
-    seeded_queue_at(common::fresh_database_url()).await
-}
-
-/// [`seeded_queue`] on the database at `url`.
+/// The database at `url`, its queue holding [`QUEUED_EVENTS`] random events.
 async fn seeded_queue_at(url: String) -> Seeded {
     let seed: u64 = rand::random();
     let mut rng = StdRng::seed_from_u64(seed);
@@ -591,44 +587,86 @@ async fn four_workers_draining_one_queue_lose_and_double_nothing() {
     const BATCH: u32 = 500;
     let _heavy = HEAVY.lock().await;
     let started = Instant::now();
-    let Seeded { seed, url, store, queued, since, .. } = seeded_queue().await;
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let url = common::fresh_database_url();
+    let store = connect(&url).await;
 
+    // Four processes, each with its worker (and an API nobody sends events to):
+    // their `/health` tells when the worker runs, their `/metrics` what it moved.
     let dir = tempfile::tempdir().unwrap();
-    let vars = worker_vars(&url, BATCH, 10);
-    let drain_started = Instant::now();
-    let mut workers: Vec<Service> = (0..WORKERS)
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let mut workers: Vec<(Service, String)> = (0..WORKERS)
         .map(|i| {
-            Service::spawn(
-                &format!("worker {i}"),
-                "worker",
-                &as_pairs(&vars),
-                &dir.path().join(format!("worker-{i}.log")),
-            )
+            let port = common::free_port();
+            let mut vars = worker_vars(&url, BATCH, 10);
+            vars.push(("PORT", port.to_string()));
+            let log = dir.path().join(format!("worker-{i}.log"));
+            (Service::spawn(&format!("worker {i}"), "all", &as_pairs(&vars), &log), format!("http://127.0.0.1:{port}"))
         })
         .collect();
+    // Every worker polls the (empty) queue before the events arrive: all can take
+    // part, however long each took to start.
+    for (worker, base) in &mut workers {
+        let running = common::eventually(Duration::from_secs(60), || async {
+            let health = http.get(format!("{base}/health")).send().await;
+            match health {
+                Ok(response) => response.json::<Value>().await.is_ok_and(|h| h["worker"] == "running"),
+                Err(_) => false,
+            }
+        })
+        .await;
+        assert!(running, "{} never reported its worker running; log:\n{}", worker.name, worker.log_tail(40));
+    }
 
+    let queued = generate_events(QUEUED_EVENTS, &mut rng);
+    let since = DateTime::now();
+    let drain_started = Instant::now();
+    for chunk in queued.chunks(2_000) {
+        store.queue().insert_many(chunk.to_vec()).await.expect("queue a chunk");
+    }
     let drained = common::eventually(Duration::from_secs(90), || async { count(store.queue()).await == 0 }).await;
     let drain_took = drain_started.elapsed();
-    let logs: Vec<String> = workers.iter().map(|w| format!("--- {}:\n{}", w.name, w.log_tail(15))).collect();
+    let logs: Vec<String> = workers.iter().map(|(w, _)| format!("--- {}:\n{}", w.name, w.log_tail(15))).collect();
     assert!(drained, "four workers did not empty the queue in 90 s; logs:\n{}", logs.join("\n"));
-    for worker in &mut workers {
+
+    // Each worker's own count: events and batches it moved, transactions that conflicted.
+    let mut moved = Vec::new();
+    for (worker, base) in &mut workers {
         assert!(worker.is_running(), "{} exited by itself; log:\n{}", worker.name, worker.log_tail(40));
+        let metrics = http.get(format!("{base}/metrics")).send().await.expect("GET /metrics");
+        let metrics = metrics.text().await.expect("metrics text");
+        let counter = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in the metrics of {}:\n{metrics}", worker.name))
+        };
+        moved.push((
+            counter("analytics_events_processed_total"),
+            counter("analytics_batches_processed_total"),
+            counter("analytics_batch_conflicts_total"),
+        ));
     }
-    for worker in &mut workers {
+    for (worker, _) in &mut workers {
         let status = worker.terminate(Duration::from_secs(10)).await;
         assert!(status.success(), "{} stops cleanly on SIGTERM: {status:?}", worker.name);
     }
 
-    let batches: Vec<usize> = workers.iter().map(|w| w.log_text().matches("Processing batch...").count()).collect();
-    let total: usize = batches.iter().sum();
-    let minimum = QUEUED_EVENTS.div_ceil(BATCH as usize);
+    let events: Vec<u64> = moved.iter().map(|m| m.0).collect();
+    let batches: Vec<u64> = moved.iter().map(|m| m.1).collect();
+    let conflicts: Vec<u64> = moved.iter().map(|m| m.2).collect();
+    let total: u64 = batches.iter().sum();
+    let minimum = QUEUED_EVENTS.div_ceil(BATCH as usize) as u64;
     eprintln!(
-        "[faults] four workers: seed {seed}, {QUEUED_EVENTS} events drained in {drain_took:.1?}; batches per worker \
-         {batches:?} = {total}, {} more than the {minimum} needed (workers reading the same batch)",
-        total.saturating_sub(minimum)
+        "[faults] four workers: seed {seed}, {QUEUED_EVENTS} events drained in {drain_took:.1?}; events per worker \
+         {events:?}, batches per worker {batches:?} = {total} (at least {minimum} needed), transactions that \
+         conflicted (retried or left to another) {conflicts:?} = {}",
+        conflicts.iter().sum::<u64>()
     );
-    assert!(total >= minimum, "the workers logged {total} batches, fewer than the {minimum} the queue needs");
-    let busy = batches.iter().filter(|&&n| n > 0).count();
+    assert_eq!(events.iter().sum::<u64>(), QUEUED_EVENTS as u64, "the workers' own counts add up to the queue");
+    assert!(total >= minimum, "the workers moved {total} batches, fewer than the {minimum} the queue needs");
+    let busy = events.iter().filter(|&&n| n > 0).count();
     assert!(busy >= 2, "only {busy} of the {WORKERS} workers moved anything: they did not drain concurrently");
 
     assert_moved_exactly_once(&store, &queued, since).await;
