@@ -37,13 +37,11 @@ async fn runs_from_a_dotenv_file_and_answers_the_readme_examples() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let queue = "custom_queue";
+    let url = common::fresh_database_url();
     common::write_file(
         dir.path(),
         ".env",
-        &format!(
-            "PORT={port}\nMONGO_URL={}\nQUEUE_NAME={queue}\nBATCH_SIZE=50\nPOLL_MS=50\n",
-            common::fresh_database_url()
-        ),
+        &format!("PORT={port}\nMONGO_URL={url}\nQUEUE_NAME={queue}\nBATCH_SIZE=50\nPOLL_MS=50\n"),
     );
     let mut child = service(dir.path(), &["all"], &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -98,7 +96,13 @@ async fn runs_from_a_dotenv_file_and_answers_the_readme_examples() {
     ] {
         assert!(logs.contains(line), "log should contain {line:?}:\n{logs}");
     }
-    assert!(logs.contains(queue), "the QUEUE_NAME from .env is used:\n{logs}");
+    // The operator's messages above stay; what the service did is read from the database.
+    let database = mongodb::Client::with_uri_str(&url).await.unwrap().default_database().unwrap();
+    let collections = database.list_collection_names().await.unwrap();
+    assert!(
+        collections.iter().any(|c| c == queue) && !collections.iter().any(|c| c == "events_queue"),
+        "the QUEUE_NAME from .env is used: {collections:?}"
+    );
 }
 
 #[test]
@@ -194,8 +198,14 @@ fn sigterm_during_start_up_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing answers here: start-up waits for the database (about two seconds).
     let url = format!("mongodb://127.0.0.1:{}/analytics_db", common::free_port());
-    let child = service(dir.path(), &["worker"], &[("MONGO_URL", &url)]).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut child = service(dir.path(), &["worker"], &[("MONGO_URL", &url)]).stderr(Stdio::piped()).spawn().unwrap();
+    // The stop signals are handled from the start: wait until the process has its
+    // SIGTERM handler (before, SIGTERM would kill it), then stop it at once.
+    if !common::wait_until_it_catches_sigterm(child.id(), Duration::from_secs(30)) {
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        panic!("the service never handled SIGTERM: {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
     terminate(&child);
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

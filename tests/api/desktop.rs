@@ -43,12 +43,14 @@ async fn start_and_stop_move_through_the_statuses_and_the_snapshot_follows_the_p
     );
     let before = controller.snapshot().await;
     assert_eq!((before.api, before.worker), (PartStatus::Stopped, PartStatus::Stopped));
+    assert_eq!(before.worker_batch_size, None);
     assert_eq!((before.queue_depth, before.api_url), (None, None));
 
     controller.start(Part::All).await.unwrap();
     let running = controller.tick().await;
     assert!(matches!(running.api, PartStatus::Running { addr: Some(a) } if a.port() == port));
     assert_eq!(running.worker, PartStatus::Running { addr: None });
+    assert_eq!(running.worker_batch_size, Some(1000), "the running worker's batch size");
     assert_eq!(running.api_url, Some(format!("http://127.0.0.1:{port}")));
     assert_eq!(running.last_error, None);
 
@@ -72,7 +74,7 @@ async fn start_and_stop_move_through_the_statuses_and_the_snapshot_follows_the_p
 
     controller.stop(Part::Worker).await;
     let half = controller.snapshot().await;
-    assert_eq!(half.worker, PartStatus::Stopped);
+    assert_eq!((half.worker, half.worker_batch_size), (PartStatus::Stopped, None));
     assert!(matches!(half.api, PartStatus::Running { .. }), "stopping the worker leaves the API");
     controller.stop(Part::All).await;
     assert_eq!(controller.snapshot().await.api, PartStatus::Stopped);
@@ -120,6 +122,7 @@ async fn saved_settings_are_validated_persisted_and_applied_by_restarting_what_r
     assert!(
         matches!(snapshot.api, PartStatus::Running { .. }) && matches!(snapshot.worker, PartStatus::Running { .. })
     );
+    assert_eq!(snapshot.worker_batch_size, Some(7), "the restarted worker moves batches of the saved size");
     let saved = std::fs::read_to_string(dir.path().join("config/settings.json")).unwrap();
     assert!(saved.contains("\"BATCH_SIZE\": \"7\""), "{saved}");
     assert!(controller.save_settings(edited).await.unwrap().restarted.is_empty(), "unchanged: no restart");

@@ -56,19 +56,25 @@ async fn with_the_database_gone_waiting_requests_fail_and_more_are_refused_at_on
     assert!(writer.write(vec![doc! { "before": true }]).await.is_ok());
 
     proxy.cut();
-    // One insert hangs on the missing database; two more wait behind it.
+    // One insert hangs on the missing database; two more wait behind it. The
+    // writer takes a submission (and counts its insert) before it can take the
+    // next: the waiting ones are sent only once it has taken the hanging one,
+    // or they could fill the queue in its place.
+    let inserts_before = writer.stats().inserts;
     let hanging = tokio::spawn({
         let writer = writer.clone();
         async move { writer.write(vec![doc! { "during": 1 }]).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let waiting: Vec<_> = (2..4)
-        .map(|i| {
-            let writer = writer.clone();
-            tokio::spawn(async move { writer.write(vec![doc! { "during": i }]).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let taken =
+        common::eventually(Duration::from_secs(10), || async { writer.stats().inserts == inserts_before + 1 }).await;
+    assert!(taken, "the writer never took the hanging submission: {:?}", writer.stats());
+    // A write hands its submission to the writer when first polled, and waits
+    // for the outcome after: polled once here, each is waiting (or was refused).
+    let mut waiting: Vec<_> = (2..4).map(|i| Box::pin(writer.write(vec![doc! { "during": i }]))).collect();
+    for write in &mut waiting {
+        let polled = futures_util::FutureExt::now_or_never(write.as_mut());
+        assert!(polled.is_none(), "a write behind the hanging insert did not wait: {polled:?}");
+    }
 
     let started = Instant::now();
     let refused = writer.write(vec![doc! { "during": 4 }]).await;
@@ -77,7 +83,7 @@ async fn with_the_database_gone_waiting_requests_fail_and_more_are_refused_at_on
 
     assert!(matches!(hanging.await.unwrap(), Err(QueueWriteError::Store(_))), "the hanging insert fails");
     for waiting in waiting {
-        assert!(matches!(waiting.await.unwrap(), Err(QueueWriteError::Store(_))), "so do the ones behind it");
+        assert!(matches!(waiting.await, Err(QueueWriteError::Store(_))), "so do the ones behind it");
     }
 
     proxy.restore();

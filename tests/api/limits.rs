@@ -50,19 +50,28 @@ async fn slow_headers_and_idle_connections_are_closed_after_the_header_timeout()
 #[tokio::test]
 async fn a_flood_beyond_the_cap_gets_quick_503s_and_stalled_bodies_get_408() {
     let app = spawn_app().await; // for its database
-    let limits = ApiLimits { max_in_flight: 2, body_read_timeout: Duration::from_secs(3), ..ApiLimits::default() };
+    // The stalled bodies must keep their slots until the flood has been answered:
+    // a body-read timeout well beyond the flood's own limit (2 s) below.
+    let limits = ApiLimits { max_in_flight: 2, body_read_timeout: Duration::from_secs(6), ..ApiLimits::default() };
     let (addr, counters) = serve_limited(&app, limits).await;
 
     // Two clients that send headers and half a body, then stall: both slots taken.
+    // Each asks to continue first: the server says "100 Continue" once its handler
+    // reads the body, so the request holds a slot by then.
     let mut stalled = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head =
-            "POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"site";
+        let head = "POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\
+                    Expect: 100-continue\r\n\r\n";
         stream.write_all(head.as_bytes()).await.unwrap();
+        let expected = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let mut interim = vec![0; expected.len()];
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut interim)).await;
+        assert!(read.is_ok_and(|r| r.is_ok()), "no answer to the stalled client's headers");
+        assert_eq!(String::from_utf8_lossy(&interim), String::from_utf8_lossy(expected), "the handler reads the body");
+        stream.write_all(b"{\"site").await.unwrap();
         stalled.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let url = format!("http://{addr}/event");
     let flood = (0..20).map(|i| {

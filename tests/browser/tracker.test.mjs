@@ -24,6 +24,8 @@ const SECANTUSD = process.env.SECANTUSD_BIN;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const POLL_MS = 50;
 const DATABASE = 'tracker_browser_test';
+// The site of the control events, which prove that nothing more is on its way.
+const CONTROL_SITE = 'control-site';
 
 const children = [];
 let workDir;
@@ -143,26 +145,65 @@ after(async () => {
 /** Every event stored for `site` (processed or still queued), oldest first. */
 async function storedEvents(site) {
   const db = mongo.db(DATABASE);
-  const processed = await db.collection('events').find({ site_id: site }).toArray();
-  const queued = await db.collection('events_queue').find({ site_id: site }).toArray();
-  return [...processed, ...queued].sort((a, b) => a.ingested_at - b.ingested_at || String(a._id).localeCompare(String(b._id)));
+  // The worker may move an event between two reads: `events` is read again after
+  // the queue, and an event found twice (the same _id) is counted once.
+  const found = new Map();
+  for (const collection of ['events', 'events_queue', 'events']) {
+    for (const event of await db.collection(collection).find({ site_id: site }).toArray()) found.set(String(event._id), event);
+  }
+  return [...found.values()].sort((a, b) => a.ingested_at - b.ingested_at || String(a._id).localeCompare(String(b._id)));
 }
 
 async function processedCount(site) {
   return mongo.db(DATABASE).collection('events').countDocuments({ site_id: site });
 }
 
-/** A fresh page (own context: no shared cache) that records every request to /event. */
+/**
+ * A fresh page (own context: no shared cache) that records every request to
+ * /event, in the order the page made them, and which of them have been answered.
+ */
 async function openPage({ initScript } = {}) {
   const context = await browser.newContext();
   if (initScript) await context.addInitScript(initScript);
   const tab = await context.newPage();
   const posts = [];
+  const answered = new Set();
   tab.on('request', (request) => {
-    if (request.url().endsWith('/event')) posts.push({ method: request.method(), body: request.postData() });
+    if (request.url().endsWith('/event')) posts.push({ method: request.method(), body: request.postData(), request });
   });
+  const settle = (request) => answered.add(request);
+  tab.on('requestfinished', settle);
+  tab.on('requestfailed', settle);
   tab.on('pageerror', (error) => pageErrors.push(error.message));
-  return { context, tab, posts };
+  return { context, tab, posts, answered };
+}
+
+let controls = 0;
+
+/**
+ * Proves that the page has nothing more on its way to /event, instead of waiting
+ * a while for stragglers: the page sends a control event after everything else
+ * (a beacon, as the tracker sends its own, to CONTROL_SITE), which must arrive
+ * and be the page's last request; then every request it made before must have
+ * been answered (so stored, if the API took it). Removes the control from `posts`.
+ */
+async function controlArrives({ tab, posts, answered }) {
+  const path = `/control/${++controls}`;
+  const body = JSON.stringify({ site_id: CONTROL_SITE, event_type: 'control', path });
+  const sent = await tab.evaluate(([url, body]) => navigator.sendBeacon(url, body), [`http://127.0.0.1:${apiPort}/event`, body]);
+  assert.ok(sent, 'the browser took the control beacon');
+  const stored = async () => (await storedEvents(CONTROL_SITE)).filter((e) => e.path === path).length;
+  await eventually(`the control event ${path}`, async () => (await stored()) > 0);
+  // The page's requests are reported in the order it made them: once the
+  // control's is, so is every one before it.
+  const isControl = (post) => post.body === body;
+  const control = await eventually(`the control request ${path}`, () => posts.find(isControl));
+  await eventually(`an answer to every request before ${path}`, () => posts.every((p) => answered.has(p.request)));
+  const made = posts.map(({ method, body }) => ({ method, body }));
+  assert.equal(posts.indexOf(control), posts.length - 1, `the control is the page's last request: ${JSON.stringify(made)}`);
+  assert.equal(await stored(), 1, 'the control event stored once');
+  posts.pop();
+  for (const post of posts) delete post.request;
 }
 
 /** The anonymous id the server should derive: see src-tauri/src/ingest/anonymous_id.rs. */
@@ -178,7 +219,8 @@ function expectedUserId(salt, site, ip, userAgent) {
 }
 
 test('page views on load and SPA navigation, and custom events, stored exactly once with one anonymous id', async () => {
-  const { context, tab, posts } = await openPage();
+  const page = await openPage();
+  const { context, tab, posts } = page;
   await tab.goto(`http://127.0.0.1:${pagePort}/?v=spa`);
   await tab.waitForFunction(() => window.analytics && typeof window.analytics.track === 'function');
   const processed = (n) => eventually(`${n} processed events`, async () => (await processedCount('test-site')) >= n);
@@ -199,8 +241,8 @@ test('page views on load and SPA navigation, and custom events, stored exactly o
   await processed(5);
   await tab.evaluate(() => window.analytics.track('download', { path: '/files/guide.pdf' }));
   await processed(6);
-  // Anything extra would arrive within a few polls.
-  await sleep(10 * POLL_MS);
+  // Anything extra would be on its way before the control event.
+  await controlArrives(page);
 
   const events = await storedEvents('test-site');
   assert.deepEqual(
@@ -266,22 +308,27 @@ test('nothing is sent from a local page without data-include-localhost, under DN
   ];
   const silentPosts = [];
   for (const { url, initScript } of silent) {
-    const { context, tab, posts } = await openPage({ initScript });
+    const page = await openPage({ initScript });
+    const { context, tab, posts } = page;
     await tab.goto(url);
     await tab.waitForFunction(() => window.analytics);
     await tab.evaluate(() => history.pushState({}, '', '/next'));
     await tab.evaluate(() => window.analytics.track('signup'));
+    // Anything the tracker sent would be on its way before the control event.
+    await controlArrives(page);
     silentPosts.push(...posts);
     await context.close();
   }
   for (const { url, site, initScript } of heard) {
-    const { context, tab } = await openPage({ initScript });
+    const page = await openPage({ initScript });
+    const { context, tab } = page;
     await tab.goto(url);
     await tab.waitForFunction(() => window.analytics);
     await eventually(`${site}'s page view`, async () => (await processedCount(site)) === 1);
+    await controlArrives(page);
+    assert.equal((await storedEvents(site)).length, 1, `one page view stored for ${site}, nothing more`);
     await context.close();
   }
-  await sleep(10 * POLL_MS);
 
   assert.deepEqual(silentPosts, [], 'no request to /event');
   for (const site of ['local-site', 'dnt-site']) {

@@ -307,3 +307,31 @@ cat >/dev/null; { kill -KILL $pid; wait $pid; } 2>/dev/null"#;
         self.close();
     }
 }
+
+/// Whether process `pid` has a handler installed for `signal` (its `SigCgt` mask
+/// in `/proc/<pid>/status`): from then on the signal asks it to stop gracefully
+/// instead of killing it. False once the process is gone.
+pub fn catches_signal(pid: u32, signal: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(0);
+    signal >= 1 && mask & (1 << (signal - 1)) != 0
+}
+
+/// Blocks until process `pid` catches SIGTERM ([`catches_signal`]), polling every
+/// 5 ms for at most `limit`; returns whether it does.
+pub fn wait_until_it_catches_sigterm(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if catches_signal(pid, libc::SIGTERM) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -53,14 +53,30 @@ function appPid() {
 }
 
 async function saveScreenshot(name) {
-  // Let WebKit paint what the DOM already holds (and the chart gather points).
-  await new Promise((r) => setTimeout(r, 2500));
-  const png = await driver.screenshot();
+  // A blank view is one colour (or nearly): fail on it. WebKit paints what the
+  // DOM already holds a moment later, so a blank shot is taken again (for a while).
+  const drawn = (ink) => ink.inked > 0.03 && ink.colours > 24;
+  let png;
+  let ink;
+  await driver
+    .until(`screenshot ${name} drawn`, async () => {
+      png = await driver.screenshot();
+      ink = pngInk(png);
+      return drawn(ink);
+    }, 30000)
+    .catch(() => {});
   mkdirSync(screenshots, { recursive: true });
   writeFileSync(join(screenshots, `${name}.png`), png);
-  const ink = pngInk(png);
-  // A blank view is one colour (or nearly): fail on it.
-  assert.ok(ink.inked > 0.03 && ink.colours > 24, `screenshot ${name} looks blank: ${JSON.stringify(ink)}`);
+  assert.ok(ink && drawn(ink), `screenshot ${name} looks blank: ${JSON.stringify(ink)}`);
+}
+
+/** The snapshot the window shows (the engine's status, counters and more), as the UI reads it. */
+async function snapshot() {
+  const value = await driver.asyncScript(
+    "const done = arguments[arguments.length - 1]; window.__TAURI__.core.invoke('get_snapshot').then(done, (e) => done({ error: String(e) }));",
+  );
+  if (value && value.error) throw new Error(`get_snapshot: ${value.error}`);
+  return value;
 }
 
 const digits = (text) => Number(String(text).replace(/[^0-9]/g, '') || NaN);
@@ -91,9 +107,26 @@ before(async () => {
   };
   appEnv = env;
   if (!env.DISPLAY) {
-    env.DISPLAY = ':' + (90 + Math.floor(Math.random() * 400));
-    run('Xvfb', [env.DISPLAY, '-screen', '0', '1400x1000x24', '-nolisten', 'tcp']);
-    await new Promise((r) => setTimeout(r, 1000));
+    // Xvfb picks a free display, and writes its number to fd 3 once it accepts clients.
+    const xvfb = run('Xvfb', ['-displayfd', '3', '-screen', '0', '1400x1000x24', '-nolisten', 'tcp'], {
+      stdio: ['ignore', 'inherit', 'pipe', 'pipe'],
+    });
+    const display = await new Promise((resolve, reject) => {
+      let written = '';
+      const timer = setTimeout(() => reject(new Error('Xvfb gave no display within 30 s')), 30000);
+      xvfb.stdio[3].on('data', (chunk) => {
+        written += chunk;
+        if (written.includes('\n')) {
+          clearTimeout(timer);
+          resolve(written.trim());
+        }
+      });
+      xvfb.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`Xvfb exited (${code})`));
+      });
+    });
+    env.DISPLAY = `:${display}`;
   }
   // Both ports free ones, so that nothing else on the machine (another run) interferes.
   const driverPort = await freePort();
@@ -190,13 +223,20 @@ test('the desktop app runs the pipeline, shows it live, browses stats and applie
 
     await driver.type('#setting-BATCH_SIZE', '5');
     await driver.until('no field error', async () => (await driver.text('#error-BATCH_SIZE')).trim() === '');
+    // The log lines shown so far, to tell the restart's new ones.
+    await driver.script("document.querySelectorAll('#log-lines .log-line').forEach((line) => { line.dataset.seen = '1'; })");
     await driver.click('#save-settings');
     await driver.until('saved', async () => /saved/i.test(await driver.text('#settings-message')));
     await saveScreenshot('5-settings-saved');
 
     await driver.click('#tab-overview');
-    await driver.until('worker restarted with batch_size=5', async () => /batch_size=5/.test(await driver.text('#log-lines')));
+    await driver.until('worker restarted with batch size 5', async () => {
+      const { worker, worker_batch_size: batchSize } = await snapshot();
+      return worker.state === 'running' && batchSize === 5;
+    });
     await driver.until('API running again', async () => /running/i.test(await driver.text('#api-status')));
+    await driver.until('worker running again', async () => /running/i.test(await driver.text('#worker-status')));
+    await driver.until('the restart in the log panel', () => driver.find('#log-lines .log-line:not([data-seen])'));
   });
 
   await t.test('Stop stops the API', async () => {
@@ -212,8 +252,12 @@ test('the desktop app runs the pipeline, shows it live, browses stats and applie
     await driver.until('worker running', async () => /running/i.test(await driver.text('#worker-status')));
     // A size of the user's own, which the next launch must restore.
     await driver.call('POST', driver.s('/window/rect'), { width: 1100, height: 720 });
-    await new Promise((r) => setTimeout(r, 500));
-    sizeBeforeQuit = await driver.call('GET', driver.s('/window/rect'));
+    sizeBeforeQuit = await driver
+      .until('the window resized', async () => {
+        const rect = await driver.call('GET', driver.s('/window/rect'));
+        return rect.width === 1100 && rect.height === 720 && rect;
+      })
+      .catch(() => driver.call('GET', driver.s('/window/rect')));
     assert.deepEqual([sizeBeforeQuit.width, sizeBeforeQuit.height], [1100, 720], 'not the default 1200×800');
     // SIGTERM is how a desktop session asks an app to quit (logout, shutdown).
     const pid = appPid();

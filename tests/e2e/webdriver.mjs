@@ -80,6 +80,11 @@ export class WebDriver {
     return this.call('POST', this.s('/execute/sync'), { script: source, args });
   }
 
+  /** Runs `source` in the page; it ends by calling its last argument with the result. */
+  async asyncScript(source, ...args) {
+    return this.call('POST', this.s('/execute/async'), { script: source, args });
+  }
+
   async screenshot() {
     return Buffer.from(await this.call('GET', this.s('/screenshot')), 'base64');
   }

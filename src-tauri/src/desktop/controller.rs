@@ -64,6 +64,8 @@ pub struct Snapshot {
     pub api: PartStatus,
     /// The worker's status.
     pub worker: PartStatus,
+    /// The batch size the running worker moves (none when it does not run).
+    pub worker_batch_size: Option<u32>,
     /// Events waiting in the queue (none when the database cannot be read).
     pub queue_depth: Option<u64>,
     /// Processed events in the database.
@@ -375,10 +377,13 @@ impl Controller {
             PartStatus::Running { addr: Some(addr) } => Some(format!("http://{addr}")),
             _ => None,
         };
+        let worker_batch_size =
+            matches!(status.worker, PartStatus::Running { .. }).then_some(engine.config().batch_size);
         let rates = self.rates.lock().expect("rates lock");
         Snapshot {
             api: status.api,
             worker: status.worker,
+            worker_batch_size,
             queue_depth,
             total_events,
             ingested_per_sec: rates.ingested_per_sec,

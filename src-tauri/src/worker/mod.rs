@@ -45,6 +45,7 @@ mod transactional;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mongodb::ClientSession;
@@ -103,6 +104,8 @@ pub struct Worker {
     lanes: Arc<Lanes>,
     /// Each lane's session, registered in [`WORKERS_COLLECTION`], with when it started.
     sessions: Arc<std::sync::Mutex<HashMap<u32, (ClientSession, std::time::Instant)>>>,
+    /// Set while an outage reported by a lane lasts (see `run_lane`).
+    outage: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -120,6 +123,7 @@ impl Worker {
             known_visitors: Arc::default(),
             lanes: Arc::default(),
             sessions: Arc::default(),
+            outage: Arc::default(),
         }
     }
 
@@ -189,14 +193,16 @@ impl Worker {
         info!("worker stopped");
     }
 
-    /// One lane's loop. Lane 0 also purges expired events and reports outages
-    /// (the other lanes meet the same ones).
+    /// One lane's loop. Lane 0 also purges expired events. The lanes meet the same
+    /// outages: the first lane to meet one reports it, and the first of the lanes
+    /// that met it to get through again reports its end (lane 0 alone could still
+    /// be backing off, or be stopped, when another lane has resumed).
     async fn run_lane(self, lane: u32, shutdown: CancellationToken) {
-        let reports = lane == 0;
+        let purges = lane == 0;
         let mut backoff: Option<Duration> = None;
         let mut last_purge: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
-            if reports
+            if purges
                 && self.retention_days.is_some()
                 && last_purge.is_none_or(|at| at.elapsed() >= retention::PURGE_EVERY)
             {
@@ -207,7 +213,7 @@ impl Worker {
             }
             let pause = match self.process_lane_batch(lane).await {
                 Ok(moved) => {
-                    if backoff.take().is_some() && reports {
+                    if backoff.take().is_some() && self.outage.swap(false, Ordering::SeqCst) {
                         info!("database reachable again, worker resumed");
                     }
                     if moved == self.batch_size as usize {
@@ -218,7 +224,7 @@ impl Worker {
                 Err(error) => {
                     let next = match backoff {
                         None => {
-                            if reports {
+                            if !self.outage.swap(true, Ordering::SeqCst) {
                                 warn!(%error, "worker cannot reach the database; retrying with backoff until it answers");
                             }
                             self.poll_interval.max(Duration::from_millis(100))
