@@ -94,6 +94,8 @@ pub struct PipelineCounters {
     events_processed: Counter,
     batches_processed: Counter,
     batch_conflicts: Counter,
+    worker_outages: Counter,
+    worker_recoveries: Counter,
     batch_duration: Histogram,
     http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     queue_depth: Gauge<f64, AtomicU64>,
@@ -120,6 +122,8 @@ impl Default for PipelineCounters {
             events_processed: Counter::default(),
             batches_processed: Counter::default(),
             batch_conflicts: Counter::default(),
+            worker_outages: Counter::default(),
+            worker_recoveries: Counter::default(),
             batch_duration: duration_histogram(),
             http_duration: Family::new_with_constructor(duration_histogram),
             queue_depth: Gauge::default(),
@@ -155,6 +159,16 @@ impl Default for PipelineCounters {
             "Batch transactions of this process's worker that conflicted with another's (another worker, or the \
              other lane): each is retried on a fresh read, or left to the other",
             counters.batch_conflicts.clone(),
+        );
+        registry.register(
+            "worker_outages",
+            "Times this process's worker lost the database (once per outage, whichever lane met it first)",
+            counters.worker_outages.clone(),
+        );
+        registry.register(
+            "worker_recoveries",
+            "Times this process's worker got through to the database again after an outage",
+            counters.worker_recoveries.clone(),
         );
         registry.register(
             "batch_duration_seconds",
@@ -207,6 +221,16 @@ impl PipelineCounters {
     /// Counts one batch transaction that conflicted with another's.
     pub fn add_batch_conflict(&self) {
         self.batch_conflicts.inc();
+    }
+
+    /// Counts one outage of the database, as the worker reports it.
+    pub fn add_worker_outage(&self) {
+        self.worker_outages.inc();
+    }
+
+    /// Counts the worker's recovery from an outage.
+    pub fn add_worker_recovery(&self) {
+        self.worker_recoveries.inc();
     }
 
     /// Batch transactions that conflicted with another's so far.

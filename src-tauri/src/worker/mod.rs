@@ -214,6 +214,7 @@ impl Worker {
             let pause = match self.process_lane_batch(lane).await {
                 Ok(moved) => {
                     if backoff.take().is_some() && self.outage.swap(false, Ordering::SeqCst) {
+                        self.counters.add_worker_recovery();
                         info!("database reachable again, worker resumed");
                     }
                     if moved == self.batch_size as usize {
@@ -225,6 +226,7 @@ impl Worker {
                     let next = match backoff {
                         None => {
                             if !self.outage.swap(true, Ordering::SeqCst) {
+                                self.counters.add_worker_outage();
                                 warn!(%error, "worker cannot reach the database; retrying with backoff until it answers");
                             }
                             self.poll_interval.max(Duration::from_millis(100))
