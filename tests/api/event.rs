@@ -71,9 +71,10 @@ async fn every_bad_body_gets_a_json_4xx_and_stores_nothing() {
     let mut cases: Vec<(String, Vec<u8>, u16, String)> = Vec::new();
     let mut case =
         |name: &str, body: Vec<u8>, status: u16, needle: &str| cases.push((name.into(), body, status, needle.into()));
-    for field in ["site_id", "event_type", "path", "user_id"] {
-        // Without user_id (or with null) the server derives an anonymous one: see ingest/anonymous_id.rs.
-        if field != "user_id" {
+    for field in ["site_id", "event_type", "path", "user_id", "event_id"] {
+        // Without user_id (or with null) the server derives an anonymous one: see
+        // ingest/anonymous_id.rs; without event_id, the event is simply not deduplicated.
+        if !["user_id", "event_id"].contains(&field) {
             case(&format!("{field} missing"), without(field).into(), 400, &format!("{field} is required"));
             case(&format!("{field} null"), with(field, Value::Null).into(), 400, &format!("{field} is required"));
         }
@@ -133,6 +134,24 @@ async fn every_bad_body_gets_a_json_4xx_and_stores_nothing() {
         with("timestamp", json!({ "$gt": "" })).into(),
         400,
         "timestamp must be a string, got an object",
+    );
+    for (name, far) in
+        [("year 1", "0001-01-01T00:00:00Z"), ("1999", "1999-12-31T23:59:59Z"), ("year 9999", "9999-12-31T23:59:59Z")]
+    {
+        case(
+            &format!("timestamp {name}"),
+            with("timestamp", json!(far)).into(),
+            400,
+            "is outside the accepted window: from 2000-01-01T00:00:00Z to one day ahead of the server's clock",
+        );
+    }
+    let two_days_ahead =
+        mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() + 2 * 86_400_000);
+    case(
+        "timestamp two days ahead",
+        with("timestamp", json!(two_days_ahead.try_to_rfc3339_string().unwrap())).into(),
+        400,
+        "is outside the accepted window",
     );
     case("unknown field", with("$where", json!("1")).into(), 400, "unknown field `$where`");
     case(

@@ -39,11 +39,119 @@ async fn the_api_groups_concurrent_events() {
     assert_eq!(app.queue_count().await, 200);
 }
 
-/// A store reaching the shared server through a proxy the test can cut.
+/// A store reaching the shared server through a proxy the test can cut or stall.
+/// The driver checks the server rarely (every minute), so that a stall is seen
+/// by the operations it holds, not cut short by the driver's own monitoring.
 async fn store_behind(proxy: &Proxy) -> Store {
     let database = common::fresh_database_url().rsplit('/').next().unwrap().to_string();
-    let config = test_config(&format!("mongodb://{}/{database}?directConnection=true", proxy.addr));
-    Store::connect(&config).await.expect("database reachable through the proxy")
+    let url = format!("mongodb://{}/{database}?directConnection=true&heartbeatFrequencyMS=60000", proxy.addr);
+    Store::connect(&test_config(&url)).await.expect("database reachable through the proxy")
+}
+
+/// A writer over a database behind a proxy, holding at most one insert at a time.
+async fn one_insert_at_a_time(limits: WriterLimits) -> (Proxy, Store, QueueWriter) {
+    let target = common::single_host(common::server_url()).expect("a single-host URL to proxy");
+    let proxy = Proxy::start(target).await;
+    let store = store_behind(&proxy).await;
+    let writer = QueueWriter::spawn_with(store.queue().clone(), WriterLimits { max_inserts_in_flight: 1, ..limits });
+    assert!(writer.write(vec![doc! { "before": true }]).await.is_ok(), "the writer works before the stall");
+    (proxy, store, writer)
+}
+
+/// Starts a write of `document` that hangs on the stalled database, and waits
+/// until the writer has taken it (its insert counted).
+async fn hanging_write(
+    writer: &QueueWriter,
+    document: Document,
+) -> tokio::task::JoinHandle<Result<(), QueueWriteError>> {
+    let inserts_before = writer.stats().inserts;
+    let hanging = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.write(vec![document]).await }
+    });
+    let taken =
+        common::eventually(Duration::from_secs(10), || async { writer.stats().inserts == inserts_before + 1 }).await;
+    assert!(taken, "the writer never took the hanging submission: {:?}", writer.stats());
+    hanging
+}
+
+async fn queued_documents(store: &Store) -> Vec<Document> {
+    use futures_util::TryStreamExt;
+    store.queue().find(doc! {}).await.unwrap().try_collect().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_submission_whose_requester_gave_up_is_never_inserted_later() {
+    let (proxy, store, writer) = one_insert_at_a_time(WriterLimits::default()).await;
+    proxy.stall();
+    let hanging = hanging_write(&writer, doc! { "hanging": true }).await;
+
+    // A request waits behind the stuck insert, then gives up (its request timed
+    // out and was answered 503, or its client went away): the future is dropped.
+    let mut abandoned = Box::pin(writer.write(vec![doc! { "abandoned": true }]));
+    let polled = futures_util::FutureExt::now_or_never(abandoned.as_mut());
+    assert!(polled.is_none(), "the write behind the stuck insert did not wait: {polled:?}");
+    drop(abandoned);
+    assert_eq!(writer.stats().inserts, 2, "still waiting when dropped: {:?}", writer.stats());
+
+    proxy.resume();
+    let _ = hanging.await.unwrap(); // whatever became of the stuck insert
+    let recovered = common::eventually(Duration::from_secs(30), || async {
+        writer.write(vec![doc! { "after": true }]).await.is_ok()
+    })
+    .await;
+    assert!(recovered, "the writer works again once the database answers");
+    let stored = queued_documents(&store).await;
+    assert!(
+        stored.iter().all(|d| !d.contains_key("abandoned")),
+        "a submission answered as failed was inserted after all: {stored:?}"
+    );
+    assert_eq!(writer.stats().abandoned, 1, "{:?}", writer.stats());
+}
+
+#[tokio::test]
+async fn while_the_database_is_stuck_waiting_bytes_are_bounded() {
+    const MIB: usize = 1024 * 1024;
+    let (proxy, _store, writer) = one_insert_at_a_time(WriterLimits::default()).await;
+    proxy.stall();
+    let _hanging = hanging_write(&writer, doc! { "hanging": true }).await;
+
+    // 1 MiB submissions pile up behind the stuck insert, well within the count
+    // limit (8,192): beyond the byte limit, they are refused at once.
+    let body = "x".repeat(MIB - 100);
+    let mut waiting = Vec::new();
+    let mut refused = 0;
+    for _ in 0..100 {
+        let mut write = Box::pin(writer.write(vec![doc! { "body": &body }]));
+        match futures_util::FutureExt::now_or_never(write.as_mut()) {
+            None => waiting.push(write),
+            Some(Err(QueueWriteError::Overloaded)) => refused += 1,
+            Some(other) => panic!("a write behind the stuck insert ended with {other:?}"),
+        }
+    }
+    let limit = analytics_desk::ingest::group_commit::MAX_WAITING_BYTES / MIB;
+    assert!(waiting.len() <= limit, "{} MiB waiting, more than the {limit} MiB allowed", waiting.len());
+    assert!(waiting.len() >= limit - 2, "only {} MiB allowed to wait, {limit} should be", waiting.len());
+    assert_eq!(waiting.len() + refused, 100);
+    drop(waiting);
+    proxy.resume();
+}
+
+#[tokio::test]
+async fn an_insert_stuck_longer_than_its_timeout_fails_and_frees_its_slot() {
+    let limits = WriterLimits { insert_timeout: Duration::from_millis(500), ..WriterLimits::default() };
+    let (proxy, _store, writer) = one_insert_at_a_time(limits).await;
+    proxy.stall();
+    let hanging = hanging_write(&writer, doc! { "hanging": true }).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(60), hanging).await;
+    let outcome = outcome.expect("a stuck insert must not hang its requester for ever").unwrap();
+    assert!(
+        matches!(outcome, Err(QueueWriteError::Store(analytics_desk::storage::StoreError::Timeout(_)))),
+        "{outcome:?}"
+    );
+    // Its slot is free: the next submission is taken (and hangs in its turn).
+    let _next = hanging_write(&writer, doc! { "next": true }).await;
+    proxy.resume();
 }
 
 #[tokio::test]
@@ -51,8 +159,10 @@ async fn with_the_database_gone_waiting_requests_fail_and_more_are_refused_at_on
     let target = common::single_host(common::server_url()).expect("a single-host URL to proxy");
     let proxy = Proxy::start(target).await;
     let store = store_behind(&proxy).await;
-    let writer =
-        QueueWriter::spawn_with(store.queue().clone(), WriterLimits { max_waiting: 2, max_inserts_in_flight: 1 });
+    let writer = QueueWriter::spawn_with(
+        store.queue().clone(),
+        WriterLimits { max_waiting: 2, max_inserts_in_flight: 1, ..WriterLimits::default() },
+    );
     assert!(writer.write(vec![doc! { "before": true }]).await.is_ok());
 
     proxy.cut();

@@ -14,6 +14,7 @@ mod helpers;
 mod limits;
 mod metrics;
 mod openapi;
+mod retries;
 mod rollups;
 mod security;
 mod stats;

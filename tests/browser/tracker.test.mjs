@@ -258,6 +258,9 @@ test('page views on load and SPA navigation, and custom events, stored exactly o
   );
   assert.equal(posts.length, 6, `one request per event: ${JSON.stringify(posts)}`);
   assert.ok(posts.every((p) => p.method === 'POST' && !JSON.parse(p.body).user_id), 'no user_id from the browser');
+  const eventIds = events.map((e) => e.event_id);
+  assert.equal(new Set(eventIds).size, 6, `one event_id per event, stored: ${eventIds}`);
+  assert.ok(eventIds.every((id) => /^\d+(-\d+){3}$/.test(id)), `random event_ids: ${eventIds}`);
 
   const userIds = new Set(events.map((e) => e.user_id));
   assert.equal(userIds.size, 1, `one visitor: ${[...userIds]}`);

@@ -154,6 +154,8 @@ fn start_secantus() -> String {
 pub struct Proxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    /// True while stalled: connections stay open, no byte is forwarded.
+    stalled: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -169,9 +171,10 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ProxyState { up: true, connections: CancellationToken::new() }));
         let shared = state.clone();
+        let (stalled, stall) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let Ok((inbound, _)) = listener.accept().await else { continue };
                 let (up, token) = {
                     let s = shared.lock().unwrap();
                     (s.up, s.connections.clone())
@@ -181,16 +184,32 @@ impl Proxy {
                     continue;
                 }
                 let target = target.clone();
+                let stall = stall.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+                    let Ok(outbound) = TcpStream::connect(&target).await else { return };
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_server, to_server) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = forward(from_client, to_server, stall.clone()) => {}
+                        _ = forward(from_server, to_client, stall) => {}
                         _ = token.cancelled() => {}
                     }
                 });
             }
         });
-        Proxy { addr, state, task }
+        Proxy { addr, state, stalled, task }
+    }
+
+    /// Stops forwarding bytes, connections kept open: a database that stops
+    /// answering (overloaded, a network partition that drops packets) rather
+    /// than one that is gone. What is sent meanwhile is held and delivered on [`Proxy::resume`].
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards again after [`Proxy::stall`], the held bytes first.
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
     }
 
     /// Drops every connection and refuses new ones.
@@ -204,6 +223,32 @@ impl Proxy {
     /// Forwards again.
     pub fn restore(&self) {
         self.state.lock().unwrap().up = true;
+    }
+}
+
+/// Copies `from` to `to`, holding the bytes while `stall` says so.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stall: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        if stall.wait_for(|stalled| !stalled).await.is_err() {
+            return;
+        }
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        // Bytes read just as the stall began are held too.
+        if stall.wait_for(|stalled| !stalled).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
 

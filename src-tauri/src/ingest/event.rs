@@ -2,9 +2,10 @@
 //! [`NewEvent`] (and that of `POST /events` into a list of them, each element
 //! checked by the same rules), and an event into the document stored in the queue.
 //!
-//! Only the four named string fields (`user_id` optional) and an optional
-//! timestamp get through: a client can never put an operator (`{"$gt": ""}`), a
-//! nested document or a field of its own into the database.
+//! Only the named string fields (`user_id` and `event_id` optional) and an
+//! optional timestamp (within [`timestamp_window`]) get through: a client can
+//! never put an operator (`{"$gt": ""}`), a nested document or a field of its
+//! own into the database.
 
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
@@ -26,10 +27,22 @@ pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_BATCH_EVENTS: usize = 500;
 
 /// The string fields of an event, with the most bytes each may hold.
-const FIELD_LIMITS: [(&str, usize); 4] = [("site_id", 128), ("event_type", 64), ("path", 2048), ("user_id", 256)];
+const FIELD_LIMITS: [(&str, usize); 5] =
+    [("site_id", 128), ("event_type", 64), ("path", 2048), ("user_id", 256), ("event_id", MAX_EVENT_ID_BYTES)];
+/// The string fields a client may leave out (or send as null).
+const OPTIONAL_FIELDS: [&str; 2] = ["user_id", "event_id"];
+/// Longest `event_id`: a UUID (36) with room for a client's own scheme.
+pub const MAX_EVENT_ID_BYTES: usize = 64;
+/// Earliest timestamp accepted: nothing real happened on the web before it, and
+/// a year-1 date breaks every date format downstream (the CSV export).
+pub const EARLIEST_TIMESTAMP_MILLIS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
+/// How far ahead of the server's clock a timestamp may be: clients' clocks are
+/// off by minutes or hours, not by more than a day; a year-9999 one would
+/// escape retention for ever.
+pub const MAX_TIMESTAMP_AHEAD_MILLIS: i64 = 24 * 3600 * 1000;
 
 /// What each field of an event means, for the OpenAPI document.
-const FIELD_DESCRIPTIONS: [(&str, &str); 5] = [
+const FIELD_DESCRIPTIONS: [(&str, &str); 6] = [
     ("site_id", "The site the event belongs to."),
     ("event_type", "The kind of event: `page_view`, or a custom one such as `signup`."),
     ("path", "The page path, such as `/pricing`."),
@@ -38,7 +51,16 @@ const FIELD_DESCRIPTIONS: [(&str, &str); 5] = [
         "The visitor, as your server knows them. Absent or null: the server derives an anonymous id \
          (a daily-salted hash of site, client address and User-Agent).",
     ),
-    ("timestamp", "When the event happened, RFC 3339. Absent: the time the server received it."),
+    (
+        "event_id",
+        "An id of your choosing for this event (a UUID, or any string up to 64 bytes), to retry safely: \
+         the same event_id for the same site is stored and counted once, whenever the retry arrives.",
+    ),
+    (
+        "timestamp",
+        "When the event happened, RFC 3339, from 2000-01-01T00:00:00Z to one day ahead of the server's \
+         clock. Absent: the time the server received it.",
+    ),
 ];
 
 /// An event that passed validation, ready to be queued.
@@ -53,6 +75,10 @@ pub struct NewEvent {
     /// Visitor identifier chosen by the client; `None` when it sent none (or
     /// null), and the API derives an anonymous one (see [`crate::ingest::anonymous_id`]).
     pub user_id: Option<String>,
+    /// The client's id for this event, which makes its retries safe: one event
+    /// per `(site_id, event_id)` is ever stored (unique indexes on the queue and
+    /// `events`; see [`crate::worker`] for the retry that arrives late).
+    pub event_id: Option<String>,
     /// When the event happened, if the client said so.
     pub timestamp: Option<DateTime>,
 }
@@ -73,7 +99,7 @@ impl utoipa::PartialSchema for EventBody {
             ))
             .additional_properties(Some(AdditionalProperties::FreeForm(false)));
         for (field, max) in FIELD_LIMITS {
-            let optional = field == "user_id";
+            let optional = OPTIONAL_FIELDS.contains(&field);
             let kind: SchemaType =
                 if optional { [Type::String, Type::Null].into_iter().collect() } else { Type::String.into() };
             let string = ObjectBuilder::new()
@@ -145,6 +171,19 @@ pub enum EventError {
     /// `timestamp` is not an RFC 3339 date-time.
     #[error("timestamp must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got {0:?}")]
     BadTimestamp(String),
+    /// `timestamp` is before 2000 or more than a day ahead of the server's clock.
+    #[error(
+        "timestamp {found} is outside the accepted window: from {earliest} to one day ahead of the server's \
+         clock ({latest})"
+    )]
+    TimestampOutOfRange {
+        /// The timestamp sent, as RFC 3339.
+        found: String,
+        /// The window's start.
+        earliest: String,
+        /// The window's end, now.
+        latest: String,
+    },
 }
 
 /// The body as sent: every field optional and untyped so that validation can say
@@ -156,6 +195,7 @@ struct RawEvent {
     event_type: Option<Value>,
     path: Option<Value>,
     user_id: Option<Value>,
+    event_id: Option<Value>,
     timestamp: Option<Value>,
 }
 
@@ -221,20 +261,46 @@ fn parse_event_json(text: &str) -> Result<NewEvent, EventError> {
         .collect::<Result<Vec<_>, _>>()?
         .try_into()
         .expect("three fields in, three out");
-    // Optional, but when sent it follows the same rules (an empty one is a client's bug).
-    let (user_id_field, user_id_max) = FIELD_LIMITS[3];
-    let user_id = raw.user_id.map(|value| required_string(user_id_field, Some(value), user_id_max)).transpose()?;
+    // Optional, but when sent they follow the same rules (an empty one is a client's bug).
+    let optional = |value: Option<Value>, (field, max): (&'static str, usize)| {
+        value.filter(|v| !v.is_null()).map(|value| required_string(field, Some(value), max)).transpose()
+    };
+    let user_id = optional(raw.user_id, FIELD_LIMITS[3])?;
+    let event_id = optional(raw.event_id, FIELD_LIMITS[4])?;
 
     let timestamp = match raw.timestamp {
         None => None,
-        Some(Value::String(s)) => Some(
-            DateTime::parse_rfc3339_str(s.trim())
-                .map_err(|_| EventError::BadTimestamp(s.chars().take(64).collect()))?,
-        ),
+        Some(Value::String(s)) => {
+            let at = DateTime::parse_rfc3339_str(s.trim())
+                .map_err(|_| EventError::BadTimestamp(s.chars().take(64).collect()))?;
+            check_timestamp_window(at, DateTime::now())?;
+            Some(at)
+        }
         Some(other) => return Err(EventError::NotAString { field: "timestamp", found: json_type(&other) }),
     };
 
-    Ok(NewEvent { site_id, event_type, path, user_id, timestamp })
+    Ok(NewEvent { site_id, event_type, path, user_id, event_id, timestamp })
+}
+
+/// The timestamps accepted when the server's clock reads `now`: from
+/// [`EARLIEST_TIMESTAMP_MILLIS`] to [`MAX_TIMESTAMP_AHEAD_MILLIS`] after `now`.
+pub fn timestamp_window(now: DateTime) -> std::ops::RangeInclusive<DateTime> {
+    DateTime::from_millis(EARLIEST_TIMESTAMP_MILLIS)
+        ..=DateTime::from_millis(now.timestamp_millis().saturating_add(MAX_TIMESTAMP_AHEAD_MILLIS))
+}
+
+/// Refuses a timestamp outside [`timestamp_window`] of `now`.
+pub fn check_timestamp_window(at: DateTime, now: DateTime) -> Result<(), EventError> {
+    let window = timestamp_window(now);
+    if window.contains(&at) {
+        return Ok(());
+    }
+    let text = |t: &DateTime| t.try_to_rfc3339_string().unwrap_or_else(|_| format!("{} ms", t.timestamp_millis()));
+    Err(EventError::TimestampOutOfRange {
+        found: text(&at),
+        earliest: text(window.start()),
+        latest: text(window.end()),
+    })
 }
 
 /// A serde error in the client's terms: a wrong shape, or not JSON at all.
@@ -281,7 +347,7 @@ impl NewEvent {
     /// id first, or this refuses it as [`EventError::Missing`].
     pub fn into_queue_document(self, id: ObjectId, ingested_at: DateTime) -> Result<Document, EventError> {
         let user_id = self.user_id.ok_or(EventError::Missing("user_id"))?;
-        Ok(doc! {
+        let mut document = doc! {
             "_id": id,
             "site_id": self.site_id,
             "event_type": self.event_type,
@@ -289,7 +355,13 @@ impl NewEvent {
             "user_id": user_id,
             "timestamp": self.timestamp.unwrap_or(ingested_at),
             "ingested_at": ingested_at,
-        })
+        };
+        // Only when sent: the unique indexes on `(site_id, event_id)` are
+        // partial, over the events that have one.
+        if let Some(event_id) = self.event_id {
+            document.insert("event_id", event_id);
+        }
+        Ok(document)
     }
 }
 
@@ -313,6 +385,45 @@ mod tests {
         let expected = DateTime::parse_rfc3339_str("2024-05-01T10:00:00.250Z").unwrap();
         assert_eq!(e.timestamp, Some(expected));
         assert_eq!(expected.timestamp_millis() % 1000, 250);
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_refused_with_the_window_in_the_message() {
+        for far in ["0001-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"] {
+            let body = VALID.replace('}', &format!(r#","timestamp":"{far}"}}"#));
+            let error = parse_event(body.as_bytes()).expect_err(far).to_string();
+            assert!(error.contains("outside the accepted window: from 2000-01-01T00:00:00Z"), "{far}: {error}");
+        }
+        let now = DateTime::parse_rfc3339_str("2026-06-01T12:00:00Z").unwrap();
+        let at = |text: &str| DateTime::parse_rfc3339_str(text).unwrap();
+        assert!(check_timestamp_window(at("2000-01-01T00:00:00Z"), now).is_ok(), "the window's first instant");
+        assert!(check_timestamp_window(at("2026-06-02T12:00:00Z"), now).is_ok(), "exactly a day ahead");
+        let ahead = check_timestamp_window(at("2026-06-02T12:00:00.001Z"), now).unwrap_err().to_string();
+        assert!(ahead.contains("(2026-06-02T12:00:00Z)"), "names the window's end: {ahead}");
+    }
+
+    #[test]
+    fn event_id_is_optional_bounded_and_queued_when_sent() {
+        let with_id = VALID.replace('}', r#","event_id":"6f1c2d9e-8a8b-4b5e-9f0a-2c3d4e5f6a7b"}"#);
+        let event = parse_event(with_id.as_bytes()).unwrap();
+        assert_eq!(event.event_id.as_deref(), Some("6f1c2d9e-8a8b-4b5e-9f0a-2c3d4e5f6a7b"));
+        let document = event.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
+        assert_eq!(document.get_str("event_id"), Ok("6f1c2d9e-8a8b-4b5e-9f0a-2c3d4e5f6a7b"));
+
+        let without = parse_event(VALID.as_bytes()).unwrap();
+        assert_eq!(without.event_id, None);
+        let document = without.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
+        assert!(!document.contains_key("event_id"), "absent, not null: the unique index is partial");
+
+        for (event_id, expected) in [
+            (format!("\"{}\"", "e".repeat(65)), "event_id is too long: at most 64 bytes"),
+            ("\" \"".to_string(), "event_id must not be empty"),
+            ("42".to_string(), "event_id must be a string, got a number"),
+        ] {
+            let body = VALID.replace('}', &format!(r#","event_id":{event_id}}}"#));
+            let error = parse_event(body.as_bytes()).expect_err(&body).to_string();
+            assert!(error.contains(expected), "{body}: {error}");
+        }
     }
 
     #[test]
@@ -480,6 +591,7 @@ mod fuzz {
             Just("path".to_string()),
             Just("user_id".to_string()),
             Just("timestamp".to_string()),
+            Just("event_id".to_string()),
             Just("$gt".to_string()),
             Just("$where".to_string()),
             "[a-z_$.]{0,8}",
@@ -503,7 +615,13 @@ mod fuzz {
     }
 
     fn check_accepted(event: &NewEvent) {
-        let strings = [Some(&event.site_id), Some(&event.event_type), Some(&event.path), event.user_id.as_ref()];
+        let strings = [
+            Some(&event.site_id),
+            Some(&event.event_type),
+            Some(&event.path),
+            event.user_id.as_ref(),
+            event.event_id.as_ref(),
+        ];
         for (value, (field, max)) in strings.into_iter().zip(FIELD_LIMITS).filter_map(|(v, limit)| Some((v?, limit))) {
             assert!(!value.trim().is_empty(), "{field} empty");
             assert!(value.len() <= max, "{field} too long");
@@ -511,7 +629,7 @@ mod fuzz {
         }
         let identified = NewEvent { user_id: event.user_id.clone().or(Some("anonymous".into())), ..event.clone() };
         let document = identified.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
-        assert_eq!(document.len(), 7);
+        assert_eq!(document.len(), 7 + usize::from(event.event_id.is_some()));
         for (_, value) in &document {
             assert!(
                 matches!(
@@ -541,7 +659,9 @@ mod fuzz {
                     check_accepted(&event);
                     let object = value.as_object().expect("only objects are accepted");
                     for key in object.keys() {
-                        prop_assert!(["site_id", "event_type", "path", "user_id", "timestamp"].contains(&key.as_str()));
+                        prop_assert!(
+                            ["site_id", "event_type", "path", "user_id", "event_id", "timestamp"].contains(&key.as_str())
+                        );
                     }
                     prop_assert_eq!(object["site_id"].as_str(), Some(event.site_id.as_str()));
                 }
@@ -555,7 +675,7 @@ mod fuzz {
             event_type in "[a-z_]{1,64}",
             path in "/[a-zA-Z0-9/_.?=&%-]{0,200}",
             user_id in "[\\PC&&[^\\s]]{1,60}",
-            millis in 0i64..4_102_444_800_000,
+            millis in EARLIEST_TIMESTAMP_MILLIS..1_767_225_600_000, // 2000 to 2026
         ) {
             let timestamp = DateTime::from_millis(millis).try_to_rfc3339_string().unwrap();
             let body = serde_json::json!({

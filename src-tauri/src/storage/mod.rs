@@ -25,6 +25,8 @@ pub use error::{StoreError, is_duplicate_key, only_duplicate_keys};
 pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new connection may take to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The unique index on `{site_id, event_id}` of the queue and of `events`.
+pub const EVENT_ID_INDEX: &str = "site_id_event_id_unique";
 
 /// A connected handle on the service's database; cheap to clone (the driver's
 /// client is reference-counted), one per process is enough.
@@ -114,14 +116,28 @@ impl Store {
     ///   the fast stats read raw, and every query of the plain stats). The
     ///   original service's `{site_id, path}` and `{site_id, user_id}` are not
     ///   made: stats read the rollups, and each index slows every insert;
-    /// - the queue is read in `_id` order, which its default index already serves.
+    /// - the queue is read in `_id` order, which its default index already serves;
+    /// - `{site_id, event_id}`, unique, on both, over the events sent with an
+    ///   `event_id` only (partial): a retry of a queued event is refused by the
+    ///   queue's, one of a processed event by `events`' (see [`crate::worker`]).
     ///
     /// The rollups ensure theirs ([`crate::rollups::ensure_indexes`]).
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let index = |keys: Document, name: &str| {
             IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_string()).build()).build()
         };
-        self.events.create_indexes([index(doc! { "site_id": 1, "timestamp": 1 }, "site_id_timestamp")]).await?;
+        let one_per_event_id = || {
+            let options = IndexOptions::builder()
+                .name(EVENT_ID_INDEX.to_string())
+                .unique(true)
+                .partial_filter_expression(doc! { "event_id": { "$exists": true } })
+                .build();
+            IndexModel::builder().keys(doc! { "site_id": 1, "event_id": 1 }).options(options).build()
+        };
+        self.events
+            .create_indexes([index(doc! { "site_id": 1, "timestamp": 1 }, "site_id_timestamp"), one_per_event_id()])
+            .await?;
+        self.queue.create_index(one_per_event_id()).await?;
         Ok(())
     }
 

@@ -2,13 +2,14 @@
 //! into `events`, delete from the queue, count into the lane's rollup shard and
 //! record new visitors, all or nothing; a conflict is retried on a fresh read.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use mongodb::ClientSession;
 use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf, doc};
 use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::batch::prepare_for_events;
 use super::lanes::MovedBatch;
@@ -154,14 +155,18 @@ impl Worker {
     }
 
     /// Drops from the queue the entries of `ids` that are already in `events`:
-    /// left by an idempotent (transaction-less) move that crashed before its
-    /// delete, on a database since moved to a replica set; the rollups, rebuilt
-    /// from `events` then, already count them.
+    ///
+    /// - by `_id`: left by an idempotent (transaction-less) move that crashed
+    ///   before its delete, on a database since moved to a replica set; the
+    ///   rollups, rebuilt from `events` then, already count them;
+    /// - by `(site_id, event_id)`: a client's retry of an event processed
+    ///   before the retry arrived (one still queued is refused by the queue's
+    ///   own index); the first is stored and counted, the retry never is.
     async fn discard_already_moved(&self, ids: Vec<Bson>) -> Result<(), StoreError> {
         let present: Vec<Bson> = self
             .store
             .events()
-            .find(doc! { "_id": { "$in": ids } })
+            .find(doc! { "_id": { "$in": &ids } })
             .projection(doc! { "_id": 1 })
             .await?
             .try_collect::<Vec<Document>>()
@@ -169,12 +174,55 @@ impl Worker {
             .into_iter()
             .filter_map(|event| event.get("_id").cloned())
             .collect();
-        warn!(
-            events = present.len(),
-            "queue entries already in events (from an earlier crash): removed from the queue"
-        );
-        self.store.queue().delete_many(doc! { "_id": { "$in": present } }).await?;
+        if !present.is_empty() {
+            warn!(
+                events = present.len(),
+                "queue entries already in events (from an earlier crash): removed from the queue"
+            );
+            self.store.queue().delete_many(doc! { "_id": { "$in": &present } }).await?;
+        }
+        let retries = self.retries_already_stored(ids).await?;
+        if !retries.is_empty() {
+            info!(events = retries.len(), "retried events whose event_id is already stored: removed from the queue");
+            self.store.queue().delete_many(doc! { "_id": { "$in": retries } }).await?;
+        }
         Ok(())
+    }
+
+    /// The queue entries of `ids` whose `(site_id, event_id)` an event in
+    /// `events` already holds (under another `_id`).
+    async fn retries_already_stored(&self, ids: Vec<Bson>) -> Result<Vec<Bson>, StoreError> {
+        let with_event_id = doc! { "_id": { "$in": ids }, "event_id": { "$exists": true } };
+        let entries: Vec<Document> = self
+            .store
+            .queue()
+            .find(with_event_id)
+            .projection(doc! { "_id": 1, "site_id": 1, "event_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        // Both are strings in every entry the API queues; others cannot be retries.
+        let key =
+            |d: &Document| Some((d.get_str("site_id").ok()?.to_string(), d.get_str("event_id").ok()?.to_string()));
+        let mut by_site: HashMap<String, Vec<String>> = HashMap::new();
+        for (site_id, event_id) in entries.iter().filter_map(key) {
+            by_site.entry(site_id).or_default().push(event_id);
+        }
+        let mut stored = HashSet::new();
+        for (site_id, event_ids) in by_site {
+            let filter = doc! { "site_id": &site_id, "event_id": { "$in": event_ids } };
+            let mut cursor = self.store.events().find(filter).projection(doc! { "event_id": 1 }).await?;
+            while let Some(event) = cursor.try_next().await? {
+                if let Ok(event_id) = event.get_str("event_id") {
+                    stored.insert((site_id.clone(), event_id.to_string()));
+                }
+            }
+        }
+        Ok(entries
+            .iter()
+            .filter(|entry| key(entry).is_some_and(|k| stored.contains(&k)))
+            .filter_map(|entry| entry.get("_id").cloned())
+            .collect())
     }
 }
 

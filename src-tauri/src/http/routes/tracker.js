@@ -14,8 +14,10 @@ var off=!site||/^(localhost|127\.0\.0\.1|\[::1\])$/.test(l.hostname)&&a('include
   a('respect-dnt')!=null&&(n.doNotTrack=='1'||n.globalPrivacyControl);
 function track(type,o){
   if(off)return;
-  // No user_id: the server derives an anonymous one (no cookie).
-  var body=JSON.stringify({site_id:site,event_type:type,path:o&&o.path||l.pathname});
+  // No user_id: the server derives an anonymous one (no cookie). A random
+  // event_id (128 bits) makes any resend of this body count once.
+  var body=JSON.stringify({site_id:site,event_type:type,path:o&&o.path||l.pathname,
+  event_id:crypto.getRandomValues(new Uint32Array(4)).join('-')});
   // Both send a string as text/plain (no CORS preflight) and outlive the page.
   if(!(n.sendBeacon&&n.sendBeacon(u,body)))fetch(u,{method:'POST',body:body,keepalive:true}).catch(function(){});
 }
