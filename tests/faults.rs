@@ -874,6 +874,150 @@ async fn an_api_killed_under_load_keeps_every_acknowledged_event() {
 }
 
 // ---------------------------------------------------------------------------
+// 3b. Clients retrying by event_id across an API crash
+// ---------------------------------------------------------------------------
+
+/// Posts the event `event_id` (its `user_id` too, so that the users count it).
+async fn post_with_event_id(http: &reqwest::Client, base: &str, event_id: &str) -> Outcome {
+    let body = json!({
+        "site_id": "site-retries", "event_type": "page_view", "path": "/retry", "user_id": event_id, "event_id": event_id
+    });
+    match http.post(format!("{base}/event")).json(&body).send().await {
+        Err(error) => Outcome::NoAnswer(error.to_string()),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.text().await {
+                Ok(text)
+                    if status == 200
+                        && serde_json::from_str::<Value>(&text).ok() == Some(json!({ "status": "queued" })) =>
+                {
+                    Outcome::Queued
+                }
+                Ok(text) => Outcome::Answered { status, body: text },
+                Err(error) => Outcome::NoAnswer(format!("{status} with a broken body: {error}")),
+            }
+        }
+    }
+}
+
+/// An `analytics-service all` (API and worker) on `url`, answering on a fresh port.
+async fn start_all(url: &str, dir: &Path, name: &str, http: &reqwest::Client) -> (Service, String) {
+    let port = common::free_port().to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let vars =
+        [("PORT", port.as_str()), ("MONGO_URL", url), ("QUEUE_NAME", QUEUE), ("BATCH_SIZE", "50"), ("POLL_MS", "20")];
+    let mut service = Service::spawn(name, "all", &vars, &dir.join(format!("{name}.log")));
+    wait_for_api(http, &base, &mut service).await;
+    (service, base)
+}
+
+/// The `event_id`s of a collection, with how many documents hold each.
+async fn event_id_counts(collection: &mongodb::Collection<Document>) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for document in all(collection).await {
+        if let Ok(id) = document.get_str("event_id") {
+            *counts.entry(id.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_killed_under_load_with_clients_retrying_by_event_id_stores_exactly_what_was_sent() {
+    const SENDERS: usize = 8;
+    /// Events acknowledged, and some of them processed, before the kill.
+    const ACKNOWLEDGED_BEFORE_KILL: usize = 100;
+    const MAX_ATTEMPTS: usize = 50;
+    let url = common::fresh_database_url();
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let (mut first, base) = start_all(&url, dir.path(), "first", &http).await;
+    let store = connect(&url).await;
+
+    // Each sender posts new events until its first request without an answer
+    // (the kill); every event it sent is remembered with what it learnt.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent: Arc<Mutex<Vec<(String, Outcome)>>> = Arc::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let (http, base, stop, sent) = (http.clone(), base.clone(), stop.clone(), sent.clone());
+            tokio::spawn(async move {
+                for n in 0.. {
+                    if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                        break;
+                    }
+                    let event_id = format!("{sender}-{n}-{:08x}", rand::random::<u32>());
+                    let outcome = post_with_event_id(&http, &base, &event_id).await;
+                    let answered = !matches!(outcome, Outcome::NoAnswer(_));
+                    sent.lock().unwrap().push((event_id, outcome));
+                    if !answered {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let acknowledged = || sent.lock().unwrap().iter().filter(|(_, o)| matches!(o, Outcome::Queued)).count();
+    let loaded = common::eventually(Duration::from_secs(60), || async {
+        acknowledged() >= ACKNOWLEDGED_BEFORE_KILL && count(store.events()).await > 0
+    })
+    .await;
+    assert!(loaded, "only {} acknowledged and none processed in 60 s; log:\n{}", acknowledged(), first.log_tail(40));
+    first.kill().await;
+    for sender in senders {
+        sender.await.expect("sender task");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    let unsure: Vec<&String> =
+        sent.iter().filter(|(_, outcome)| !matches!(outcome, Outcome::Queued)).map(|(id, _)| id).collect();
+    let stored_before_retry: HashSet<String> = event_id_counts(store.queue())
+        .await
+        .into_keys()
+        .chain(event_id_counts(store.events()).await.into_keys())
+        .collect();
+    let unsure_but_stored = unsure.iter().filter(|id| stored_before_retry.contains(id.as_str())).count();
+
+    // A new process; every client sends again what it was not sure of, and (as a
+    // careless client would) everything acknowledged too, until acknowledged.
+    let (mut second, base) = start_all(&url, dir.path(), "second", &http).await;
+    let mut attempts = 0;
+    for (event_id, _) in &sent {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            attempts += 1;
+            match post_with_event_id(&http, &base, event_id).await {
+                Outcome::Queued => break,
+                other => assert!(tries < MAX_ATTEMPTS, "{event_id} not accepted in {tries} attempts: {other:?}"),
+            }
+        }
+    }
+    let drained = common::eventually(Duration::from_secs(60), || async { count(store.queue()).await == 0 }).await;
+    assert!(drained, "the queue did not drain in 60 s; log:\n{}", second.log_tail(40));
+    assert!(second.is_running(), "the second service died; log:\n{}", second.log_tail(40));
+
+    let stored = event_id_counts(store.events()).await;
+    eprintln!(
+        "[faults] retries by event_id: {} events sent, {} unsure at the kill ({unsure_but_stored} of them stored \
+         anyway), {attempts} posts after the restart, {} events stored",
+        sent.len(),
+        unsure.len(),
+        stored.len()
+    );
+    let doubled: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "events stored more than once: {:?}", &doubled[..doubled.len().min(5)]);
+    let sent_ids: HashSet<&str> = sent.iter().map(|(id, _)| id.as_str()).collect();
+    let lost: Vec<&&str> = sent_ids.iter().filter(|id| !stored.contains_key(**id)).collect();
+    assert!(lost.is_empty(), "{} sent events not stored, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert_eq!(stored.len(), sent_ids.len(), "stored = sent, exactly");
+    let exact = stats::site_stats(&store, &StatsFilter::site("site-retries")).await.expect("stats");
+    assert_eq!((exact.total_events, exact.unique_users), (sent_ids.len() as u64, sent_ids.len() as u64));
+    store.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
 // 4. The database killed under a running service
 // ---------------------------------------------------------------------------
 
