@@ -181,9 +181,10 @@ impl Engine {
 
         let state =
             ApiState::new(store, self.inner.counters.clone(), &self.inner.config).with_worker(self.worker_probe());
-        let router = http::router(state);
+        let limits = http::ApiLimits::from_config(&self.inner.config);
+        let router = http::router_with_limits(state, limits.clone());
         let shutdown = CancellationToken::new();
-        let serving = http::serve(listener, router, shutdown.clone());
+        let serving = http::serve_with(listener, router, limits, shutdown.clone());
         let task = part.spawn("API", async move { serving.await.map_err(|e| format!("the API stopped: {e}")) });
         info!("API listening on http://{addr}");
         part.set(PartStatus::Running { addr: Some(addr) });

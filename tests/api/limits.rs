@@ -21,7 +21,7 @@ async fn serve_limited(app: &TestApp, limits: ApiLimits) -> (std::net::SocketAdd
     let state = ApiState::new(app.store.clone(), counters.clone(), &Config::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = http::router_with_limits(state, limits);
+    let router = http::router_with_limits(state, limits.clone());
     tokio::spawn(http::serve_with(listener, router, limits, CancellationToken::new()));
     (addr, counters)
 }

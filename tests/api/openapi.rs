@@ -144,12 +144,13 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     let all_errors = ["200", "400", "403", "408", "413", "415", "503"];
     assert_eq!(statuses("/event", "post"), all_errors);
     assert_eq!(statuses("/events", "post"), all_errors);
-    assert_eq!(statuses("/stats", "get"), ["200", "400", "401", "503"]);
-    assert_eq!(statuses("/stats/timeseries", "get"), ["200", "400", "401", "503"]);
-    assert_eq!(statuses("/stats/export.csv", "get"), ["200", "400", "401", "503"]);
-    assert_eq!(statuses("/sites", "get"), ["200", "401", "503"]);
+    assert_eq!(statuses("/stats", "get"), ["200", "400", "401", "403", "503"]);
+    assert_eq!(statuses("/stats/timeseries", "get"), ["200", "400", "401", "403", "503"]);
+    assert_eq!(statuses("/stats/export.csv", "get"), ["200", "400", "401", "403", "503"]);
+    assert_eq!(statuses("/sites", "get"), ["200", "401", "403", "503"]);
     assert_eq!(statuses("/script.js", "get"), ["200", "304", "503"]);
-    assert_eq!(statuses("/metrics", "get"), ["200", "401", "503"]);
+    assert_eq!(statuses("/metrics", "get"), ["200", "401", "403", "503"]);
+    assert_eq!(statuses("/openapi.json", "get"), ["200", "403", "503"]);
     assert_eq!(statuses("/health", "get"), ["200", "503"]);
     assert!(doc["paths"]["/health"]["get"].get("security").is_none(), "load balancers need no token");
     let guarded = ["/stats", "/stats/timeseries", "/stats/export.csv", "/sites", "/metrics"];

@@ -32,6 +32,10 @@ pub const MAX_POLL_MS: u64 = 3_600_000;
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
 /// Shortest `API_TOKEN` accepted.
 pub const MIN_TOKEN_LENGTH: usize = 16;
+/// Longest `BODY_DEADLINE_SECS` (an hour).
+pub const MAX_BODY_DEADLINE_SECS: u64 = 3_600;
+/// Largest `MAX_CONNECTIONS` and `MAX_CONNECTIONS_PER_CLIENT`.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 /// Every setting of the engine. Built from the environment by [`Config::from_env`],
 /// or directly (tests and the desktop app), in which case `port` 0 means "any free port".
@@ -63,6 +67,18 @@ pub struct Config {
     /// Days events are kept (`RETENTION_DAYS`); older ones are deleted by the
     /// worker, rollups included. Unset: kept for ever.
     pub retention_days: Option<u32>,
+    /// Names the stats routes and `/metrics` answer besides loopback names and
+    /// IP addresses (`PUBLIC_HOSTS`, comma-separated, each with or without a
+    /// port): the guard against DNS rebinding.
+    pub public_hosts: Vec<String>,
+    /// Longest a request body may take to arrive in all (`BODY_DEADLINE_SECS`,
+    /// default 30 s), however it trickles.
+    pub body_deadline: Duration,
+    /// Most connections open at once (`MAX_CONNECTIONS`, default 4096).
+    pub max_connections: usize,
+    /// Most connections open at once from one client address
+    /// (`MAX_CONNECTIONS_PER_CLIENT`, default 512); trusted proxies are exempt.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Config {
@@ -79,6 +95,10 @@ impl Default for Config {
             allowed_sites: None,
             trusted_proxies: TrustedProxies::default(),
             retention_days: None,
+            public_hosts: Vec::new(),
+            body_deadline: Duration::from_secs(30),
+            max_connections: 4096,
+            max_connections_per_client: 512,
         }
     }
 }
@@ -177,6 +197,31 @@ impl Config {
             Some(v) => Some(whole_number("RETENTION_DAYS", &v, 1..=MAX_RETENTION_DAYS, "days, ")?),
         };
 
+        let public_hosts = match var("PUBLIC_HOSTS") {
+            None => defaults.public_hosts,
+            Some(v) => parse_public_hosts(&v).map_err(|bad| {
+                invalid(
+                    "PUBLIC_HOSTS",
+                    &v,
+                    &format!("expected comma-separated host names, each with an optional port, such as stats.example.com, stats.example.com:8443 ({bad:?} is not one)"),
+                )
+            })?,
+        };
+        let body_deadline = match var("BODY_DEADLINE_SECS") {
+            None => defaults.body_deadline,
+            Some(v) => {
+                Duration::from_secs(whole_number("BODY_DEADLINE_SECS", &v, 1..=MAX_BODY_DEADLINE_SECS, "seconds, ")?)
+            }
+        };
+        let max_connections = match var("MAX_CONNECTIONS") {
+            None => defaults.max_connections,
+            Some(v) => whole_number("MAX_CONNECTIONS", &v, 1..=MAX_CONNECTIONS_LIMIT, "")?,
+        };
+        let max_connections_per_client = match var("MAX_CONNECTIONS_PER_CLIENT") {
+            None => defaults.max_connections_per_client,
+            Some(v) => whole_number("MAX_CONNECTIONS_PER_CLIENT", &v, 1..=MAX_CONNECTIONS_LIMIT, "")?,
+        };
+
         Ok(Config {
             host,
             port,
@@ -189,6 +234,10 @@ impl Config {
             allowed_sites,
             trusted_proxies,
             retention_days,
+            public_hosts,
+            body_deadline,
+            max_connections,
+            max_connections_per_client,
         })
     }
 
@@ -230,6 +279,10 @@ impl fmt::Debug for Config {
             .field("api_token", &self.api_token.as_ref().map(|_| "****"))
             .field("allowed_sites", &self.allowed_sites)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("public_hosts", &self.public_hosts)
+            .field("body_deadline", &self.body_deadline)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_client", &self.max_connections_per_client)
             .finish()
     }
 }
@@ -248,6 +301,26 @@ where
             &format!("expected {unit}a whole number from {} to {}", range.start(), range.end()),
         )),
     }
+}
+
+/// Parses `PUBLIC_HOSTS`: host names (letters, digits, `-`, `.`) or bracketed
+/// IPv6 addresses, each with an optional `:port`; returns the first bad entry.
+fn parse_public_hosts(list: &str) -> Result<Vec<String>, String> {
+    let entries = list.split(',').map(str::trim).filter(|entry| !entry.is_empty());
+    entries
+        .map(|entry| {
+            let (name, port) = match entry.rsplit_once(':') {
+                Some((name, port)) if !entry.ends_with(']') => (name, Some(port)),
+                _ => (entry, None),
+            };
+            let name_ok = (name.starts_with('[')
+                && name.ends_with(']')
+                && name[1..name.len() - 1].parse::<std::net::Ipv6Addr>().is_ok())
+                || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+            let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+            if name_ok && port_ok { Ok(entry.to_ascii_lowercase()) } else { Err(entry.to_string()) }
+        })
+        .collect()
 }
 
 fn invalid(var: &'static str, value: &str, allowed: &str) -> ConfigError {
@@ -469,5 +542,31 @@ mod tests {
         let bare = url_parts("mongodb+srv://cluster0.example.net").unwrap();
         assert_eq!((bare.user, bare.password, bare.hosts), (None, None, "cluster0.example.net"));
         assert_eq!(url_parts("nonsense"), None);
+    }
+
+    #[test]
+    fn public_hosts_and_connection_limits() {
+        let c = from(&[]).unwrap();
+        assert!(c.public_hosts.is_empty());
+        assert_eq!(c.body_deadline, Duration::from_secs(30));
+        assert_eq!((c.max_connections, c.max_connections_per_client), (4096, 512));
+
+        let c = from(&[
+            ("PUBLIC_HOSTS", " Stats.Example.com, other.example:8443,[::1]:1000 ,"),
+            ("BODY_DEADLINE_SECS", "5"),
+            ("MAX_CONNECTIONS", "100"),
+            ("MAX_CONNECTIONS_PER_CLIENT", "7"),
+        ])
+        .unwrap();
+        assert_eq!(c.public_hosts, ["stats.example.com", "other.example:8443", "[::1]:1000"]);
+        assert_eq!(c.body_deadline, Duration::from_secs(5));
+        assert_eq!((c.max_connections, c.max_connections_per_client), (100, 7));
+
+        let bad_host = error_for(&[("PUBLIC_HOSTS", "stats.example.com, http://evil/")]);
+        assert!(bad_host.contains("PUBLIC_HOSTS") && bad_host.contains("http://evil/"), "{bad_host}");
+        assert!(error_for(&[("PUBLIC_HOSTS", "a.example:99999")]).contains("PUBLIC_HOSTS"));
+        assert!(error_for(&[("BODY_DEADLINE_SECS", "0")]).contains("seconds, a whole number from 1 to 3600"));
+        assert!(error_for(&[("MAX_CONNECTIONS", "lots")]).contains("MAX_CONNECTIONS"));
+        assert!(error_for(&[("MAX_CONNECTIONS_PER_CLIENT", "0")]).contains("MAX_CONNECTIONS_PER_CLIENT"));
     }
 }

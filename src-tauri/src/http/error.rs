@@ -47,6 +47,12 @@ pub enum ApiError {
     /// `/stats` without the right token.
     #[error("missing or wrong API token: send the header Authorization: Bearer <API_TOKEN>")]
     Unauthorized,
+    /// A read route asked under a `Host` name this server does not answer to
+    /// (the guard against DNS rebinding).
+    #[error(
+        "this server does not answer to the name {0:?}: reach it as localhost or by IP address, or add the name to PUBLIC_HOSTS (comma-separated) in its configuration"
+    )]
+    HostNotAllowed(String),
     /// Too many requests in flight: refused without being read.
     #[error("server busy: too many requests at once, nothing was stored; retry shortly")]
     Overloaded,
@@ -91,7 +97,10 @@ impl ApiError {
             ApiError::Overloaded => RefusalReason::Overloaded,
             ApiError::Unavailable(_) => RefusalReason::Unavailable,
             ApiError::ShuttingDown => RefusalReason::ShuttingDown,
-            ApiError::NotFound(_) | ApiError::MethodNotAllowed | ApiError::Unauthorized => return None,
+            ApiError::NotFound(_)
+            | ApiError::MethodNotAllowed
+            | ApiError::Unauthorized
+            | ApiError::HostNotAllowed(_) => return None,
         })
     }
 
@@ -105,6 +114,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::HostNotAllowed(_) => StatusCode::FORBIDDEN,
         }
     }
 }

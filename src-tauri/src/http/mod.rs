@@ -7,7 +7,10 @@
 //! - [`state`]: what the routes share; [`access`]: the `API_TOKEN` check;
 //!   [`query`]: the stats routes' parameters; [`error`]: every refusal as
 //!   `{"error": "..."}`; [`openapi`]: the OpenAPI document's frame;
-//! - [`server`]: the port, the serve loop and its limits;
+//! - [`server`]: the port, the serve loop and its limits; [`connection_gate`]:
+//!   the caps on connections; [`lingering_close`]: closing so that a refused
+//!   client sees its answer; [`body_deadline`]: a body's total deadline;
+//! - [`host_check`]: the `Host` check of the read routes (DNS rebinding);
 //! - this module: the route table, from which both the router and the OpenAPI
 //!   document (`GET /openapi.json`) are made, and the latency middleware.
 //!
@@ -15,7 +18,11 @@
 //! (CORS). Nothing else is readable cross-origin but the script.
 
 pub mod access;
+pub mod body_deadline;
+pub mod connection_gate;
 pub mod error;
+pub mod host_check;
+pub mod lingering_close;
 pub mod openapi;
 pub mod query;
 pub mod routes;
@@ -42,7 +49,7 @@ use utoipa_axum::routes;
 
 use crate::ingest::{MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES};
 use crate::telemetry::counters::PipelineCounters;
-use openapi::{ApiDoc, Unavailable};
+use openapi::{ApiDoc, HostNotAllowed, Unavailable};
 use routes::{ingest, operations, stats, tracker};
 
 pub use error::{ApiError, ErrorBody};
@@ -114,12 +121,15 @@ pub fn router_with_limits(state: ApiState, limits: ApiLimits) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
+        .layer(middleware::from_fn_with_state(limits.body_deadline, body_deadline::limit_body_time))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(shed))
                 .load_shed()
                 .concurrency_limit(limits.max_in_flight),
         )
+        // Before the cap: a refused Host takes no request slot.
+        .layer(middleware::from_fn_with_state(state.hosts.clone(), host_check::check_host))
         .layer(TraceLayer::new_for_http())
         // Outermost, so that requests refused by the layers above are timed too.
         .layer(middleware::from_fn_with_state(state.counters.clone(), observe_request))
@@ -148,6 +158,7 @@ async fn observe_request(State(counters): State<Arc<PipelineCounters>>, request:
     tag = "operations",
     responses(
         (status = 200, description = "The OpenAPI 3 document of every route", content_type = "application/json"),
+        (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
     )
 )]

@@ -32,6 +32,7 @@ pub const API_TOKEN_SCHEME: &str = "api_token";
             BadRequest,
             Unauthorized,
             Forbidden,
+            HostNotAllowed,
             RequestTimeout,
             PayloadTooLarge,
             UnsupportedMediaType,
@@ -72,7 +73,15 @@ pub struct Unauthorized(pub ErrorBody);
 #[derive(ToResponse)]
 pub struct Forbidden(pub ErrorBody);
 
-/// The body stalled: no data for 10 seconds. Nothing was stored.
+/// Without `API_TOKEN` (or with `PUBLIC_HOSTS` set), the stats routes, `/metrics`
+/// and this document answer only requests whose `Host` is a loopback name
+/// (`localhost`, `*.localhost`), an IP address, or a name in `PUBLIC_HOSTS`: a
+/// page whose name was made to resolve to this machine (DNS rebinding) cannot read them.
+#[derive(ToResponse)]
+pub struct HostNotAllowed(pub ErrorBody);
+
+/// The body stalled (no data for 10 seconds) or took longer than its deadline in
+/// all (`BODY_DEADLINE_SECS`, 30 seconds by default). Nothing was stored.
 #[derive(ToResponse)]
 pub struct RequestTimeout(pub ErrorBody);
 

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Extension;
@@ -13,13 +14,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tracing::{debug, warn};
 
+use super::connection_gate::{ConnectionGate, ConnectionRefused};
+use super::lingering_close::LingeringClose;
+use crate::config::{Config, TrustedProxies};
+
 /// Limits that keep slow or abusive clients from exhausting the service.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ApiLimits {
     /// Requests handled at once; beyond it, requests are refused at once with a
     /// 503 instead of queueing (so a flood degrades to quick refusals and memory
@@ -31,14 +36,45 @@ pub struct ApiLimits {
     /// idle keep-alive connection stays open: a slow-headers client cannot hold a
     /// connection for ever.
     pub header_read_timeout: Duration,
+    /// Longest a request body may take in all, from the request's arrival: the
+    /// read timeout restarts with every piece, so without it a body trickling a
+    /// byte now and then holds its connection for hours (a 408 at the deadline).
+    pub body_deadline: Duration,
+    /// Most connections open at once; beyond it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (an IPv6 /64), so
+    /// that one client cannot take them all.
+    pub max_connections_per_client: usize,
+    /// Peers held only to the total cap: the proxies in front of the service
+    /// (`TRUSTED_PROXIES`), whose connections carry many clients each.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
+        let config = Config::default();
         ApiLimits {
             max_in_flight: 1024,
             body_read_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            body_deadline: config.body_deadline,
+            max_connections: config.max_connections,
+            max_connections_per_client: config.max_connections_per_client,
+            trusted_proxies: TrustedProxies::default(),
+        }
+    }
+}
+
+impl ApiLimits {
+    /// The defaults, with what `config` sets (`BODY_DEADLINE_SECS`,
+    /// `MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_CLIENT`, `TRUSTED_PROXIES`).
+    pub fn from_config(config: &Config) -> ApiLimits {
+        ApiLimits {
+            body_deadline: config.body_deadline,
+            max_connections: config.max_connections,
+            max_connections_per_client: config.max_connections_per_client,
+            trusted_proxies: config.trusted_proxies.clone(),
+            ..ApiLimits::default()
         }
     }
 }
@@ -132,6 +168,8 @@ pub async fn serve_with(
     let mut builder = AutoBuilder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     let graceful = GracefulShutdown::new();
+    let gate = ConnectionGate::new(limits.max_connections, limits.max_connections_per_client, limits.trusted_proxies);
+    warn_if_descriptors_short(limits.max_connections);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -145,14 +183,24 @@ pub async fn serve_with(
                 }
             },
         };
+        let permit = match gate.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                refuse(stream, peer, refused);
+                continue;
+            }
+        };
         // Handlers see the peer as axum's `ConnectInfo` (anonymous visitor ids need it).
         let service = Extension(ConnectInfo(peer)).layer(router.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let io = TokioIo::new(LingeringClose::new(stream));
+        let connection = builder.serve_connection(io, TowerToHyperService::new(service));
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%error, "connection ended with an error");
             }
+            // Held until the connection (and its lingering close) is over.
+            drop(permit);
         });
     }
     drop(listener);
@@ -160,6 +208,59 @@ pub async fn serve_with(
         warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
     }
     Ok(())
+}
+
+/// Answers a connection over a cap with a 503 saying which, and closes it.
+/// Without waiting: what the client already sent is read and discarded, so that
+/// the close sends the end of the stream rather than a reset destroying the answer.
+fn refuse(stream: TcpStream, peer: SocketAddr, refused: ConnectionRefused) {
+    log_refused(peer, refused);
+    let body = serde_json::json!({ "error": refused.to_string() }).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         retry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+    let mut scratch = [0u8; 8192];
+    for _ in 0..8 {
+        if !matches!(stream.try_read(&mut scratch), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
+/// Logs a refused connection: a warning at most every ten seconds (a flood
+/// would otherwise write one per connection), the rest at debug level.
+fn log_refused(peer: SocketAddr, refused: ConnectionRefused) {
+    static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST_WARNING_SECS.load(Ordering::Relaxed);
+    if now >= last + 10 && LAST_WARNING_SECS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        warn!(%peer, %refused, "connection refused (MAX_CONNECTIONS / MAX_CONNECTIONS_PER_CLIENT); further refusals within 10 s are logged at debug level");
+    } else {
+        debug!(%peer, %refused, "connection refused");
+    }
+}
+
+/// Warns when the process may open fewer files than `max_connections` needs
+/// (each connection is a descriptor): accepting then fails before the cap does.
+fn warn_if_descriptors_short(max_connections: usize) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let needed = max_connections as libc::rlim_t + 64;
+    if limit.rlim_cur < needed {
+        warn!(
+            open_files = limit.rlim_cur,
+            max_connections,
+            "this process may open only {} files but MAX_CONNECTIONS is {max_connections}: raise the limit \
+             (ulimit -n, or LimitNOFILE= in a systemd unit) to at least {needed}, or lower MAX_CONNECTIONS",
+            limit.rlim_cur
+        );
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 
 use super::access::ApiToken;
+use super::host_check::HostPolicy;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::storage::Store;
@@ -21,6 +22,8 @@ pub struct ApiState {
     pub counters: Arc<PipelineCounters>,
     /// Who may read the stats and metrics (`API_TOKEN`).
     pub token: Arc<ApiToken>,
+    /// Under which `Host` names the stats and metrics may be read (`PUBLIC_HOSTS`).
+    pub hosts: Arc<HostPolicy>,
     /// Takes events into the queue.
     pub ingest: Ingest,
     /// How this process's worker is doing, for `GET /health`.
@@ -34,7 +37,8 @@ impl ApiState {
     pub fn new(store: Store, counters: Arc<PipelineCounters>, config: &Config) -> ApiState {
         let ingest = Ingest::new(&store, counters.clone(), config);
         let token = Arc::new(ApiToken::from_config(config));
-        ApiState { store, counters, token, ingest, worker: WorkerProbe::not_in_this_process() }
+        let hosts = Arc::new(HostPolicy::from_config(config));
+        ApiState { store, counters, token, hosts, ingest, worker: WorkerProbe::not_in_this_process() }
     }
 
     /// The same state, with `/health` asking `worker` about this process's worker.

@@ -11,7 +11,7 @@ use tracing::debug;
 use utoipa::ToSchema;
 
 use crate::http::error::ApiError;
-use crate::http::openapi::{Unauthorized, Unavailable};
+use crate::http::openapi::{HostNotAllowed, Unauthorized, Unavailable};
 use crate::http::state::{ApiState, WorkerHealth};
 use crate::storage::StoreError;
 use crate::telemetry::counters::METRICS_CONTENT_TYPE;
@@ -99,6 +99,7 @@ pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Health>)
         (status = 200, description = "The metrics, Prometheus text format 0.0.4", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
         (status = 401, response = Unauthorized),
+        (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
     )
 )]

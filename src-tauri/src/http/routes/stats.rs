@@ -12,7 +12,7 @@ use mongodb::bson::DateTime;
 use utoipa::ToSchema;
 
 use crate::http::error::ApiError;
-use crate::http::openapi::{BadRequest, Unauthorized, Unavailable};
+use crate::http::openapi::{BadRequest, HostNotAllowed, Unauthorized, Unavailable};
 use crate::http::query::{IntervalQuery, StatsQuery, parse_query};
 use crate::http::state::ApiState;
 use crate::stats::export::{self, CSV_CONTENT_TYPE, ExportError, ExportRequest};
@@ -46,6 +46,7 @@ pub async fn within_stats_timeout<T>(work: impl Future<Output = Result<T, StoreE
         (status = 200, description = "The site's figures", body = SiteStats),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
     )
 )]
@@ -92,6 +93,7 @@ pub struct Timeseries {
         (status = 200, description = "Events per bucket", body = Timeseries),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
     )
 )]
@@ -142,6 +144,7 @@ pub async fn site_timeseries(
             example = "section,key,value\nfilter,site_id,site-001\nsummary,total_events,3\npath,/pricing,2\n"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
     )
 )]
@@ -183,6 +186,7 @@ pub struct SiteList {
     responses(
         (status = 200, description = "The sites", body = SiteList),
         (status = 401, response = Unauthorized),
+        (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
     )
 )]
