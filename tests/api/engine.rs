@@ -145,9 +145,13 @@ async fn indexes_are_created_at_start_up_idempotently() {
     let second = Engine::new(test_config(&url));
     second.start_worker().await.expect("creating existing indexes again is fine");
 
-    let mut names = second.store().await.unwrap().events().list_index_names().await.unwrap();
+    let store = second.store().await.unwrap();
+    let mut names = store.events().list_index_names().await.unwrap();
     names.sort();
-    assert_eq!(names, ["_id_", "site_id_timestamp"]);
+    assert_eq!(names, ["_id_", "site_id_event_id_unique", "site_id_timestamp"]);
+    let mut names = store.queue().list_index_names().await.unwrap();
+    names.sort();
+    assert_eq!(names, ["_id_", "site_id_event_id_unique"]);
     first.shutdown().await;
     second.shutdown().await;
 }
