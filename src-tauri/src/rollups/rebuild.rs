@@ -2,6 +2,7 @@
 //! them, and the rebuild from `events` that one worker does (under a lease)
 //! while the others wait.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -14,6 +15,36 @@ use crate::storage::{Store, StoreError, is_duplicate_key};
 
 /// Events read from `events` per step of a rebuild.
 const REBUILD_CHUNK: usize = 20_000;
+
+/// How a rebuild runs: [`make_ready`] uses the defaults; tests shorten the
+/// lease and the chunk, and may pause a builder.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// How long a claim lasts unless renewed.
+    pub lease: Duration,
+    /// Events per step.
+    pub chunk: usize,
+    /// Test-only: where the builder stops before writing its first chunk.
+    pub pause: Option<Arc<RebuildPause>>,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        RebuildOptions { lease: REBUILD_LEASE, chunk: REBUILD_CHUNK, pause: None }
+    }
+}
+
+/// Test-only: a builder paused with its first chunk read and not yet written
+/// (so a test can let its lease run out). It signals `reached`, then waits for `resume`.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct RebuildPause {
+    /// Notified when the builder has paused.
+    pub reached: tokio::sync::Notify,
+    /// Notify to let the builder go on.
+    pub resume: tokio::sync::Notify,
+}
 
 /// What stats may read from the rollups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +90,12 @@ pub async fn mark_not_ready(store: &Store) -> Result<(), StoreError> {
 /// they are not (and no other worker is already at it: then this one waits).
 /// `owner` names this worker in the marker.
 pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
+    make_ready_with(store, owner, &RebuildOptions::default()).await
+}
+
+/// [`make_ready`] with a rebuild run as `options` say (tests).
+#[doc(hidden)]
+pub async fn make_ready_with(store: &Store, owner: &str, options: &RebuildOptions) -> Result<(), StoreError> {
     let meta = store.database().collection::<Document>(META);
     let mut waiting_logged = false;
     loop {
@@ -66,7 +103,7 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
             return Ok(());
         }
         let now = DateTime::now();
-        let lease_until = DateTime::from_millis(now.timestamp_millis() + lease_millis());
+        let lease_until = DateTime::from_millis(now.timestamp_millis() + lease_millis(options));
         // Become the builder if there is none, or if the last one's lease ran out.
         // A "ready" or leased marker fails the filter and the upsert then
         // collides with it on `_id`: somebody else holds it.
@@ -79,7 +116,7 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
             .await;
         match claim {
             Ok(_) => {
-                rebuild(store, owner).await?;
+                rebuild(store, owner, options).await?;
                 let done = meta
                     .update_one(
                         doc! { "_id": "rollups", "state": "building", "owner": owner },
@@ -108,7 +145,7 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
 
 /// Recomputes every rollup from `events`, renewing `owner`'s claim after each
 /// chunk. Runs while no worker moves batches.
-async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
+async fn rebuild(store: &Store, owner: &str, options: &RebuildOptions) -> Result<(), StoreError> {
     let db = store.database();
     for collection in COLLECTIONS {
         db.collection::<Document>(collection).delete_many(doc! {}).await?;
@@ -120,15 +157,20 @@ async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
     let projection = doc! { "site_id": 1, "event_type": 1, "path": 1, "user_id": 1, "timestamp": 1 };
     let events = store.events().clone_with_type::<RawDocumentBuf>();
     let mut cursor = events.find(doc! {}).projection(projection).await?;
-    let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
+    let mut chunk = Vec::with_capacity(options.chunk);
+    let mut pause = options.pause.clone();
     loop {
         let next = cursor.try_next().await?;
         let end = next.is_none();
         chunk.extend(next);
-        if chunk.len() == REBUILD_CHUNK || (end && !chunk.is_empty()) {
+        if chunk.len() == options.chunk || (end && !chunk.is_empty()) {
+            if let Some(pause) = pause.take() {
+                pause.reached.notify_one();
+                pause.resume.notified().await;
+            }
             RollupDeltas::of(chunk.iter().map(|event| &**event)).apply(db, None, None, 0).await?;
             chunk.clear();
-            let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_millis());
+            let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_millis(options));
             let renewed = db
                 .collection::<Document>(META)
                 .update_one(
@@ -151,6 +193,6 @@ async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn lease_millis() -> i64 {
-    REBUILD_LEASE.as_millis() as i64
+fn lease_millis(options: &RebuildOptions) -> i64 {
+    options.lease.as_millis() as i64
 }

@@ -106,6 +106,11 @@ pub struct Worker {
     sessions: Arc<std::sync::Mutex<HashMap<u32, (ClientSession, std::time::Instant)>>>,
     /// Set while an outage reported by a lane lasts (see `run_lane`).
     outage: Arc<AtomicBool>,
+    /// How far this worker's clock is off the true time, in milliseconds
+    /// (0 but in tests, which emulate a host with a wrong clock).
+    clock_skew_ms: i64,
+    /// Events deleted per transaction by a purge (see [`retention`]).
+    purge_chunk: usize,
 }
 
 impl Worker {
@@ -124,7 +129,36 @@ impl Worker {
             lanes: Arc::default(),
             sessions: Arc::default(),
             outage: Arc::default(),
+            clock_skew_ms: 0,
+            purge_chunk: retention::PURGE_CHUNK,
         }
+    }
+
+    /// The same worker, its purges deleting at most `events` per transaction
+    /// (see [`retention::PURGE_CHUNK`]): smaller chunks make shorter
+    /// transactions and quicker stops, at the cost of more round trips.
+    pub fn with_purge_chunk(mut self, events: usize) -> Worker {
+        self.purge_chunk = events.max(1);
+        self
+    }
+
+    /// Test-only: the same worker on a host whose clock is `skew_ms` off, to
+    /// show that liveness does not depend on the hosts' clocks.
+    #[doc(hidden)]
+    pub fn with_clock_skew(mut self, skew_ms: i64) -> Worker {
+        self.clock_skew_ms = skew_ms;
+        self
+    }
+
+    /// This worker's entry (`_id`) in [`WORKERS_COLLECTION`], so that tools and
+    /// tests can find it.
+    pub fn registration_id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The time on this worker's host (its clock, skew included).
+    fn local_now(&self) -> DateTime {
+        DateTime::from_millis(DateTime::now().timestamp_millis() + self.clock_skew_ms)
     }
 
     /// The same worker, also deleting events older than `days` (see [`retention`]).
@@ -139,7 +173,7 @@ impl Worker {
         let Some(days) = self.retention_days else { return Ok(0) };
         let transactional = self.mode().await? == MoveMode::Transactional;
         retention::ensure_indexes(&self.store).await?;
-        retention::purge_before(&self.store, retention::cutoff(DateTime::now(), days), transactional).await
+        retention::purge_before(&self.store, retention::cutoff(self.local_now(), days), transactional).await
     }
 
     /// How this worker moves batches on its deployment. The first call asks the
@@ -150,7 +184,7 @@ impl Worker {
             .mode
             .get_or_try_init(|| async {
                 if self.store.supports_transactions().await? {
-                    let owner = format!("worker pid {} at {}", std::process::id(), DateTime::now());
+                    let owner = format!("worker pid {} at {}", std::process::id(), self.local_now());
                     rollups::make_ready(&self.store, &owner).await?;
                     self.reap_dead_workers().await?;
                     info!("batches move in transactions, with the stats rollups");

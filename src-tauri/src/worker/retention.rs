@@ -22,6 +22,10 @@ use tracing::info;
 use crate::rollups::{self, HOUR_MS};
 use crate::storage::{Store, StoreError};
 
+/// Events deleted per transaction of a purge, unless the worker is told
+/// otherwise: bounds each transaction and how long a stop waits for one.
+pub const PURGE_CHUNK: usize = 1_000;
+
 /// How often the worker purges old events when retention is on.
 pub const PURGE_EVERY: Duration = Duration::from_secs(600);
 

@@ -36,7 +36,7 @@ impl Worker {
                 _ = every.tick() => {}
             }
             let workers = self.workers();
-            let beat = workers.update_one(doc! { "_id": self.id }, doc! { "$set": { "heartbeat": DateTime::now() } });
+            let beat = workers.update_one(doc! { "_id": self.id }, doc! { "$set": { "heartbeat": self.local_now() } });
             if let Err(error) = beat.await {
                 debug!(%error, "heartbeat not recorded");
             }
@@ -59,7 +59,7 @@ impl Worker {
     pub(super) async fn register(&self, session: &ClientSession, lane: u32) -> Result<(), StoreError> {
         let entry = doc! {
             format!("sessions.{lane}"): session.id().clone(),
-            "heartbeat": DateTime::now(),
+            "heartbeat": self.local_now(),
             "pid": i64::from(std::process::id()),
         };
         self.workers().update_one(doc! { "_id": self.id }, doc! { "$set": entry }).upsert(true).await?;
@@ -68,8 +68,8 @@ impl Worker {
 
     /// Ends the sessions of registered workers whose heartbeat stopped (killed
     /// processes), which aborts any transaction they left open, and forgets them.
-    pub(super) async fn reap_dead_workers(&self) -> Result<(), StoreError> {
-        let dead_before = DateTime::from_millis(DateTime::now().timestamp_millis() - DEAD_AFTER.as_millis() as i64);
+    pub async fn reap_dead_workers(&self) -> Result<(), StoreError> {
+        let dead_before = DateTime::from_millis(self.local_now().timestamp_millis() - DEAD_AFTER.as_millis() as i64);
         let dead: Vec<Document> =
             self.workers().find(doc! { "heartbeat": { "$lt": dead_before } }).await?.try_collect().await?;
         for worker in dead {
