@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use analytics_desk::rollups::{self, HOUR_MS};
 use analytics_desk::stats::{self, StatsFilter};
-
+use analytics_desk::worker::retention::{self, PurgeLimits};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +79,41 @@ async fn stopping_the_worker_does_not_wait_for_a_long_purge() {
     assert!(left > 0, "the stop waited for the whole purge ({took:?})");
     assert!(rollups::are_ready(&app.store).await.unwrap());
     assert_exact(&app, "old").await;
+}
+
+#[tokio::test]
+async fn a_purge_goes_in_chunks_of_the_set_size_and_stays_exact_mid_hour() {
+    let app = spawn_app().await;
+    let hour = old_hour(60, 5);
+    // 100 events in one hour, queued, moved by both lanes: each shard holds part of the hour.
+    let queued: Vec<Document> = (0..100)
+        .map(|i| {
+            let mut e = event("chunked", &format!("/p{}", i % 3), &format!("u{}", i % 10), hour + i);
+            e.remove("processed_at");
+            e
+        })
+        .collect();
+    app.store.queue().insert_many(queued).await.unwrap();
+    let worker = app.worker(20);
+    while app.queue_count().await > 0 {
+        let (a, b) = tokio::join!(worker.process_lane_batch(0), worker.process_lane_batch(1));
+        a.unwrap();
+        b.unwrap();
+    }
+    let cutoff = DateTime::from_millis(hour + HOUR_MS);
+    let limits = PurgeLimits { chunk: 30, ..PurgeLimits::default() };
+
+    // Stopped after its first chunk: a third of the hour gone, the rollups exact.
+    let stop = CancellationToken::new();
+    let first = retention::purge(&app.store, cutoff, true, &limits, &stop, |_| stop.cancel()).await.unwrap();
+    assert_eq!((first.deleted, first.chunks, first.cancelled), (30, 1, true));
+    assert_eq!(app.events_count().await, 70);
+    assert_exact(&app, "chunked").await;
+
+    let rest = retention::purge(&app.store, cutoff, true, &limits, &CancellationToken::new(), |_| {}).await.unwrap();
+    assert_eq!((rest.deleted, rest.chunks, rest.failed_hours), (70, 3, 0), "30 + 30 + 10");
+    assert_eq!(app.events_count().await, 0);
+    assert_exact(&app, "chunked").await;
 }
 
 #[tokio::test]

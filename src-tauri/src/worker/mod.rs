@@ -60,6 +60,7 @@ use crate::storage::{Store, StoreError};
 use crate::telemetry::counters::PipelineCounters;
 use head_window::HeadWindow;
 use lanes::Lanes;
+use retention::PurgeReport;
 
 pub use sessions::{DEAD_AFTER, HEARTBEAT, WORKERS_COLLECTION};
 
@@ -170,10 +171,32 @@ impl Worker {
     /// Deletes the events older than the retention period, if one is set, and
     /// returns how many went.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let Some(days) = self.retention_days else { return Ok(0) };
+        Ok(self.purge_expired_until(&CancellationToken::new()).await?.deleted)
+    }
+
+    /// [`Worker::purge_expired`], stopping between two chunks once `cancel`
+    /// is cancelled (so a stop never waits for a whole purge).
+    pub async fn purge_expired_until(&self, cancel: &CancellationToken) -> Result<PurgeReport, StoreError> {
+        let Some(days) = self.retention_days else { return Ok(PurgeReport::default()) };
         let transactional = self.mode().await? == MoveMode::Transactional;
         retention::ensure_indexes(&self.store).await?;
-        retention::purge_before(&self.store, retention::cutoff(self.local_now(), days), transactional).await
+        let limits = retention::PurgeLimits { chunk: self.purge_chunk, ..Default::default() };
+        let cutoff = retention::cutoff(self.local_now(), days);
+        retention::purge(&self.store, cutoff, transactional, &limits, cancel, |_| {}).await
+    }
+
+    /// Purges every [`retention::PURGE_EVERY`] until `shutdown`, which also
+    /// stops a purge under way after its current chunk.
+    async fn purge_periodically(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.purge_expired_until(&shutdown).await {
+                warn!(%error, "retention: could not delete old events; retrying at the next purge");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(retention::PURGE_EVERY) => {}
+            }
+        }
     }
 
     /// How this worker moves batches on its deployment. The first call asks the
@@ -217,34 +240,27 @@ impl Worker {
             "Queue Ready"
         );
         let heartbeat = tokio::spawn(self.clone().beat(shutdown.clone()));
+        let purges = self.retention_days.map(|_| tokio::spawn(self.clone().purge_periodically(shutdown.clone())));
         let lanes: Vec<_> =
             (0..LANES).map(|lane| tokio::spawn(self.clone().run_lane(lane, shutdown.clone()))).collect();
         for lane in lanes {
             let _ = lane.await;
         }
         let _ = heartbeat.await;
+        if let Some(purges) = purges {
+            let _ = purges.await;
+        }
         self.unregister().await;
         info!("worker stopped");
     }
 
-    /// One lane's loop. Lane 0 also purges expired events. The lanes meet the same
+    /// One lane's loop. The lanes meet the same
     /// outages: the first lane to meet one reports it, and the first of the lanes
     /// that met it to get through again reports its end (lane 0 alone could still
     /// be backing off, or be stopped, when another lane has resumed).
     async fn run_lane(self, lane: u32, shutdown: CancellationToken) {
-        let purges = lane == 0;
         let mut backoff: Option<Duration> = None;
-        let mut last_purge: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
-            if purges
-                && self.retention_days.is_some()
-                && last_purge.is_none_or(|at| at.elapsed() >= retention::PURGE_EVERY)
-            {
-                if let Err(error) = self.purge_expired().await {
-                    warn!(%error, "retention: could not delete old events; retrying at the next purge");
-                }
-                last_purge = Some(tokio::time::Instant::now());
-            }
             let pause = match self.process_lane_batch(lane).await {
                 Ok(moved) => {
                     if backoff.take().is_some() && self.outage.swap(false, Ordering::SeqCst) {
