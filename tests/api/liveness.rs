@@ -38,7 +38,11 @@ async fn liveness_uses_the_servers_clock_so_skewed_hosts_neither_reap_nor_get_re
     let stop = CancellationToken::new();
     let running: Vec<_> =
         [&healthy, &behind, &ahead].into_iter().map(|w| tokio::spawn(w.clone().run(stop.clone()))).collect();
-    let ids = [("healthy", healthy.registration_id()), ("3 h behind", behind.registration_id()), ("3 h ahead", ahead.registration_id())];
+    let ids = [
+        ("healthy", healthy.registration_id()),
+        ("3 h behind", behind.registration_id()),
+        ("3 h ahead", ahead.registration_id()),
+    ];
     for (name, id) in ids {
         assert!(
             eventually(Duration::from_secs(30), || registered_with_sessions(&app, id)).await,
@@ -74,4 +78,3 @@ async fn liveness_uses_the_servers_clock_so_skewed_hosts_neither_reap_nor_get_re
     }
     assert!(entries(&app).await.is_empty(), "stopped workers remove their entries");
 }
-

@@ -39,7 +39,8 @@ async fn a_rebuild_taken_over_mid_chunk_never_leaves_inflated_counts() {
 
     // Builder B waits for A's lease to run out, takes over and finishes.
     let b_options = RebuildOptions { chunk: 100, ..RebuildOptions::default() };
-    let b = tokio::time::timeout(Duration::from_secs(60), rollups::make_ready_with(&app.store, "builder B", &b_options));
+    let b =
+        tokio::time::timeout(Duration::from_secs(60), rollups::make_ready_with(&app.store, "builder B", &b_options));
     b.await.expect("B finished").expect("B rebuilt the rollups");
     assert!(rollups::are_ready(&app.store).await.unwrap());
 

@@ -144,7 +144,8 @@ async fn purge_plainly(
             return Ok(());
         }
         let find = store.events().find(expired.clone()).projection(doc! { "_id": 1 }).limit(limits.chunk as i64);
-        let ids: Vec<Bson> = find.await?.try_collect::<Vec<Document>>().await?.iter().filter_map(|e| e.get("_id").cloned()).collect();
+        let ids: Vec<Bson> =
+            find.await?.try_collect::<Vec<Document>>().await?.iter().filter_map(|e| e.get("_id").cloned()).collect();
         if ids.is_empty() {
             return Ok(());
         }
@@ -319,7 +320,9 @@ async fn purge_chunk_within(
     let path_ids: Vec<Bson> =
         paths.keys().map(|(shard, kind, path)| Bson::String(rollups::shard_key(&[site, kind, path], *shard))).collect();
     let site_ids: Vec<Bson> = totals.keys().map(|shard| Bson::String(rollups::shard_key(&[site], *shard))).collect();
-    let updates = paths.iter().map(|((shard, kind, path), n)| decrement(rollups::shard_key(&[site, kind, path], *shard).into(), *n));
+    let updates = paths
+        .iter()
+        .map(|((shard, kind, path), n)| decrement(rollups::shard_key(&[site, kind, path], *shard).into(), *n));
     update_all(db, session, rollups::PATHS, updates.collect()).await?;
     let updates = totals.iter().map(|(shard, n)| decrement(rollups::shard_key(&[site], *shard).into(), *n));
     update_all(db, session, rollups::SITES, updates.collect()).await?;
@@ -339,7 +342,8 @@ async fn purge_chunk_within(
         hourly_paths.delete_many(gone(row_ids)).session(&mut *session).await?;
     }
     let ids: Vec<Bson> = events.iter().filter_map(|event| event.get("_id").cloned()).collect();
-    let deleted = store.events().delete_many(doc! { "_id": { "$in": ids } }).session(&mut *session).await?.deleted_count;
+    let deleted =
+        store.events().delete_many(doc! { "_id": { "$in": ids } }).session(&mut *session).await?.deleted_count;
     rollups::mark_visitors_partial(db, session).await?;
     Ok(Chunk { deleted, last })
 }

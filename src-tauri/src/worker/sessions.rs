@@ -90,7 +90,8 @@ impl Worker {
     /// "Stopped" is [`DEAD_AFTER`] on the server's clock, never this host's.
     pub async fn reap_dead_workers(&self) -> Result<(), StoreError> {
         let dead_after = DEAD_AFTER.as_millis() as i64;
-        let dead_before = doc! { "$dateSubtract": { "startDate": "$$NOW", "unit": "millisecond", "amount": dead_after } };
+        let dead_before =
+            doc! { "$dateSubtract": { "startDate": "$$NOW", "unit": "millisecond", "amount": dead_after } };
         let stale = doc! { "$expr": { "$lt": ["$heartbeat", dead_before] } };
         let dead: Vec<Document> = self.workers().find(stale).await?.try_collect().await?;
         for worker in dead {
