@@ -49,7 +49,10 @@ use crate::storage::error::is_namespace_exists;
 
 pub use deltas::RollupDeltas;
 pub use known_visitors::{KnownVisitors, VisitorDigest};
-pub use rebuild::{Readiness, are_ready, make_ready, mark_not_ready, mark_visitors_partial, readiness};
+pub use rebuild::{
+    Readiness, RebuildOptions, RebuildPause, are_ready, make_ready, make_ready_with, mark_not_ready,
+    mark_visitors_partial, readiness,
+};
 
 /// Events per site.
 pub const SITES: &str = "stats_sites";

@@ -1,19 +1,55 @@
 //! The rollups' marker (`stats_meta`, `_id: "rollups"`): whether stats may read
 //! them, and the rebuild from `events` that one worker does (under a lease)
-//! while the others wait.
+//! while the others wait. Each claim of the lease has an epoch, and every
+//! write of the rebuild commits only in a transaction that renews that epoch's
+//! claim: a builder taken over (paused past its lease) can no longer write, so
+//! the rollups never count a chunk twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{DateTime, Document, RawDocumentBuf, doc};
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf, doc};
+use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
 use mongodb::{ClientSession, Database};
 use tracing::{info, warn};
 
 use super::{COLLECTIONS, META, REBUILD_LEASE, RollupDeltas};
 use crate::storage::{Store, StoreError, is_duplicate_key};
 
-/// Events read from `events` per step of a rebuild.
-const REBUILD_CHUNK: usize = 20_000;
+/// Events read from `events` per step (one transaction) of a rebuild.
+const REBUILD_CHUNK: usize = 5_000;
+
+/// How a rebuild runs: [`make_ready`] uses the defaults; tests shorten the
+/// lease and the chunk, and may pause a builder.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// How long a claim lasts unless renewed.
+    pub lease: Duration,
+    /// Events per step.
+    pub chunk: usize,
+    /// Test-only: where the builder stops before writing its first chunk.
+    pub pause: Option<Arc<RebuildPause>>,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        RebuildOptions { lease: REBUILD_LEASE, chunk: REBUILD_CHUNK, pause: None }
+    }
+}
+
+/// Test-only: a builder paused with its first chunk read and not yet written
+/// (so a test can let its lease run out). It signals `reached`, then waits for `resume`.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct RebuildPause {
+    /// Notified when the builder has paused.
+    pub reached: tokio::sync::Notify,
+    /// Notify to let the builder go on.
+    pub resume: tokio::sync::Notify,
+}
 
 /// What stats may read from the rollups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +95,12 @@ pub async fn mark_not_ready(store: &Store) -> Result<(), StoreError> {
 /// they are not (and no other worker is already at it: then this one waits).
 /// `owner` names this worker in the marker.
 pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
+    make_ready_with(store, owner, &RebuildOptions::default()).await
+}
+
+/// [`make_ready`] with a rebuild run as `options` say (tests).
+#[doc(hidden)]
+pub async fn make_ready_with(store: &Store, owner: &str, options: &RebuildOptions) -> Result<(), StoreError> {
     let meta = store.database().collection::<Document>(META);
     let mut waiting_logged = false;
     loop {
@@ -66,35 +108,47 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
             return Ok(());
         }
         let now = DateTime::now();
-        let lease_until = DateTime::from_millis(now.timestamp_millis() + lease_millis());
+        let lease_until = DateTime::from_millis(now.timestamp_millis() + lease_millis(options));
+        // This claim's epoch: every write of the rebuild checks it is still the
+        // marker's, so a builder whose claim was taken over writes nothing more.
+        let epoch = ObjectId::new();
         // Become the builder if there is none, or if the last one's lease ran out.
         // A "ready" or leased marker fails the filter and the upsert then
         // collides with it on `_id`: somebody else holds it.
         let claim = meta
             .update_one(
                 doc! { "_id": "rollups", "state": "building", "lease_until": { "$lt": now } },
-                doc! { "$set": { "state": "building", "owner": owner, "lease_until": lease_until } },
+                doc! { "$set": { "state": "building", "owner": owner, "epoch": epoch, "lease_until": lease_until } },
             )
             .upsert(true)
             .await;
         match claim {
             Ok(_) => {
-                rebuild(store, owner).await?;
+                match rebuild(store, epoch, options).await {
+                    Ok(()) => {}
+                    Err(RebuildError::TakenOver) => {
+                        warn!("rollup rebuild outlived its lease and was taken over; waiting for the new builder");
+                        continue;
+                    }
+                    Err(RebuildError::Store(error)) => return Err(error),
+                }
                 let done = meta
                     .update_one(
-                        doc! { "_id": "rollups", "state": "building", "owner": owner },
+                        doc! { "_id": "rollups", "state": "building", "epoch": epoch },
                         doc! {
                             "$set": { "state": "ready", "built_at": DateTime::now() },
-                            "$unset": { "lease_until": "", "visitors_partial": "" },
+                            "$unset": { "lease_until": "", "visitors_partial": "", "epoch": "" },
                         },
                     )
                     .await?;
                 if done.matched_count == 1 {
                     return Ok(());
                 }
-                warn!("rollup rebuild took longer than its lease and was taken over; waiting for the new builder");
+                warn!("rollup rebuild outlived its lease and was taken over; waiting for the new builder");
             }
-            Err(error) if is_duplicate_key(&error) => {
+            // A fenced write of the builder holding the marker (duplicate key:
+            // the marker is ready or leased): somebody else holds it.
+            Err(error) if is_duplicate_key(&error) || is_write_conflict(&error) => {
                 if !waiting_logged {
                     info!("another worker is rebuilding the stats rollups; waiting for it");
                     waiting_logged = true;
@@ -106,12 +160,44 @@ pub async fn make_ready(store: &Store, owner: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Recomputes every rollup from `events`, renewing `owner`'s claim after each
-/// chunk. Runs while no worker moves batches.
-async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
-    let db = store.database();
+/// Why a rebuild stopped.
+#[derive(Debug, thiserror::Error)]
+enum RebuildError {
+    /// Another builder claimed the rebuild (this one outlived its lease).
+    #[error("rollup rebuild taken over by another worker")]
+    TakenOver,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<mongodb::error::Error> for RebuildError {
+    fn from(error: mongodb::error::Error) -> Self {
+        RebuildError::Store(error.into())
+    }
+}
+
+/// One fenced write of a rebuild.
+enum Step<'a> {
+    /// Deletes up to a chunk of a rollup collection's documents.
+    Clear(&'a str),
+    /// Adds a chunk of events' counts.
+    Add(&'a RollupDeltas<'a>),
+}
+
+/// Conflicting attempts at a fenced step before the rebuild gives up (the
+/// worker then retries it from the start).
+const FENCED_ATTEMPTS: u32 = 5;
+
+/// Recomputes every rollup from `events`. Every write is fenced: it runs in a
+/// transaction that first renews this claim (`epoch`) on the marker, so it
+/// commits only while this builder holds the rebuild; a builder paused past
+/// its lease and taken over gets [`RebuildError::TakenOver`] and has written
+/// nothing since. Runs while no worker moves batches.
+async fn rebuild(store: &Store, epoch: ObjectId, options: &RebuildOptions) -> Result<(), RebuildError> {
+    let mut session = store.client().start_session().await?;
     for collection in COLLECTIONS {
-        db.collection::<Document>(collection).delete_many(doc! {}).await?;
+        while fenced(store, &mut session, epoch, options, &Step::Clear(collection)).await? == options.chunk {}
     }
     let total = store.events().estimated_document_count().await?;
     if total > 0 {
@@ -120,26 +206,21 @@ async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
     let projection = doc! { "site_id": 1, "event_type": 1, "path": 1, "user_id": 1, "timestamp": 1 };
     let events = store.events().clone_with_type::<RawDocumentBuf>();
     let mut cursor = events.find(doc! {}).projection(projection).await?;
-    let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
+    let mut chunk = Vec::with_capacity(options.chunk);
+    let mut pause = options.pause.clone();
     loop {
         let next = cursor.try_next().await?;
         let end = next.is_none();
         chunk.extend(next);
-        if chunk.len() == REBUILD_CHUNK || (end && !chunk.is_empty()) {
-            RollupDeltas::of(chunk.iter().map(|event| &**event)).apply(db, None, None, 0).await?;
-            chunk.clear();
-            let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_millis());
-            let renewed = db
-                .collection::<Document>(META)
-                .update_one(
-                    doc! { "_id": "rollups", "state": "building", "owner": owner },
-                    doc! { "$set": { "lease_until": lease_until } },
-                )
-                .await?;
-            if renewed.matched_count == 0 {
-                // Taken over (this builder stalled past its lease): stop writing.
-                return Err(StoreError::Refused("rollup rebuild taken over by another worker".into()));
+        if chunk.len() == options.chunk || (end && !chunk.is_empty()) {
+            if let Some(pause) = pause.take() {
+                pause.reached.notify_one();
+                pause.resume.notified().await;
             }
+            let deltas = RollupDeltas::of(chunk.iter().map(|event| &**event));
+            fenced(store, &mut session, epoch, options, &Step::Add(&deltas)).await?;
+            drop(deltas);
+            chunk.clear();
         }
         if end {
             break;
@@ -151,6 +232,86 @@ async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn lease_millis() -> i64 {
-    REBUILD_LEASE.as_millis() as i64
+/// Runs `step` fenced by `epoch` (see [`rebuild`]), retrying it while its
+/// transaction conflicts. Returns how many documents a clear found.
+async fn fenced(
+    store: &Store,
+    session: &mut ClientSession,
+    epoch: ObjectId,
+    options: &RebuildOptions,
+    step: &Step<'_>,
+) -> Result<usize, RebuildError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        session.start_transaction().write_concern(store.durable_write_concern().clone()).await?;
+        let outcome = match fenced_within(store, session, epoch, options, step).await {
+            Ok(found) => session.commit_transaction().await.map(|()| found).map_err(RebuildError::from),
+            Err(error) => {
+                let _ = session.abort_transaction().await;
+                Err(error)
+            }
+        };
+        match outcome {
+            Err(RebuildError::Store(StoreError::Operation(error)))
+                if attempt < FENCED_ATTEMPTS && error.contains_label(TRANSIENT_TRANSACTION_ERROR) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn fenced_within(
+    store: &Store,
+    session: &mut ClientSession,
+    epoch: ObjectId,
+    options: &RebuildOptions,
+    step: &Step<'_>,
+) -> Result<usize, RebuildError> {
+    let db = store.database();
+    let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_millis(options));
+    let renewed = db
+        .collection::<Document>(META)
+        .update_one(
+            doc! { "_id": "rollups", "state": "building", "epoch": epoch },
+            doc! { "$set": { "lease_until": lease_until } },
+        )
+        .session(&mut *session)
+        .await?;
+    if renewed.matched_count == 0 {
+        return Err(RebuildError::TakenOver);
+    }
+    match step {
+        Step::Clear(name) => {
+            let collection = db.collection::<Document>(name);
+            let find = collection.find(doc! {}).projection(doc! { "_id": 1 }).limit(options.chunk as i64);
+            let found: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+            let ids: Vec<Bson> = found.iter().filter_map(|d| d.get("_id").cloned()).collect();
+            if !ids.is_empty() {
+                collection.delete_many(doc! { "_id": { "$in": ids } }).session(&mut *session).await?;
+            }
+            Ok(found.len())
+        }
+        Step::Add(deltas) => {
+            deltas.apply(db, Some(session), None, 0).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// True when a write met another transaction's uncommitted write.
+fn is_write_conflict(error: &mongodb::error::Error) -> bool {
+    const WRITE_CONFLICT: i32 = 112;
+    error.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        || matches!(error.kind.as_ref(), mongodb::error::ErrorKind::Command(e) if e.code == WRITE_CONFLICT)
+        || matches!(
+            error.kind.as_ref(),
+            mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) if e.code == WRITE_CONFLICT
+        )
+}
+
+fn lease_millis(options: &RebuildOptions) -> i64 {
+    options.lease.as_millis() as i64
 }

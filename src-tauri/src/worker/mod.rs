@@ -60,6 +60,7 @@ use crate::storage::{Store, StoreError};
 use crate::telemetry::counters::PipelineCounters;
 use head_window::HeadWindow;
 use lanes::Lanes;
+use retention::PurgeReport;
 
 pub use sessions::{DEAD_AFTER, HEARTBEAT, WORKERS_COLLECTION};
 
@@ -106,6 +107,11 @@ pub struct Worker {
     sessions: Arc<std::sync::Mutex<HashMap<u32, (ClientSession, std::time::Instant)>>>,
     /// Set while an outage reported by a lane lasts (see `run_lane`).
     outage: Arc<AtomicBool>,
+    /// How far this worker's clock is off the true time, in milliseconds
+    /// (0 but in tests, which emulate a host with a wrong clock).
+    clock_skew_ms: i64,
+    /// Events deleted per transaction by a purge (see [`retention`]).
+    purge_chunk: usize,
 }
 
 impl Worker {
@@ -124,7 +130,36 @@ impl Worker {
             lanes: Arc::default(),
             sessions: Arc::default(),
             outage: Arc::default(),
+            clock_skew_ms: 0,
+            purge_chunk: retention::PURGE_CHUNK,
         }
+    }
+
+    /// The same worker, its purges deleting at most `events` per transaction
+    /// (see [`retention::PURGE_CHUNK`]): smaller chunks make shorter
+    /// transactions and quicker stops, at the cost of more round trips.
+    pub fn with_purge_chunk(mut self, events: usize) -> Worker {
+        self.purge_chunk = events.max(1);
+        self
+    }
+
+    /// Test-only: the same worker on a host whose clock is `skew_ms` off, to
+    /// show that liveness does not depend on the hosts' clocks.
+    #[doc(hidden)]
+    pub fn with_clock_skew(mut self, skew_ms: i64) -> Worker {
+        self.clock_skew_ms = skew_ms;
+        self
+    }
+
+    /// This worker's entry (`_id`) in [`WORKERS_COLLECTION`], so that tools and
+    /// tests can find it.
+    pub fn registration_id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The time on this worker's host (its clock, skew included).
+    fn local_now(&self) -> DateTime {
+        DateTime::from_millis(DateTime::now().timestamp_millis() + self.clock_skew_ms)
     }
 
     /// The same worker, also deleting events older than `days` (see [`retention`]).
@@ -136,10 +171,32 @@ impl Worker {
     /// Deletes the events older than the retention period, if one is set, and
     /// returns how many went.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let Some(days) = self.retention_days else { return Ok(0) };
+        Ok(self.purge_expired_until(&CancellationToken::new()).await?.deleted)
+    }
+
+    /// [`Worker::purge_expired`], stopping between two chunks once `cancel`
+    /// is cancelled (so a stop never waits for a whole purge).
+    pub async fn purge_expired_until(&self, cancel: &CancellationToken) -> Result<PurgeReport, StoreError> {
+        let Some(days) = self.retention_days else { return Ok(PurgeReport::default()) };
         let transactional = self.mode().await? == MoveMode::Transactional;
         retention::ensure_indexes(&self.store).await?;
-        retention::purge_before(&self.store, retention::cutoff(DateTime::now(), days), transactional).await
+        let limits = retention::PurgeLimits { chunk: self.purge_chunk, ..Default::default() };
+        let cutoff = retention::cutoff(self.local_now(), days);
+        retention::purge(&self.store, cutoff, transactional, &limits, cancel, |_| {}).await
+    }
+
+    /// Purges every [`retention::PURGE_EVERY`] until `shutdown`, which also
+    /// stops a purge under way after its current chunk.
+    async fn purge_periodically(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.purge_expired_until(&shutdown).await {
+                warn!(%error, "retention: could not delete old events; retrying at the next purge");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(retention::PURGE_EVERY) => {}
+            }
+        }
     }
 
     /// How this worker moves batches on its deployment. The first call asks the
@@ -150,7 +207,7 @@ impl Worker {
             .mode
             .get_or_try_init(|| async {
                 if self.store.supports_transactions().await? {
-                    let owner = format!("worker pid {} at {}", std::process::id(), DateTime::now());
+                    let owner = format!("worker pid {} at {}", std::process::id(), self.local_now());
                     rollups::make_ready(&self.store, &owner).await?;
                     self.reap_dead_workers().await?;
                     info!("batches move in transactions, with the stats rollups");
@@ -183,34 +240,27 @@ impl Worker {
             "Queue Ready"
         );
         let heartbeat = tokio::spawn(self.clone().beat(shutdown.clone()));
+        let purges = self.retention_days.map(|_| tokio::spawn(self.clone().purge_periodically(shutdown.clone())));
         let lanes: Vec<_> =
             (0..LANES).map(|lane| tokio::spawn(self.clone().run_lane(lane, shutdown.clone()))).collect();
         for lane in lanes {
             let _ = lane.await;
         }
         let _ = heartbeat.await;
+        if let Some(purges) = purges {
+            let _ = purges.await;
+        }
         self.unregister().await;
         info!("worker stopped");
     }
 
-    /// One lane's loop. Lane 0 also purges expired events. The lanes meet the same
+    /// One lane's loop. The lanes meet the same
     /// outages: the first lane to meet one reports it, and the first of the lanes
     /// that met it to get through again reports its end (lane 0 alone could still
     /// be backing off, or be stopped, when another lane has resumed).
     async fn run_lane(self, lane: u32, shutdown: CancellationToken) {
-        let purges = lane == 0;
         let mut backoff: Option<Duration> = None;
-        let mut last_purge: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
-            if purges
-                && self.retention_days.is_some()
-                && last_purge.is_none_or(|at| at.elapsed() >= retention::PURGE_EVERY)
-            {
-                if let Err(error) = self.purge_expired().await {
-                    warn!(%error, "retention: could not delete old events; retrying at the next purge");
-                }
-                last_purge = Some(tokio::time::Instant::now());
-            }
             let pause = match self.process_lane_batch(lane).await {
                 Ok(moved) => {
                     if backoff.take().is_some() && self.outage.swap(false, Ordering::SeqCst) {

@@ -1,29 +1,77 @@
 //! Retention: deletes events older than `RETENTION_DAYS` (off by default), and
 //! with them what the rollups counted of them, so stats stay exact.
 //!
-//! The worker runs a purge every [`PURGE_EVERY`]. The cut is the start of an
-//! hour, and each (site, hour) goes in one transaction: its events deleted, its
-//! hourly rollups deleted, and their counts taken off the all-time rollups.
+//! The worker purges every [`PURGE_EVERY`], in a task of its own: a long purge
+//! holds no lane, and a stop waits at most for the chunk in flight. The cut is
+//! the start of an hour. Each (site, hour) goes in chunks of at most
+//! [`PurgeLimits::chunk`] events, each chunk in one transaction: its events
+//! deleted and their counts taken off the hourly and all-time rollups (shard by
+//! shard, never more than a shard counted of that hour); the hour's last chunk
+//! also deletes its rollup rows and visitors. Stats are therefore exact after
+//! every chunk, and a purge may stop between any two. A chunk that conflicts
+//! with batches is retried [`PurgeLimits::attempts`] times; a (site, hour) that
+//! still fails (a conflict that lasts, a corrupt rollup) is left for the next
+//! purge, and the purge goes on with the later hours.
+//!
 //! A visitor seen in a deleted hour may have other events left, and presence
 //! cannot be taken off, so after a purge the all-time unique users are read from
 //! the hourly visitors instead (the rollups' marker says so).
 //!
-//! Without transactions the rollups are not used; the purge is a plain delete.
+//! Without transactions the rollups are not used; the purge is a plain delete,
+//! in chunks too.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
 use mongodb::options::IndexOptions;
-use mongodb::{ClientSession, IndexModel};
-use tracing::info;
+use mongodb::{ClientSession, Database, IndexModel};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::rollups::{self, HOUR_MS};
 use crate::storage::{Store, StoreError};
 
+/// Events deleted per transaction of a purge, unless the worker is told
+/// otherwise: bounds each transaction and how long a stop waits for one.
+pub const PURGE_CHUNK: usize = 1_000;
+
+/// Attempts at a chunk whose transaction conflicts (with batches being moved)
+/// before its (site, hour) is left for the next purge.
+pub const PURGE_ATTEMPTS: u32 = 5;
+
 /// How often the worker purges old events when retention is on.
 pub const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// How much a purge does at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeLimits {
+    /// Most events deleted per transaction (per delete, without transactions).
+    pub chunk: usize,
+    /// Attempts at a conflicting chunk before its hour is left for the next purge.
+    pub attempts: u32,
+}
+
+impl Default for PurgeLimits {
+    fn default() -> Self {
+        PurgeLimits { chunk: PURGE_CHUNK, attempts: PURGE_ATTEMPTS }
+    }
+}
+
+/// What a purge did, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Events deleted.
+    pub deleted: u64,
+    /// Chunks committed (one transaction, or one delete, each).
+    pub chunks: u64,
+    /// (site, hour)s that could not be purged: left for the next purge.
+    pub failed_hours: u64,
+    /// True when the purge stopped early because it was cancelled.
+    pub cancelled: bool,
+}
 
 /// The instant before which events are deleted when `days` are kept: the start
 /// of the hour `days` days before `now`.
@@ -32,121 +80,292 @@ pub fn cutoff(now: DateTime, days: u32) -> DateTime {
 }
 
 /// Creates the index retention needs (events by time alone, for the plain
-/// purge; the hourly rollups by hour, to find the oldest).
+/// purge; the hourly rollups by hour and site, to walk the expired hours in order).
 pub async fn ensure_indexes(store: &Store) -> Result<(), StoreError> {
-    let by = |field: &str| {
-        IndexModel::builder()
-            .keys(doc! { field: 1 })
-            .options(IndexOptions::builder().name(format!("{field}_1")).build())
-            .build()
+    let by = |keys: Document, name: &str| {
+        IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_string()).build()).build()
     };
-    store.events().create_index(by("timestamp")).await?;
-    store.database().collection::<Document>(rollups::HOURLY_PATHS).create_index(by("hour")).await?;
+    store.events().create_index(by(doc! { "timestamp": 1 }, "timestamp_1")).await?;
+    let hourly = store.database().collection::<Document>(rollups::HOURLY_PATHS);
+    hourly.create_index(by(doc! { "hour": 1, "site_id": 1 }, "hour_1_site_id_1")).await?;
     Ok(())
 }
 
 /// Deletes every event with a `timestamp` before `cutoff` (an hour boundary)
-/// and returns how many went. `transactional` says whether the rollups are kept
-/// (the worker's mode).
+/// and returns how many went; `transactional` says whether the rollups are kept
+/// (the worker's mode). Hours that fail are logged and left for the next purge.
 pub async fn purge_before(store: &Store, cutoff: DateTime, transactional: bool) -> Result<u64, StoreError> {
-    if !transactional {
-        let deleted = store.events().delete_many(doc! { "timestamp": { "$lt": cutoff } }).await?;
-        return Ok(deleted.deleted_count);
-    }
-    let hourly = store.database().collection::<Document>(rollups::HOURLY_PATHS);
-    let mut deleted = 0;
-    loop {
-        let oldest = hourly.find_one(doc! { "hour": { "$lt": cutoff } }).sort(doc! { "hour": 1 }).await?;
-        let Some(oldest) = oldest else { break };
-        let (Ok(site), Ok(hour)) = (oldest.get_str("site_id"), oldest.get_datetime("hour")) else {
-            return Err(StoreError::Refused(format!("malformed hourly rollup: {oldest}")));
-        };
-        deleted += purge_hour(store, site, *hour).await?;
-    }
-    if deleted > 0 {
-        info!(events = deleted, before = %cutoff, "retention: deleted old events");
-    }
-    Ok(deleted)
+    let never = CancellationToken::new();
+    Ok(purge(store, cutoff, transactional, &PurgeLimits::default(), &never, |_| {}).await?.deleted)
 }
 
-/// Deletes one site's events of one hour with their rollups, in one transaction
-/// (retried while it conflicts with the worker).
-async fn purge_hour(store: &Store, site: &str, hour: DateTime) -> Result<u64, StoreError> {
-    let mut session = store.client().start_session().await?;
+/// [`purge_before`] in chunks of `limits`, stopping between two chunks once
+/// `cancel` is cancelled; `after_chunk` sees the progress after each chunk.
+/// An error is returned only when the database cannot be read at all.
+pub async fn purge(
+    store: &Store,
+    cutoff: DateTime,
+    transactional: bool,
+    limits: &PurgeLimits,
+    cancel: &CancellationToken,
+    mut after_chunk: impl FnMut(&PurgeReport),
+) -> Result<PurgeReport, StoreError> {
+    let mut report = PurgeReport::default();
+    if transactional {
+        purge_hours(store, cutoff, limits, cancel, &mut report, &mut after_chunk).await?;
+    } else {
+        purge_plainly(store, cutoff, limits, cancel, &mut report, &mut after_chunk).await?;
+    }
+    if report.deleted > 0 || report.failed_hours > 0 {
+        info!(
+            events = report.deleted,
+            failed_hours = report.failed_hours,
+            cancelled = report.cancelled,
+            before = %cutoff,
+            "retention: deleted old events"
+        );
+    }
+    Ok(report)
+}
+
+/// Without rollups: deletes the expired events by `_id`, a chunk at a time.
+async fn purge_plainly(
+    store: &Store,
+    cutoff: DateTime,
+    limits: &PurgeLimits,
+    cancel: &CancellationToken,
+    report: &mut PurgeReport,
+    after_chunk: &mut impl FnMut(&PurgeReport),
+) -> Result<(), StoreError> {
+    let expired = doc! { "timestamp": { "$lt": cutoff } };
     loop {
-        session.start_transaction().write_concern(store.durable_write_concern().clone()).await?;
-        match purge_hour_within(store, &mut session, site, hour).await {
-            Ok(deleted) => match session.commit_transaction().await {
-                Ok(()) => return Ok(deleted),
-                Err(error) if error.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR) => continue,
-                Err(error) => return Err(error.into()),
-            },
-            Err(StoreError::Operation(error)) if error.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR) => {
-                let _ = session.abort_transaction().await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => {
-                let _ = session.abort_transaction().await;
-                return Err(error);
-            }
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            return Ok(());
+        }
+        let find = store.events().find(expired.clone()).projection(doc! { "_id": 1 }).limit(limits.chunk as i64);
+        let ids: Vec<Bson> =
+            find.await?.try_collect::<Vec<Document>>().await?.iter().filter_map(|e| e.get("_id").cloned()).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let found = ids.len();
+        report.deleted += store.events().delete_many(doc! { "_id": { "$in": ids } }).await?.deleted_count;
+        report.chunks += 1;
+        after_chunk(report);
+        if found < limits.chunk {
+            return Ok(());
         }
     }
 }
 
-async fn purge_hour_within(
+/// With rollups: walks the expired (site, hour)s oldest first, each once, so
+/// that one that fails is passed, not met again.
+async fn purge_hours(
+    store: &Store,
+    cutoff: DateTime,
+    limits: &PurgeLimits,
+    cancel: &CancellationToken,
+    report: &mut PurgeReport,
+    after_chunk: &mut impl FnMut(&PurgeReport),
+) -> Result<(), StoreError> {
+    let hourly = store.database().collection::<Document>(rollups::HOURLY_PATHS);
+    let mut passed: Option<(DateTime, String)> = None;
+    loop {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            return Ok(());
+        }
+        let mut next = doc! { "hour": { "$lt": cutoff } };
+        if let Some((hour, site)) = &passed {
+            let later = vec![doc! { "hour": { "$gt": *hour } }, doc! { "hour": *hour, "site_id": { "$gt": site } }];
+            next.insert("$or", later);
+        }
+        let Some(oldest) = hourly.find_one(next).sort(doc! { "hour": 1, "site_id": 1 }).await? else { return Ok(()) };
+        let Ok(hour) = oldest.get_datetime("hour").copied() else { return Ok(()) };
+        let site = match oldest.get_str("site_id") {
+            Ok(site) => site.to_string(),
+            Err(_) => {
+                warn!(row = %oldest, "retention: an hourly rollup without a site; left as it is");
+                report.failed_hours += 1;
+                passed = Some((hour, String::new()));
+                continue;
+            }
+        };
+        if let Err(error) = purge_hour(store, &site, hour, limits, cancel, report, after_chunk).await {
+            report.failed_hours += 1;
+            warn!(%error, site, %hour, "retention: could not purge this hour; going on with the later ones, retried at the next purge");
+        }
+        passed = Some((hour, site));
+    }
+}
+
+/// Deletes one site's events of one hour with their rollups, a chunk at a time.
+async fn purge_hour(
+    store: &Store,
+    site: &str,
+    hour: DateTime,
+    limits: &PurgeLimits,
+    cancel: &CancellationToken,
+    report: &mut PurgeReport,
+    after_chunk: &mut impl FnMut(&PurgeReport),
+) -> Result<(), StoreError> {
+    let mut session = store.client().start_session().await?;
+    loop {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            return Ok(());
+        }
+        let chunk = purge_chunk(store, &mut session, site, hour, limits).await?;
+        report.deleted += chunk.deleted;
+        report.chunks += 1;
+        after_chunk(report);
+        if chunk.last {
+            return Ok(());
+        }
+    }
+}
+
+/// One committed chunk of an hour.
+struct Chunk {
+    deleted: u64,
+    /// The hour has no event left, and no rollup row.
+    last: bool,
+}
+
+/// One chunk in one transaction, retried (at most `limits.attempts` times in
+/// all) while it conflicts with batches being moved.
+async fn purge_chunk(
     store: &Store,
     session: &mut ClientSession,
     site: &str,
     hour: DateTime,
-) -> Result<u64, StoreError> {
+    limits: &PurgeLimits,
+) -> Result<Chunk, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        session.start_transaction().write_concern(store.durable_write_concern().clone()).await?;
+        let outcome = match purge_chunk_within(store, session, site, hour, limits.chunk).await {
+            Ok(chunk) => session.commit_transaction().await.map(|()| chunk).map_err(StoreError::from),
+            Err(error) => {
+                // The server may have aborted it already; nothing else to undo.
+                let _ = session.abort_transaction().await;
+                Err(error)
+            }
+        };
+        match outcome {
+            Err(StoreError::Operation(error))
+                if attempt < limits.attempts && error.contains_label(TRANSIENT_TRANSACTION_ERROR) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn purge_chunk_within(
+    store: &Store,
+    session: &mut ClientSession,
+    site: &str,
+    hour: DateTime,
+    chunk: usize,
+) -> Result<Chunk, StoreError> {
     let db = store.database();
+    let end = DateTime::from_millis(hour.timestamp_millis() + HOUR_MS);
+    let of_hour_events = doc! { "site_id": site, "timestamp": { "$gte": hour, "$lt": end } };
+    let projection = doc! { "_id": 1, "event_type": 1, "path": 1 };
+    let find = store.events().find(of_hour_events).projection(projection).limit(chunk as i64);
+    let events: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+    let last = events.len() < chunk;
     let hourly_paths = db.collection::<Document>(rollups::HOURLY_PATHS);
     let of_hour = doc! { "site_id": site, "hour": hour };
     let rows: Vec<Document> =
         hourly_paths.find(of_hour.clone()).session(&mut *session).await?.stream(&mut *session).try_collect().await?;
 
-    // What the all-time rollups counted of this hour, per shard: the hourly
-    // and all-time shards are written by the same lane's batches.
+    // What comes off each hourly row: all of it with the hour's last chunk,
+    // else the chunk's events, from the shards that counted them.
+    let text = |document: &Document, field: &str| document.get_str(field).unwrap_or("").to_string();
+    let takes: Vec<(&Document, i64)> = if last {
+        rows.iter().map(|row| (row, rollups::count_of(row.get("count")) as i64)).collect()
+    } else {
+        let mut wanted: HashMap<(String, String), i64> = HashMap::new();
+        for event in &events {
+            *wanted.entry((text(event, "event_type"), text(event, "path"))).or_default() += 1;
+        }
+        let mut takes = Vec::new();
+        for row in &rows {
+            if let Some(want) = wanted.get_mut(&(text(row, "event_type"), text(row, "path"))) {
+                let take = (*want).min(rollups::count_of(row.get("count")) as i64);
+                if take > 0 {
+                    takes.push((row, take));
+                    *want -= take;
+                }
+            }
+        }
+        takes
+    };
+
+    // The all-time rollups counted the same, per shard: the hourly and
+    // all-time shards are written by the same lane's batches.
     let mut paths: HashMap<(u32, String, String), i64> = HashMap::new();
     let mut totals: HashMap<u32, i64> = HashMap::new();
-    for row in &rows {
-        let count = rollups::count_of(row.get("count")) as i64;
+    for (row, take) in &takes {
         let shard = rollups::shard_of(row);
-        let kind = row.get_str("event_type").unwrap_or("").to_string();
-        let path = row.get_str("path").unwrap_or("").to_string();
-        *paths.entry((shard, kind, path)).or_default() += count;
-        *totals.entry(shard).or_default() += count;
+        *paths.entry((shard, text(row, "event_type"), text(row, "path"))).or_default() += take;
+        *totals.entry(shard).or_default() += take;
     }
+    let decrement = |id: Bson, count: i64| doc! { "q": { "_id": id }, "u": { "$inc": { "count": -count } } };
     let path_ids: Vec<Bson> =
         paths.keys().map(|(shard, kind, path)| Bson::String(rollups::shard_key(&[site, kind, path], *shard))).collect();
     let site_ids: Vec<Bson> = totals.keys().map(|shard| Bson::String(rollups::shard_key(&[site], *shard))).collect();
-    let decrement = |id: String, count: i64| doc! { "q": { "_id": id }, "u": { "$inc": { "count": -count } } };
-    if !paths.is_empty() {
-        let updates: Vec<Document> = paths
-            .iter()
-            .map(|((shard, kind, path), count)| decrement(rollups::shard_key(&[site, kind, path], *shard), *count))
-            .collect();
-        db.run_command(doc! { "update": rollups::PATHS, "updates": updates }).session(&mut *session).await?;
-        let updates: Vec<Document> =
-            totals.iter().map(|(shard, total)| decrement(rollups::shard_key(&[site], *shard), *total)).collect();
-        db.run_command(doc! { "update": rollups::SITES, "updates": updates }).session(&mut *session).await?;
-    }
+    let updates = paths
+        .iter()
+        .map(|((shard, kind, path), n)| decrement(rollups::shard_key(&[site, kind, path], *shard).into(), *n));
+    update_all(db, session, rollups::PATHS, updates.collect()).await?;
+    let updates = totals.iter().map(|(shard, n)| decrement(rollups::shard_key(&[site], *shard).into(), *n));
+    update_all(db, session, rollups::SITES, updates.collect()).await?;
     // Counts that reached zero are no longer there at all.
-    let gone = doc! { "count": { "$lte": 0 } };
-    let mut paths_gone = gone.clone();
-    paths_gone.insert("_id", doc! { "$in": path_ids });
-    db.collection::<Document>(rollups::PATHS).delete_many(paths_gone).session(&mut *session).await?;
-    let mut site_gone = gone;
-    site_gone.insert("_id", doc! { "$in": site_ids });
-    db.collection::<Document>(rollups::SITES).delete_many(site_gone).session(&mut *session).await?;
+    let gone = |ids: Vec<Bson>| doc! { "_id": { "$in": ids }, "count": { "$lte": 0 } };
+    db.collection::<Document>(rollups::PATHS).delete_many(gone(path_ids)).session(&mut *session).await?;
+    db.collection::<Document>(rollups::SITES).delete_many(gone(site_ids)).session(&mut *session).await?;
 
-    hourly_paths.delete_many(of_hour.clone()).session(&mut *session).await?;
-    db.collection::<Document>(rollups::HOURLY_VISITORS).delete_many(of_hour).session(&mut *session).await?;
-    let end = DateTime::from_millis(hour.timestamp_millis() + HOUR_MS);
-    let events = doc! { "site_id": site, "timestamp": { "$gte": hour, "$lt": end } };
-    let deleted = store.events().delete_many(events).session(&mut *session).await?.deleted_count;
+    if last {
+        hourly_paths.delete_many(of_hour.clone()).session(&mut *session).await?;
+        db.collection::<Document>(rollups::HOURLY_VISITORS).delete_many(of_hour).session(&mut *session).await?;
+    } else {
+        let row_id = |row: &Document| row.get("_id").cloned().unwrap_or(Bson::Null);
+        let updates = takes.iter().map(|(row, take)| decrement(row_id(row), *take)).collect();
+        update_all(db, session, rollups::HOURLY_PATHS, updates).await?;
+        let row_ids: Vec<Bson> = takes.iter().map(|(row, _)| row_id(row)).collect();
+        hourly_paths.delete_many(gone(row_ids)).session(&mut *session).await?;
+    }
+    let ids: Vec<Bson> = events.iter().filter_map(|event| event.get("_id").cloned()).collect();
+    let deleted =
+        store.events().delete_many(doc! { "_id": { "$in": ids } }).session(&mut *session).await?.deleted_count;
     rollups::mark_visitors_partial(db, session).await?;
-    Ok(deleted)
+    Ok(Chunk { deleted, last })
+}
+
+/// Runs one `update` command of `updates` within `session`'s transaction; a
+/// statement the server refuses (a corrupt rollup) fails the whole.
+async fn update_all(
+    db: &Database,
+    session: &mut ClientSession,
+    collection: &str,
+    updates: Vec<Document>,
+) -> Result<(), StoreError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let reply = db.run_command(doc! { "update": collection, "updates": updates }).session(session).await?;
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && !errors.is_empty()
+    {
+        return Err(StoreError::Refused(format!("retention: rollup update of {collection} refused: {errors:?}")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,12 +1,18 @@
 //! The session registry: each running worker's entry in `workers` (its lanes'
 //! sessions and a heartbeat), so that a worker blocked by a dead one's open
 //! transaction can end that worker's sessions.
+//!
+//! Liveness is judged on the database server's clock alone: heartbeats are
+//! written with the server's time (`$currentDate`) and compared with it
+//! (`$$NOW`), so a host whose clock is off neither looks dead nor takes the
+//! others for dead. Each beat upserts the entry, so a live worker reaped by
+//! mistake registers again (with its lanes' sessions) on its next beat.
 
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use mongodb::ClientSession;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -17,10 +23,12 @@ use crate::storage::StoreError;
 pub const WORKERS_COLLECTION: &str = "workers";
 /// How often a running worker beats.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
-/// A worker whose heartbeat is older than this is taken as dead: its session
-/// (and any transaction it left open) is ended by the next worker it blocks.
-/// Erring is harmless: a live worker whose session is ended retries its batch.
-pub const DEAD_AFTER: Duration = Duration::from_secs(2);
+/// A worker whose heartbeat is older than this (on the server's clock) is
+/// taken as dead: its session (and any transaction it left open) is ended by
+/// the next worker it blocks. Ten beats, so that a busy host or a slow
+/// network does not pass for a dead worker; erring stays harmless: a live
+/// worker whose session is ended retries its batch and registers again.
+pub const DEAD_AFTER: Duration = Duration::from_millis(10 * HEARTBEAT.as_millis() as u64);
 
 /// How long a lane keeps its session (registered once) before starting a new one.
 pub(super) const SESSION_REUSE: Duration = Duration::from_secs(60);
@@ -35,12 +43,23 @@ impl Worker {
                 _ = shutdown.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let workers = self.workers();
-            let beat = workers.update_one(doc! { "_id": self.id }, doc! { "$set": { "heartbeat": DateTime::now() } });
-            if let Err(error) = beat.await {
+            if let Err(error) = self.record_heartbeat().await {
                 debug!(%error, "heartbeat not recorded");
             }
         }
+    }
+
+    /// Writes this worker's heartbeat with the server's time, with the lanes'
+    /// current sessions: an entry removed meanwhile (reaped by mistake) is
+    /// written again whole.
+    async fn record_heartbeat(&self) -> Result<(), StoreError> {
+        let mut entry = doc! { "pid": i64::from(std::process::id()) };
+        for (lane, (session, _)) in self.sessions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            entry.insert(format!("sessions.{lane}"), session.id().clone());
+        }
+        let beat = doc! { "$set": entry, "$currentDate": { "heartbeat": true } };
+        self.workers().update_one(doc! { "_id": self.id }, beat).upsert(true).await?;
+        Ok(())
     }
 
     fn workers(&self) -> mongodb::Collection<Document> {
@@ -59,19 +78,22 @@ impl Worker {
     pub(super) async fn register(&self, session: &ClientSession, lane: u32) -> Result<(), StoreError> {
         let entry = doc! {
             format!("sessions.{lane}"): session.id().clone(),
-            "heartbeat": DateTime::now(),
             "pid": i64::from(std::process::id()),
         };
-        self.workers().update_one(doc! { "_id": self.id }, doc! { "$set": entry }).upsert(true).await?;
+        let update = doc! { "$set": entry, "$currentDate": { "heartbeat": true } };
+        self.workers().update_one(doc! { "_id": self.id }, update).upsert(true).await?;
         Ok(())
     }
 
     /// Ends the sessions of registered workers whose heartbeat stopped (killed
     /// processes), which aborts any transaction they left open, and forgets them.
-    pub(super) async fn reap_dead_workers(&self) -> Result<(), StoreError> {
-        let dead_before = DateTime::from_millis(DateTime::now().timestamp_millis() - DEAD_AFTER.as_millis() as i64);
-        let dead: Vec<Document> =
-            self.workers().find(doc! { "heartbeat": { "$lt": dead_before } }).await?.try_collect().await?;
+    /// "Stopped" is [`DEAD_AFTER`] on the server's clock, never this host's.
+    pub async fn reap_dead_workers(&self) -> Result<(), StoreError> {
+        let dead_after = DEAD_AFTER.as_millis() as i64;
+        let dead_before =
+            doc! { "$dateSubtract": { "startDate": "$$NOW", "unit": "millisecond", "amount": dead_after } };
+        let stale = doc! { "$expr": { "$lt": ["$heartbeat", dead_before] } };
+        let dead: Vec<Document> = self.workers().find(stale).await?.try_collect().await?;
         for worker in dead {
             // One session per lane (`sessions`); `session`: a worker from before lanes.
             let mut sessions: Vec<Bson> =
@@ -88,7 +110,10 @@ impl Worker {
                 pid = worker.get_i64("pid").unwrap_or_default(),
                 "ended the session of a worker that stopped beating"
             );
-            self.workers().delete_one(doc! { "_id": worker.get("_id").cloned().unwrap_or(Bson::Null) }).await?;
+            // Only the entry as read: one that beat meanwhile is alive and stays.
+            let mut as_read = doc! { "_id": worker.get("_id").cloned().unwrap_or(Bson::Null) };
+            as_read.insert("heartbeat", worker.get("heartbeat").cloned().unwrap_or(Bson::Null));
+            self.workers().delete_one(as_read).await?;
         }
         Ok(())
     }
