@@ -12,6 +12,7 @@ mod group_commit;
 mod health;
 mod helpers;
 mod limits;
+mod local_database;
 mod metrics;
 mod openapi;
 mod rollups;
