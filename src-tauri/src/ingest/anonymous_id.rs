@@ -164,7 +164,19 @@ impl AnonymousVisitors {
     /// The anonymous id, today, of the client of a request to `site_id` that
     /// came from `peer` with `headers`.
     pub async fn user_id(&self, site_id: &str, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<String, SaltError> {
-        let salt = self.salts.salt_on(DateTime::now()).await?;
+        self.user_id_at(site_id, peer, headers, DateTime::now()).await
+    }
+
+    /// [`AnonymousVisitors::user_id`] for a request received at `at` (tests
+    /// pass their own clock instead of waiting for midnight).
+    pub async fn user_id_at(
+        &self,
+        site_id: &str,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        at: DateTime,
+    ) -> Result<String, SaltError> {
+        let salt = self.salts.salt_on(at).await?;
         let client = peer.map(|peer| client_ip(peer, headers, &self.trusted_proxies));
         let user_agent = headers.get(header::USER_AGENT).map_or(&[][..], |value| value.as_bytes());
         Ok(anonymous_user_id(&salt, site_id, client, user_agent))
