@@ -58,7 +58,9 @@ pub fn mask_query_secrets(url: &str) -> String {
 pub fn holds_mask(url: &str) -> bool {
     let password_masked = super::url_parts(url).and_then(|parts| parts.password).is_some_and(|(p, _)| p == MASK);
     let option_masked = split_query(url).is_some_and(|(_, query)| {
-        query.split(['&', ';']).any(|option| option.split_once('=').is_some_and(|(n, v)| is_secret_option(n) && v == MASK))
+        query
+            .split(['&', ';'])
+            .any(|option| option.split_once('=').is_some_and(|(n, v)| is_secret_option(n) && v == MASK))
     });
     password_masked || option_masked
 }
@@ -131,7 +133,9 @@ mod tests {
             "mongodb://db/app?tls=true&tlsCertificateKeyFilePassword=****&authmechanismproperties=****\
              ;proxyPassword=****&appName=desk"
         );
-        let shown = mask_url_password("mongodb://u:pw@db/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:t0k");
+        let shown = mask_url_password(
+            "mongodb://u:pw@db/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:t0k",
+        );
         assert!(shown.ends_with("@db/?authMechanism=MONGODB-AWS&authMechanismProperties=****"), "{shown}");
         assert!(!shown.contains("pw"), "{shown}");
         assert!(holds_mask("mongodb://db/app?proxyPassword=****") && holds_mask("mongodb://u:****@db/app"));
