@@ -29,9 +29,18 @@ db_pid=""
 if [[ "$authority" != *,* ]] && [[ "$host" =~ ^(localhost|127\.0\.0\.1|\[::1\])$ ]] \
    && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   data="${XDG_DATA_HOME:-$HOME/.local/share}/analytics-desk/db"
-  mkdir -p "$data"
+  mkdir -p "$data" && chmod 700 "$data"
   echo "No database answers at $host:$port: starting secantusd-rs there (data in $data)" >&2
-  "$("$here/install-secantus.sh")" --port "$port" --storage-path "$data" --cache-size 512M --sync-on-commit >"$data.log" 2>&1 &
+  # As the desktop app does (src-tauri/src/storage/local_db.rs): loopback only,
+  # our own config (--config turns off the search for a secantusd.toml in the
+  # working directory, ~/.secantus/ or /etc/secantus/, which could bind it to
+  # 0.0.0.0), run from its data dir, log and config readable by the user only.
+  config="$data.secantusd.toml"
+  (umask 077 && printf '[server]\nhost = "127.0.0.1"\nenable_test_commands = false\n' >"$config" && : >"$data.log")
+  chmod 600 "$config" "$data.log"
+  bin="$("$here/install-secantus.sh")"
+  (cd "$data" && exec "$bin" --config "$config" --host 127.0.0.1 --port "$port" --storage-path "$data" \
+    --cache-size 512M --sync-on-commit >"$data.log" 2>&1) &
   db_pid=$!
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

@@ -138,6 +138,7 @@ impl Engine {
                 // Each stage that owns collections ensures its indexes.
                 store.ensure_indexes().await?;
                 rollups::ensure_indexes(store.database()).await?;
+                crate::ingest::anonymous_id::ensure_indexes(store.database()).await?;
                 info!(database = %self.inner.config.database, url = %self.inner.config.masked_mongo_url(), "connected to the database");
                 Ok(store)
             })

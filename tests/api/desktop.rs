@@ -151,6 +151,22 @@ async fn the_password_never_reaches_the_ui_and_is_kept_when_the_mask_comes_back(
 }
 
 #[tokio::test]
+async fn the_saved_password_is_never_sent_to_a_host_or_user_typed_in_the_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = controller_with_env(dir.path(), "MONGO_URL=mongodb://app:pa55@db.example.com:27017/site\n");
+    let mut edited = controller.settings_view().await.values;
+    edited.insert("MONGO_URL".into(), "mongodb://app:****@attacker.example:27017/site".into());
+
+    let errors = controller.validate(edited.clone()).await;
+    let refused = controller.save_settings(edited).await.unwrap_err();
+
+    assert!(errors["MONGO_URL"].contains("type the password again"), "{errors:?}");
+    assert!(refused.contains("type the password again") && !refused.contains("pa55"), "{refused}");
+    assert_eq!(controller.engine().config().mongo_url, "mongodb://app:pa55@db.example.com:27017/site");
+    assert!(!dir.path().join("config/settings.json").exists(), "nothing saved");
+}
+
+#[tokio::test]
 async fn the_managed_database_starts_when_nothing_answers_and_stops_with_the_app() {
     let dir = tempfile::tempdir().unwrap();
     let secantus = common::secantus_binary();

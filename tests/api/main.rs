@@ -14,6 +14,7 @@ mod helpers;
 mod host_check;
 mod limits;
 mod liveness;
+mod local_database;
 mod metrics;
 mod openapi;
 mod rebuild_fence;

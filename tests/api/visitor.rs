@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use analytics_desk::Config;
 use analytics_desk::http::{self, ApiState};
-use analytics_desk::ingest::anonymous_id::{self as visitor, DailySalts, SALTS_COLLECTION, Salt};
+use analytics_desk::ingest::anonymous_id::{
+    self as visitor, AnonymousVisitors, DailySalts, LATE_VISITORS_COLLECTION, SALTS_COLLECTION, Salt,
+};
+use analytics_desk::{Engine, PartStatus};
 use axum::body::Body;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
@@ -52,6 +55,10 @@ async fn todays_salt(app: &TestApp) -> Salt {
         Some(Bson::Binary(binary)) => binary.bytes.as_slice().try_into().expect("32 bytes"),
         other => panic!("salt is binary data: {other:?}"),
     }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
 }
 
 fn expected_id(salt: &Salt, site_id: &str, client: &str, user_agent: &str) -> String {
@@ -225,4 +232,102 @@ async fn the_router_without_our_serve_loop_still_derives_an_id_without_an_addres
     let stored = app.queued().await[0].get_str("user_id").unwrap().to_string();
     let salt = todays_salt(&app).await;
     assert_eq!(stored, visitor::anonymous_user_id(&salt, "shop", None, FIREFOX.as_bytes()));
+}
+
+fn at(time: &str) -> DateTime {
+    DateTime::parse_rfc3339_str(time).unwrap()
+}
+
+fn browser(user_agent: &str) -> axum::http::HeaderMap {
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("user-agent", user_agent.parse().unwrap());
+    headers
+}
+
+#[tokio::test]
+async fn a_visit_across_midnight_stays_one_visitor_and_only_such_a_visit() {
+    let app = spawn_app().await;
+    let database = app.store.database();
+    let process = || AnonymousVisitors::new(database, Default::default());
+    let (api, firefox) = (process(), browser(FIREFOX));
+    let (late, noon, new) = (Some(ip("198.51.100.1")), Some(ip("198.51.100.2")), Some(ip("198.51.100.3")));
+
+    let seen_at_23_50 = api.user_id_at("shop", late, &firefox, at("2024-05-01T23:50:00Z")).await.unwrap();
+    let seen_at_noon = api.user_id_at("shop", noon, &firefox, at("2024-05-01T12:00:00Z")).await.unwrap();
+
+    // Just after midnight, in this process or in one started since, and later that day.
+    let restarted = process();
+    for (who, time) in
+        [(&api, "2024-05-02T00:00:20Z"), (&restarted, "2024-05-02T00:10:00Z"), (&api, "2024-05-02T15:00:00Z")]
+    {
+        let id = who.user_id_at("shop", late, &firefox, at(time)).await.unwrap();
+        assert_eq!(id, seen_at_23_50, "seen at 23:50, back at {time}: the same visitor");
+    }
+    let today = DailySalts::new(database).salt_on(at("2024-05-02T12:00:00Z")).await.unwrap();
+    for (who, client) in [("not seen yesterday", new), ("seen at noon only", noon)] {
+        let id = api.user_id_at("shop", client, &firefox, at("2024-05-02T00:10:00Z")).await.unwrap();
+        assert_eq!(id, visitor::anonymous_user_id(&today, "shop", client, FIREFOX.as_bytes()), "{who}");
+    }
+    assert_ne!(
+        api.user_id_at("shop", noon, &firefox, at("2024-05-02T00:10:00Z")).await.unwrap(),
+        seen_at_noon,
+        "a visit that ended yesterday is not continued"
+    );
+    let other_site = api.user_id_at("blog", late, &firefox, at("2024-05-02T00:10:00Z")).await.unwrap();
+    assert_eq!(other_site, visitor::anonymous_user_id(&today, "blog", late, FIREFOX.as_bytes()), "per site");
+
+    // What made it possible holds ids only, no address or User-Agent.
+    let kept: Vec<Document> = database
+        .collection::<Document>(LATE_VISITORS_COLLECTION)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1, "one visitor was seen late on 05-01: {kept:?}");
+    let text = kept[0].to_string();
+    assert!(text.contains(&seen_at_23_50) && !text.contains("198.51") && !text.contains("Firefox"), "{text}");
+}
+
+#[tokio::test]
+async fn salts_and_late_visitors_expire_after_48_hours_even_when_no_api_runs() {
+    let url = crate::common::fresh_database_url();
+    let database = mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap()
+        .database(&Config::default().with_mongo_url(&url).unwrap().database);
+    let hours_ago = |hours: i64| DateTime::from_millis(DateTime::now().timestamp_millis() - hours * 3_600_000);
+    let (salts, late) =
+        (database.collection::<Document>(SALTS_COLLECTION), database.collection::<Document>(LATE_VISITORS_COLLECTION));
+    let salt = Bson::Binary(mongodb::bson::Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+        bytes: vec![7; 32],
+    });
+    salts.insert_one(doc! { "_id": "2020-01-01", "salt": salt.clone(), "created_at": hours_ago(49) }).await.unwrap();
+    salts.insert_one(doc! { "_id": "2020-01-02", "salt": salt, "created_at": hours_ago(47) }).await.unwrap();
+    late.insert_one(doc! { "_id": "2020-01-01:old", "created_at": hours_ago(49) }).await.unwrap();
+
+    // The worker alone: no API ever takes a salt here.
+    let engine = Engine::new(crate::helpers::test_config(&url));
+    engine.start_worker().await.unwrap();
+    assert!(matches!(engine.status().worker, PartStatus::Running { .. }));
+    assert!(matches!(engine.status().api, PartStatus::Stopped));
+
+    for collection in [&salts, &late] {
+        let indexes: Vec<mongodb::IndexModel> = collection.list_indexes().await.unwrap().try_collect().await.unwrap();
+        let ttl = indexes.iter().find(|index| index.keys == doc! { "created_at": 1 });
+        let expiry = ttl.and_then(|index| index.options.as_ref()?.expire_after);
+        assert_eq!(expiry, Some(std::time::Duration::from_secs(48 * 3600)), "{}: {indexes:?}", collection.name());
+    }
+    // The server's TTL monitor passes every 60 s (mongod and secantusd-rs alike).
+    let started = std::time::Instant::now();
+    let expired = crate::common::eventually(std::time::Duration::from_secs(150), || async {
+        salts.count_documents(doc! { "_id": "2020-01-01" }).await.unwrap() == 0
+            && late.count_documents(doc! {}).await.unwrap() == 0
+    });
+    assert!(expired.await, "the 49-hour-old salt and late visitor were deleted by the server");
+    println!("expired after {:?}", started.elapsed());
+    assert_eq!(salts.count_documents(doc! { "_id": "2020-01-02" }).await.unwrap(), 1, "a 47-hour-old salt is kept");
+    engine.shutdown().await;
 }

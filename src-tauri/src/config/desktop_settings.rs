@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, mask_url_password, url_parts};
+use crate::config::{Config, ConfigError, mask_url_password, url_secrets};
 
 /// The editable settings, in the order the UI shows them.
 pub const FIELDS: [&str; 6] = ["MONGO_URL", "PORT", "HOST", "BATCH_SIZE", "POLL_MS", "QUEUE_NAME"];
@@ -138,15 +138,24 @@ impl Settings {
     }
 
     /// Takes values edited in the UI, where MONGO_URL was shown masked: a `****`
-    /// password stands for the one already stored.
+    /// password (or secret option) stands for the one already stored, but only
+    /// while the URL still names the same server, user and options (see
+    /// [`url_secrets::restore_secrets`]); otherwise the mask stays, and
+    /// [`validate`] asks for the password again.
     pub fn unmask(&self, mut edited: Values) -> Values {
-        let stored_password = self.values.get("MONGO_URL").and_then(|current| url_parts(current)?.password);
-        if let (Some(url), Some((password, _))) = (edited.get_mut("MONGO_URL"), stored_password) {
-            *url = url.replacen(":****@", &format!(":{password}@"), 1);
+        if let (Some(stored), Some(url)) = (self.values.get("MONGO_URL"), edited.get_mut("MONGO_URL"))
+            && let Some(restored) = url_secrets::restore_secrets(stored, url)
+        {
+            *url = restored;
         }
         edited
     }
 }
+
+/// Why a MONGO_URL still holding `****` is refused: the saved secret is only
+/// given back to the same server, user and options.
+pub const MASK_NOT_RESTORED: &str = "the server, user or options changed, so the saved password is not sent there: \
+     type the password again (**** stands for the saved one only while they stay the same)";
 
 /// Checks each value with the engine's rules; returns an error per invalid field.
 pub fn validate(values: &Values) -> FieldErrors {
@@ -154,6 +163,11 @@ pub fn validate(values: &Values) -> FieldErrors {
     for (name, value) in values {
         if !FIELDS.contains(&name.as_str()) {
             errors.insert(name.clone(), "unknown setting".into());
+            continue;
+        }
+        if name == "MONGO_URL" && url_secrets::holds_mask(value) {
+            // The UI sent a mask the stored secret could not go back into.
+            errors.insert(name.clone(), MASK_NOT_RESTORED.into());
             continue;
         }
         // Each field alone, so every invalid one is reported, not just the first.
@@ -252,10 +266,25 @@ mod tests {
         assert_eq!(shown["MONGO_URL"], "mongodb://admin:****@db:27017/app");
 
         assert_eq!(settings.unmask(shown.clone())["MONGO_URL"], "mongodb://admin:s3cr%40t@db:27017/app");
-        let mut moved = shown;
-        moved.insert("MONGO_URL".into(), "mongodb://admin:****@db2:27017/app".into());
-        assert_eq!(settings.unmask(moved)["MONGO_URL"], "mongodb://admin:s3cr%40t@db2:27017/app", "host edited");
+        let mut renamed = shown.clone();
+        renamed.insert("MONGO_URL".into(), "mongodb://admin:****@db:27017/other".into());
+        assert_eq!(settings.unmask(renamed)["MONGO_URL"], "mongodb://admin:s3cr%40t@db:27017/other", "database edited");
         let typed = values(&[("MONGO_URL", "mongodb://admin:new@db:27017/app")]);
         assert_eq!(settings.unmask(typed.clone()), typed, "a new password is taken as typed");
+    }
+
+    #[test]
+    fn the_stored_password_never_follows_a_changed_host_or_user() {
+        let settings = Settings::new(&values(&[("MONGO_URL", "mongodb://admin:s3cret@db:27017/app")])).unwrap();
+        for elsewhere in [
+            "mongodb://admin:****@attacker.example:27017/app",
+            "mongodb://root:****@db:27017/app",
+            "mongodb://admin:****@db:27017/app?proxyHost=attacker.example",
+        ] {
+            let edited = settings.unmask(values(&[("MONGO_URL", elsewhere)]));
+            assert!(!edited["MONGO_URL"].contains("s3cret"), "the password went to {}", edited["MONGO_URL"]);
+            let refused = Settings::new(&edited).unwrap_err().to_string();
+            assert!(refused.contains("type the password again"), "{refused}");
+        }
     }
 }

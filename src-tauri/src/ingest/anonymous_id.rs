@@ -3,24 +3,59 @@
 //! client's IP address and its User-Agent. No cookie is involved and the IP is
 //! never stored; once a day's salt is deleted, nobody (us included) can tell
 //! whether two ids of different days are the same visitor.
+//!
+//! **A visit across midnight.** As Plausible keeps the previous day's salt and
+//! continues a session found under either salt's id, a visitor seen in the
+//! last half hour of a UTC day ([`MIDNIGHT_WINDOW`], Plausible's session
+//! timeout) keeps that day's id for the whole of the next day; anyone else gets
+//! the new day's id. Concretely, for each anonymous event:
+//!
+//! - in the last half hour of its day, its id under the day's salt is recorded
+//!   in [`LATE_VISITORS_COLLECTION`] (once per visitor and process);
+//! - on the next day, its id under the previous day's salt is looked up there:
+//!   found, that id is used (the visitor counts once on both days), else the
+//!   new day's.
+//!
+//! Exact, across API processes and restarts: a late visitor is recorded before
+//! its event is acknowledged. Cheap: outside that half hour nothing is written;
+//! after midnight each process asks the database per event only during
+//! [`SETTLE`], then reads the day's (short) list once and answers from memory.
+//! Private: only ids are kept (hashes already in `events`), never an address or
+//! a User-Agent, and they expire with the salts ([`SALT_LIFETIME`], TTL indexes
+//! from [`ensure_indexes`], created by every process at its connection, so also
+//! when no API runs). One visitor active around two midnights in a row is
+//! carried over the first only: the previous day's salt is gone by the second.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{Binary, Bson, DateTime, Document, doc};
-use mongodb::options::CollectionOptions;
-use mongodb::{Collection, Database};
+use mongodb::options::{CollectionOptions, IndexOptions};
+use mongodb::{Collection, Database, IndexModel};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tracing::info;
 
 use super::client_ip::client_ip;
+use super::late_visitors::LateVisitors;
 use crate::config::TrustedProxies;
 use crate::storage::{StoreError, durable_write_concern, is_duplicate_key};
 
 /// The collection holding one salt per UTC day: `{_id: "YYYY-MM-DD", salt: BinData, created_at}`.
 pub const SALTS_COLLECTION: &str = "salts";
+pub use super::late_visitors::LATE_VISITORS_COLLECTION;
+/// How long a salt (and a late visitor) is kept: its day and the next, when
+/// it may still be asked for; the TTL index deletes it then.
+pub const SALT_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+/// The end of a day whose visitors keep their id into the next day: a session
+/// ends after 30 minutes without an event, as Plausible's do.
+pub const MIDNIGHT_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// How long after midnight a request of the day before may still be recording
+/// a late visitor (its salt and writes are bounded by the ingest's 5 s
+/// timeout; the rest is for clocks of API processes that differ a little).
+pub const SETTLE: Duration = Duration::from_secs(60);
 /// Bytes of a daily salt.
 pub const SALT_BYTES: usize = 32;
 /// Hex digits of an anonymous id (the first 128 bits of the SHA-256).
@@ -72,14 +107,37 @@ pub enum SaltError {
     },
 }
 
+/// A day's salt and, if there was one, the previous day's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaySalts {
+    /// The day's own.
+    pub current: Salt,
+    /// The day before's: ids under it continue visits across midnight.
+    pub previous: Option<Salt>,
+}
+
+/// Creates the TTL indexes that delete salts and late visitors
+/// [`SALT_LIFETIME`] after their creation, by the server itself: also when no
+/// API runs to delete them. Idempotent; every process runs it at connection.
+pub async fn ensure_indexes(database: &Database) -> Result<(), StoreError> {
+    for collection in [SALTS_COLLECTION, LATE_VISITORS_COLLECTION] {
+        let options = IndexOptions::builder().name("created_at_ttl".to_string()).expire_after(SALT_LIFETIME).build();
+        let index = IndexModel::builder().keys(doc! { "created_at": 1 }).options(options).build();
+        database.collection::<Document>(collection).create_index(index).await?;
+    }
+    Ok(())
+}
+
 /// The daily salts: created at random once per UTC day in the database (the
 /// first API process to need it inserts it, the others read it), so every API
-/// process and restart of a day agrees; cached in memory for the day. Salts
-/// older than yesterday are deleted when a new day's is taken.
+/// process and restart of a day agrees; cached in memory for the day with the
+/// previous day's (read, never created). Salts older than yesterday are
+/// deleted when a new day's is taken, and by the TTL index after [`SALT_LIFETIME`].
 #[derive(Debug)]
 pub struct DailySalts {
     collection: Collection<Document>,
-    today: Mutex<Option<(String, Salt)>>,
+    late_visitors: LateVisitors,
+    today: Mutex<Option<(String, DaySalts)>>,
 }
 
 impl DailySalts {
@@ -87,26 +145,41 @@ impl DailySalts {
     pub fn new(database: &Database) -> DailySalts {
         let durable = durable_write_concern(database.write_concern().cloned());
         let options = CollectionOptions::builder().write_concern(durable).build();
-        DailySalts { collection: database.collection_with_options(SALTS_COLLECTION, options), today: Mutex::new(None) }
+        DailySalts {
+            collection: database.collection_with_options(SALTS_COLLECTION, options),
+            late_visitors: LateVisitors::new(database),
+            today: Mutex::new(None),
+        }
     }
 
     /// The salt of the UTC day `at` falls in.
     pub async fn salt_on(&self, at: DateTime) -> Result<Salt, SaltError> {
+        Ok(self.salts_on(at).await?.current)
+    }
+
+    /// The salts of the UTC day `at` falls in and of the day before.
+    pub async fn salts_on(&self, at: DateTime) -> Result<DaySalts, SaltError> {
         let day = utc_day(at);
         // Held while fetching: one request per process goes to the database at
         // the turn of the day, the others wait for its answer.
         let mut today = self.today.lock().await;
-        if let Some((cached_day, salt)) = today.as_ref()
+        if let Some((cached_day, salts)) = today.as_ref()
             && *cached_day == day
         {
-            return Ok(*salt);
+            return Ok(*salts);
         }
-        let salt = self.fetch_or_create(&day).await?;
-        // Yesterday's is kept for processes whose clock is a little behind.
-        let yesterday = utc_day(DateTime::from_millis(at.timestamp_millis() - DAY_MILLIS));
+        let current = self.fetch_or_create(&day).await?;
+        let yesterday = day_before(at);
+        let previous = match self.collection.find_one(doc! { "_id": &yesterday }).await.map_err(StoreError::from)? {
+            // A broken previous salt only ends the visits across midnight.
+            Some(stored) => stored_salt(&yesterday, &stored).ok(),
+            None => None,
+        };
         self.collection.delete_many(doc! { "_id": { "$lt": &yesterday } }).await.map_err(StoreError::from)?;
-        *today = Some((day, salt));
-        Ok(salt)
+        self.late_visitors.forget_before(&yesterday).await?;
+        let salts = DaySalts { current, previous };
+        *today = Some((day, salts));
+        Ok(salts)
     }
 
     /// Reads `day`'s salt, or inserts a new random one if there is none yet. Two
@@ -136,6 +209,16 @@ impl DailySalts {
     }
 }
 
+/// The UTC day before the one `at` falls in.
+fn day_before(at: DateTime) -> String {
+    utc_day(DateTime::from_millis(at.timestamp_millis() - DAY_MILLIS))
+}
+
+/// How long after the start of its UTC day `at` is.
+fn since_midnight(at: DateTime) -> Duration {
+    Duration::from_millis(at.timestamp_millis().rem_euclid(DAY_MILLIS) as u64)
+}
+
 fn stored_salt(day: &str, stored: &Document) -> Result<Salt, SaltError> {
     match stored.get("salt") {
         Some(Bson::Binary(binary)) => {
@@ -162,12 +245,37 @@ impl AnonymousVisitors {
     }
 
     /// The anonymous id, today, of the client of a request to `site_id` that
-    /// came from `peer` with `headers`.
+    /// came from `peer` with `headers`: yesterday's id for a visitor seen in
+    /// yesterday's last half hour (see the module's doc).
     pub async fn user_id(&self, site_id: &str, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<String, SaltError> {
-        let salt = self.salts.salt_on(DateTime::now()).await?;
+        self.user_id_at(site_id, peer, headers, DateTime::now()).await
+    }
+
+    /// [`AnonymousVisitors::user_id`] for a request received at `at` (tests
+    /// pass their own clock instead of waiting for midnight).
+    pub async fn user_id_at(
+        &self,
+        site_id: &str,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        at: DateTime,
+    ) -> Result<String, SaltError> {
+        let salts = self.salts.salts_on(at).await?;
         let client = peer.map(|peer| client_ip(peer, headers, &self.trusted_proxies));
         let user_agent = headers.get(header::USER_AGENT).map_or(&[][..], |value| value.as_bytes());
-        Ok(anonymous_user_id(&salt, site_id, client, user_agent))
+        let id = anonymous_user_id(&salts.current, site_id, client, user_agent);
+        let late_visitors = &self.salts.late_visitors;
+        if since_midnight(at) + MIDNIGHT_WINDOW >= Duration::from_millis(DAY_MILLIS as u64) {
+            late_visitors.note(&utc_day(at), &id).await?;
+        }
+        if let Some(previous) = salts.previous {
+            let id_before_midnight = anonymous_user_id(&previous, site_id, client, user_agent);
+            let settled = since_midnight(at) >= SETTLE;
+            if late_visitors.was_seen(&day_before(at), &id_before_midnight, settled).await? {
+                return Ok(id_before_midnight);
+            }
+        }
+        Ok(id)
     }
 }
 

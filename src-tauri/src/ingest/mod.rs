@@ -12,6 +12,7 @@ pub mod anonymous_id;
 pub mod client_ip;
 pub mod event;
 pub mod group_commit;
+pub mod late_visitors;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -159,14 +160,14 @@ impl Ingest {
         ingested_at: DateTime,
     ) -> Result<Document, SubmitError> {
         if event.user_id.is_none() {
-            event.user_id = Some(self.anonymous_user_id(&event.site_id, sender).await?);
+            event.user_id = Some(self.anonymous_user_id(&event.site_id, sender, ingested_at).await?);
         }
         Ok(event.into_queue_document(ObjectId::new(), ingested_at)?)
     }
 
     /// The anonymous id of `sender` for `site_id` (see [`anonymous_id`]).
-    async fn anonymous_user_id(&self, site_id: &str, sender: Sender<'_>) -> Result<String, SubmitError> {
-        let derived = self.visitors.user_id(site_id, sender.peer, sender.headers);
+    async fn anonymous_user_id(&self, site_id: &str, sender: Sender<'_>, at: DateTime) -> Result<String, SubmitError> {
+        let derived = self.visitors.user_id_at(site_id, sender.peer, sender.headers, at);
         match tokio::time::timeout(QUEUE_WRITE_TIMEOUT, derived).await {
             Ok(Ok(user_id)) => Ok(user_id),
             Ok(Err(SaltError::Store(error))) => Err(SubmitError::Unavailable(error)),

@@ -3,17 +3,26 @@
 //! if the machine has one, else SecantusDB's `secantusd-rs` (shipped beside the
 //! app as a sidecar). Always a separate process: SecantusDB is GPL-2.0 and is
 //! never linked into our binaries.
+//!
+//! The server holds the app's data (events, the visitor salts) and has no
+//! authentication, so it must be reachable from this machine only and be the
+//! process we started: it gets `--host 127.0.0.1` and a config file of the
+//! app's own (`secantusd-rs` would otherwise read a `secantusd.toml` from its
+//! working directory, `~/.secantus/` or `/etc/secantus/`, which could bind it to
+//! every interface), runs in its data directory, private to the user (`0700`,
+//! its log `0600`), and is only used once the process answering on the port is
+//! known to be it ([`super::port_owner`]).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::process::Command;
 use tracing::{info, warn};
 
+use super::port_owner;
 use crate::config::{Config, url_parts};
 
 /// How long a freshly started server may take to accept connections.
@@ -111,6 +120,28 @@ pub enum LocalDbError {
         /// Exit status or "still not listening".
         detail: String,
     },
+    /// Another program listens on the port (before the start, or instead of
+    /// the server we started): it would receive the app's data, so it is not used.
+    #[error(
+        "port {port} is held by another program (listening on {addresses}), not by the local database the app \
+         starts: refusing to use it, since it would receive the app's data. Stop that program, or set MONGO_URL \
+         to another port"
+    )]
+    PortTaken {
+        /// The port of `MONGO_URL`.
+        port: u16,
+        /// Where the other program listens.
+        addresses: String,
+    },
+    /// The data directory or the server's own files could not be prepared.
+    #[error("cannot prepare the local database's files at {path}: {source}")]
+    Files {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The port of `MONGO_URL` when it names one host on this machine
@@ -126,10 +157,11 @@ pub fn local_port(config: &Config) -> Option<u16> {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]").then_some(port)
 }
 
-/// True when something accepts TCP connections on `port` of loopback.
+/// True when something accepts TCP connections on `port` of loopback: on
+/// 127.0.0.1 or on [::1] (where `localhost` may lead first).
 pub async fn answers(port: u16) -> bool {
-    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-    matches!(tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await, Ok(Ok(_)))
+    port_owner::accepts(IpAddr::V4(Ipv4Addr::LOCALHOST), port).await
+        || port_owner::accepts(IpAddr::V6(Ipv6Addr::LOCALHOST), port).await
 }
 
 /// Finds a server program: `mongod` on the PATH first, else `secantusd-rs` in
@@ -170,8 +202,10 @@ pub struct ManagedDatabase {
 }
 
 impl ManagedDatabase {
-    /// Starts `program` on `port` of loopback with its data in `data_path`, and
-    /// waits until it accepts connections.
+    /// Starts `program` on `port` of 127.0.0.1 with its data in `data_path`
+    /// (made private to the user), and waits until it accepts connections.
+    /// Refuses if another program listens on the port of 127.0.0.1 or [::1],
+    /// before the start or instead of the started server.
     pub async fn start(
         kind: ServerKind,
         program: &Path,
@@ -179,37 +213,29 @@ impl ManagedDatabase {
         data_path: &Path,
     ) -> Result<ManagedDatabase, LocalDbError> {
         let name = program.display().to_string();
-        let spawn_error = |source| LocalDbError::Spawn { program: name.clone(), source };
-        std::fs::create_dir_all(data_path).map_err(spawn_error)?;
+        refuse_foreign_listeners(port, None).await?;
+        let log_path = data_path.with_extension("log");
+        let log = prepare_files(data_path, &log_path)?;
         let version = version_of(program).await;
-        let mut command = std::process::Command::new(program);
-        match kind {
-            ServerKind::Mongod => command.args(["--bind_ip", "127.0.0.1", "--port", &port.to_string(), "--dbpath"]),
-            // --sync-on-commit: without it secantusd-rs acknowledges journaled
-            // writes before they reach the disk, and a crash could lose events
-            // already answered "queued" (seen in tests/faults.rs).
-            ServerKind::Secantus => command.args([
-                "--port",
-                &port.to_string(),
-                "--cache-size",
-                "512M",
-                "--sync-on-commit",
-                "--storage-path",
-            ]),
-        };
-        command.arg(data_path);
-        let log = std::fs::File::create(data_path.with_extension("log")).map_err(spawn_error)?;
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        let command = server_command(kind, program, port, data_path, log)?;
+        let spawn_error = |source| LocalDbError::Spawn { program: name.clone(), source };
         let (pid, exited) = spawn_watched(command).map_err(spawn_error)?;
         let database = ManagedDatabase { pid, exited, kind, version, data_path: data_path.to_path_buf(), port };
         info!(program = %name, port, data = %data_path.display(), "starting the local database");
 
         let deadline = Instant::now() + START_TIMEOUT;
-        while !answers(port).await {
+        loop {
+            // Whoever else listens meanwhile (a squatter quicker than our
+            // server, on 127.0.0.1 or [::1]) is refused, even once ours is up.
+            if let Err(error) = refuse_foreign_listeners(port, Some(pid)).await {
+                database.stop().await;
+                return Err(error);
+            }
+            if port_owner::listens(pid, port).await {
+                break;
+            }
             let detail = match database.exited.borrow().clone() {
-                Some(status) => {
-                    Some(format!("it exited ({status}); see {}", data_path.with_extension("log").display()))
-                }
+                Some(status) => Some(format!("it exited ({status}); see {}", log_path.display())),
                 None if Instant::now() > deadline => Some("it is still not listening".to_string()),
                 None => None,
             };
@@ -251,6 +277,109 @@ impl Drop for ManagedDatabase {
     fn drop(&mut self) {
         self.signal(libc::SIGKILL);
     }
+}
+
+/// Errs when a process other than `ours` listens on `port` where this
+/// machine's loopback connections would reach it.
+async fn refuse_foreign_listeners(port: u16, ours: Option<u32>) -> Result<(), LocalDbError> {
+    let foreign = port_owner::foreign_listeners(port, ours).await;
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let addresses = foreign.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    warn!(port, %addresses, "another program holds the local database's port");
+    Err(LocalDbError::PortTaken { port, addresses })
+}
+
+/// Creates the data directory private to the user (`0700`, also when an
+/// earlier version left it open) and opens the log, truncated, readable by the
+/// user only (`0600`).
+fn prepare_files(data_path: &Path, log_path: &Path) -> Result<std::fs::File, LocalDbError> {
+    let files_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LocalDbError::Files { path, source }
+    };
+    std::fs::create_dir_all(data_path).map_err(files_error(data_path))?;
+    set_private(data_path, 0o700).map_err(files_error(data_path))?;
+    let log = private_file(log_path).map_err(files_error(log_path))?;
+    Ok(log)
+}
+
+/// Opens `path` for writing, truncated, mode `0600` (also when it existed).
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    set_private(path, 0o600)?;
+    Ok(file)
+}
+
+fn set_private(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
+}
+
+/// The server's command line, working directory and environment. For
+/// `secantusd-rs` the app writes its own config file (beside the data,
+/// `0600`) and passes it with `--config`, which turns off the search for
+/// `secantusd.toml` elsewhere; the flags repeat what matters most, since flags
+/// win over any file. Its `SECANTUS_*` environment variables (storage modes)
+/// are removed: the app's config is the whole truth.
+fn server_command(
+    kind: ServerKind,
+    program: &Path,
+    port: u16,
+    data_path: &Path,
+    log: std::fs::File,
+) -> Result<std::process::Command, LocalDbError> {
+    let mut command = std::process::Command::new(program);
+    let port_text = port.to_string();
+    match kind {
+        ServerKind::Mongod => {
+            command.args(["--bind_ip", "127.0.0.1", "--port", &port_text, "--dbpath"]).arg(data_path);
+        }
+        ServerKind::Secantus => {
+            let config_path = data_path.with_extension("secantusd.toml");
+            let files_error = |source| LocalDbError::Files { path: config_path.clone(), source };
+            let mut config = private_file(&config_path).map_err(files_error)?;
+            std::io::Write::write_all(&mut config, secantus_config(port, data_path).as_bytes()).map_err(files_error)?;
+            // --sync-on-commit: without it secantusd-rs acknowledges journaled
+            // writes before they reach the disk, and a crash could lose events
+            // already answered "queued" (seen in tests/faults.rs).
+            command.arg("--config").arg(&config_path);
+            command.args(["--host", "127.0.0.1", "--port", &port_text, "--cache-size", "512M", "--sync-on-commit"]);
+            command.arg("--storage-path").arg(data_path);
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("SECANTUS_") {
+                    command.env_remove(key);
+                }
+            }
+        }
+    }
+    command.current_dir(data_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    Ok(command)
+}
+
+/// The app's `secantusd.toml`: loopback only, no test commands, durable commits.
+fn secantus_config(port: u16, data_path: &Path) -> String {
+    // A JSON string is a valid TOML basic string (same escapes).
+    let storage_path = serde_json::to_string(&data_path.to_string_lossy()).expect("a string serializes");
+    format!(
+        "# Written by Analytics Desk at each start of its local database; edits are overwritten.\n\
+         [server]\nhost = \"127.0.0.1\"\nport = {port}\nstorage_path = {storage_path}\n\
+         enable_test_commands = false\n\n\
+         [storage]\ncache_size = \"512M\"\nsync_on_commit = true\n"
+    )
 }
 
 /// Spawns `command` from a thread of its own that waits for it and reports its

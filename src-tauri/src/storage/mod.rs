@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod local_db;
+pub mod port_owner;
 
 use std::time::Duration;
 
