@@ -126,7 +126,7 @@ fn invalid_configuration_stops_start_up_naming_the_variable() {
         (
             "MONGO_URL",
             "postgres://u:pw@localhost/db",
-            "invalid MONGO_URL=\"postgres://u:****@localhost/db\": expected a MongoDB connection string",
+            "invalid MONGO_URL=\"postgres://****@localhost/db\": expected a MongoDB connection string",
         ),
     ];
     for (var, value, expected) in cases {
