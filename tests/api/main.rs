@@ -19,5 +19,6 @@ mod security;
 mod stats;
 mod tls;
 mod tracker;
+mod variety;
 mod visitor;
 mod worker;

@@ -30,6 +30,9 @@ pub const MAX_BATCH_SIZE: u32 = 100_000;
 pub const MAX_POLL_MS: u64 = 3_600_000;
 /// Largest `RETENTION_DAYS` (a hundred years).
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
+/// Default [`Config::stats_query_time_limit`]: below the API's own 30 s wait for
+/// a stats answer, so the database gives up first and frees its work.
+pub const DEFAULT_STATS_QUERY_TIME_LIMIT: Duration = Duration::from_secs(25);
 /// Shortest `API_TOKEN` accepted.
 pub const MIN_TOKEN_LENGTH: usize = 16;
 
@@ -63,6 +66,10 @@ pub struct Config {
     /// Days events are kept (`RETENTION_DAYS`); older ones are deleted by the
     /// worker, rollups included. Unset: kept for ever.
     pub retention_days: Option<u32>,
+    /// The server-side time limit (`maxTimeMS`) of every stats query: past it the
+    /// database stops the query's work and the client gets a 504. Not read from
+    /// the environment: the default suits every deployment; tests set a tiny one.
+    pub stats_query_time_limit: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +86,7 @@ impl Default for Config {
             allowed_sites: None,
             trusted_proxies: TrustedProxies::default(),
             retention_days: None,
+            stats_query_time_limit: DEFAULT_STATS_QUERY_TIME_LIMIT,
         }
     }
 }
@@ -189,6 +197,7 @@ impl Config {
             allowed_sites,
             trusted_proxies,
             retention_days,
+            stats_query_time_limit: DEFAULT_STATS_QUERY_TIME_LIMIT,
         })
     }
 
