@@ -101,7 +101,8 @@ async fn assert_types_cut(app: &TestApp) {
             "the cut types and their events, {query}"
         );
         assert_eq!(stats["total_events"], total, "{query}");
-        let listed: u64 = stats["events_by_type"].as_array().unwrap().iter().map(|t| t["count"].as_u64().unwrap()).sum();
+        let listed: u64 =
+            stats["events_by_type"].as_array().unwrap().iter().map(|t| t["count"].as_u64().unwrap()).sum();
         assert_eq!(listed + cut_events, total, "listed plus cut is every event, {query}");
     }
     // A site with few types: no `events_by_type_other` at all (the answer old clients knew).
