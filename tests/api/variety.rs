@@ -279,3 +279,22 @@ async fn a_stats_query_past_its_time_limit_is_a_504_not_a_hang() {
     // The figure docs/reliability.md records (seen with --nocapture).
     eprintln!("504 after {:?}: {message}", started.elapsed());
 }
+
+#[tokio::test]
+async fn the_desktop_list_of_sites_pages_through_more_than_one_page() {
+    let app = spawn_app().await;
+    post_and_drain(&app, &[sent("site-real", "page_view", "/", "u", START)]).await;
+    // More sites than one page holds (stats::SITES_PAGE_MAX), written as site rollups.
+    let many = analytics_desk::stats::SITES_PAGE_MAX as usize + 5;
+    let sites: Vec<Document> = (0..many)
+        .map(|i| doc! { "_id": format!("bulk-{i:05}"), "site_id": format!("bulk-{i:05}"), "count": 2_i64, "shard": 0_i64 })
+        .collect();
+    app.store.database().collection::<Document>("stats_sites").insert_many(sites).await.unwrap();
+
+    let listed = analytics_desk::stats::sites(&app.store).await.unwrap();
+    assert_eq!(listed.len(), many + 1, "every site, across pages");
+    let names: HashSet<&str> = listed.iter().map(|s| s.site_id.as_str()).collect();
+    assert_eq!(names.len(), listed.len(), "none twice");
+    assert_eq!(listed[0].site_id, "bulk-00000", "most events first, then by id");
+    assert_eq!(listed.last().unwrap().site_id, "site-real");
+}
