@@ -272,7 +272,16 @@ fn expected_stats(events: &[Document]) -> BTreeMap<String, SiteStats> {
             let mut events_by_type: Vec<TypeCount> =
                 types.into_iter().map(|(event_type, count)| TypeCount { event_type, count }).collect();
             events_by_type.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.event_type.cmp(&b.event_type)));
-            (site, SiteStats { total_events, unique_users: users.len() as u64, top_paths, events_by_type })
+            (
+                site,
+                SiteStats {
+                    total_events,
+                    unique_users: users.len() as u64,
+                    top_paths,
+                    events_by_type,
+                    ..SiteStats::default()
+                },
+            )
         })
         .collect()
 }

@@ -98,8 +98,8 @@ pub struct SiteStats {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 /// One entry of `top_paths`.
 pub struct PathCount {
-    path: String,
-    count: u64,
+    pub path: String,
+    pub count: u64,
 }
 
 /// The harness's own count of the events it generated: the expected stats.

@@ -77,6 +77,11 @@ impl Bench {
         Deployment::start(system, part, &url, label, &self.logs_dir, &self.settings.seed_app_dir, &self.http).await
     }
 
+    /// The URL of `database` on the run's server.
+    pub fn database_url(&self, database: &Database) -> String {
+        self.server.url(database.name())
+    }
+
     /// `GET /stats` of `site_id`, parsed, or what went wrong.
     pub async fn fetch_stats(&self, base: &str, site_id: &str) -> Result<SiteStats, String> {
         let response = self

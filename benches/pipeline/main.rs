@@ -23,6 +23,10 @@
 //! total and unique users must match). Ours is filled through the real path (queue,
 //! then our worker), the seed straight into `events`. (e) How long an acknowledged
 //! event takes to show in `/stats` with the service idle.
+//! (f) `variety` (issue #13, run after the stats, before visibility): `GET /stats`
+//! p50 and the API's peak memory over 100,000 events of distinct paths and users
+//! and 5,000 types (see `phases::variety`; `BENCH_BASELINE_BINARY` adds an older
+//! binary's API beside ours, over the same data).
 //!
 //! It prints progress as it goes, then a table of medians, ratios (ours / seed) and
 //! the issue's targets, also written to `$CARGO_TARGET_DIR/bench-results.md`. Service
@@ -35,7 +39,7 @@
 //! `WRK_SCRIPT` (default `../shared/tools/post_event.lua` from the repo root) set.
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` (10 per wrk run), `BENCH_STATS_SIZES`
 //! (`10k,100k,1M`), `BENCH_PHASES` (a comma list of `ingest`, `batch`, `drain`,
-//! `stats`, `visibility`; all by default), and `BENCH_QUICK=1` for a smoke run (1 round, 3 s of wrk, 10k
+//! `stats`, `visibility`, `variety`; all by default), and `BENCH_QUICK=1` for a smoke run (1 round, 3 s of wrk, 10k
 //! events for stats, a drain of 20k); explicit knobs win over `BENCH_QUICK`.
 //!
 //! This file holds `main` and the order of the phases. The modules, lowest first
@@ -122,6 +126,10 @@ impl Bench {
                 *at_size.get_mut(system) = self.stats_at_scale(system, size).await;
             }
             results.stats.push((size, at_size));
+        }
+        if self.settings.runs("variety") {
+            self.progress("== hostile variety: GET /stats over 100,000 paths and users, 5,000 types");
+            results.variety = Some(self.hostile_variety().await);
         }
         if self.settings.runs("visibility") {
             self.progress("== visibility of one event in /stats, service idle");

@@ -99,7 +99,7 @@ pub fn load_average() -> String {
 }
 
 /// A port that was free a moment ago on loopback.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
 

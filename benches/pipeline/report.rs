@@ -13,6 +13,7 @@ use crate::phases::batch_ingest::BatchRun;
 use crate::phases::drain::DrainRun;
 use crate::phases::post_event::IngestRun;
 use crate::phases::stats::{STATS_SAMPLES, STATS_WARMUPS, StatsRun};
+use crate::phases::variety::VarietyRun;
 use crate::phases::visibility::VisibilityRun;
 use crate::processes::load_average;
 use crate::settings::{BATCH_SIZE, POLL_MS};
@@ -36,6 +37,8 @@ pub struct Results {
     pub drain_history: BySystem<Vec<DrainRun>>,
     pub stats: Vec<(usize, BySystem<StatsRun>)>,
     pub visibility: BySystem<VisibilityRun>,
+    /// Hostile variety (issue #13), when that phase ran.
+    pub variety: Option<VarietyRun>,
 }
 
 impl Bench {
@@ -250,6 +253,9 @@ impl Bench {
                 verdict(&runs.ours, "exact"),
                 verdict(&runs.seed, "match"),
             );
+        }
+        if let Some(variety) = &results.variety {
+            out.push_str(&variety.report());
         }
         out
     }

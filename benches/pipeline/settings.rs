@@ -82,7 +82,7 @@ impl Settings {
 }
 
 /// The phases `BENCH_PHASES` may name.
-const PHASES: [&str; 5] = ["ingest", "batch", "drain", "stats", "visibility"];
+const PHASES: [&str; 6] = ["ingest", "batch", "drain", "stats", "visibility", "variety"];
 
 /// `10000`, `10k` or `1M`.
 fn parse_size(text: &str) -> usize {

@@ -26,5 +26,6 @@ mod slow_bodies;
 mod stats;
 mod tls;
 mod tracker;
+mod variety;
 mod visitor;
 mod worker;

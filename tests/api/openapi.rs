@@ -144,10 +144,10 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     let all_errors = ["200", "400", "403", "408", "413", "415", "503"];
     assert_eq!(statuses("/event", "post"), all_errors);
     assert_eq!(statuses("/events", "post"), all_errors);
-    assert_eq!(statuses("/stats", "get"), ["200", "400", "401", "403", "503"]);
-    assert_eq!(statuses("/stats/timeseries", "get"), ["200", "400", "401", "403", "503"]);
-    assert_eq!(statuses("/stats/export.csv", "get"), ["200", "400", "401", "403", "503"]);
-    assert_eq!(statuses("/sites", "get"), ["200", "401", "403", "503"]);
+    assert_eq!(statuses("/stats", "get"), ["200", "400", "401", "403", "503", "504"]);
+    assert_eq!(statuses("/stats/timeseries", "get"), ["200", "400", "401", "403", "503", "504"]);
+    assert_eq!(statuses("/stats/export.csv", "get"), ["200", "400", "401", "403", "503", "504"]);
+    assert_eq!(statuses("/sites", "get"), ["200", "400", "401", "403", "503", "504"]);
     assert_eq!(statuses("/script.js", "get"), ["200", "304", "503"]);
     assert_eq!(statuses("/metrics", "get"), ["200", "401", "403", "503"]);
     assert_eq!(statuses("/openapi.json", "get"), ["200", "403", "503"]);
@@ -165,6 +165,16 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(parameters, ["site_id", "from", "to", "event_type", "interval"]);
+    let parameters: Vec<&str> = doc["paths"]["/sites"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(parameters, ["limit", "offset"], "/sites is paginated");
+    let site_stats = &doc["components"]["schemas"]["SiteStats"]["properties"];
+    assert!(site_stats.get("events_by_type_other").is_some(), "the cut of events_by_type is documented");
+    assert!(doc["components"]["schemas"]["SiteList"]["properties"].get("next_offset").is_some());
 
     // Real answers have the documented shapes.
     let queued: Value = app.post_event(event_json("shop", "/a", "u")).await.json().await.unwrap();

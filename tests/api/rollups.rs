@@ -89,7 +89,13 @@ fn expected(events: &[Sent], filter: &StatsFilter) -> SiteStats {
     let mut events_by_type: Vec<TypeCount> =
         types.into_iter().map(|(kind, count)| TypeCount { event_type: kind.into(), count }).collect();
     events_by_type.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.event_type.cmp(&b.event_type)));
-    SiteStats { total_events: covered.len() as u64, unique_users: users.len() as u64, top_paths, events_by_type }
+    SiteStats {
+        total_events: covered.len() as u64,
+        unique_users: users.len() as u64,
+        top_paths,
+        events_by_type,
+        events_by_type_other: None,
+    }
 }
 
 /// Events per UTC hour of `filter`, counted here.

@@ -6,4 +6,5 @@ pub mod batch_ingest;
 pub mod drain;
 pub mod post_event;
 pub mod stats;
+pub mod variety;
 pub mod visibility;

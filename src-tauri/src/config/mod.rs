@@ -31,6 +31,9 @@ pub const MAX_BATCH_SIZE: u32 = 100_000;
 pub const MAX_POLL_MS: u64 = 3_600_000;
 /// Largest `RETENTION_DAYS` (a hundred years).
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
+/// Default [`Config::stats_query_time_limit`]: below the API's own 30 s wait for
+/// a stats answer, so the database gives up first and frees its work.
+pub const DEFAULT_STATS_QUERY_TIME_LIMIT: Duration = Duration::from_secs(25);
 /// Shortest `API_TOKEN` accepted.
 pub const MIN_TOKEN_LENGTH: usize = 16;
 /// Longest `BODY_DEADLINE_SECS` (an hour).
@@ -80,6 +83,10 @@ pub struct Config {
     /// Most connections open at once from one client address
     /// (`MAX_CONNECTIONS_PER_CLIENT`, default 512); trusted proxies are exempt.
     pub max_connections_per_client: usize,
+    /// The server-side time limit (`maxTimeMS`) of every stats query: past it the
+    /// database stops the query's work and the client gets a 504. Not read from
+    /// the environment: the default suits every deployment; tests set a tiny one.
+    pub stats_query_time_limit: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +107,7 @@ impl Default for Config {
             body_deadline: Duration::from_secs(30),
             max_connections: 4096,
             max_connections_per_client: 512,
+            stats_query_time_limit: DEFAULT_STATS_QUERY_TIME_LIMIT,
         }
     }
 }
@@ -239,6 +247,7 @@ impl Config {
             body_deadline,
             max_connections,
             max_connections_per_client,
+            stats_query_time_limit: DEFAULT_STATS_QUERY_TIME_LIMIT,
         })
     }
 

@@ -38,6 +38,12 @@ pub enum ApiError {
     // The details (addresses, driver messages) go to the log, not to clients.
     #[error("database unavailable, nothing was acknowledged; retry shortly")]
     Unavailable(StoreError),
+    /// A stats query ran past its time limit: the database stopped it (504).
+    #[error(
+        "stats query stopped at its time limit ({0:?}): the database dropped the work; narrow the range \
+         (from/to) or retry later"
+    )]
+    StatsTimeLimit(std::time::Duration),
     /// No route here.
     #[error("no such endpoint: {0}")]
     NotFound(String),
@@ -100,7 +106,8 @@ impl ApiError {
             ApiError::NotFound(_)
             | ApiError::MethodNotAllowed
             | ApiError::Unauthorized
-            | ApiError::HostNotAllowed(_) => return None,
+            | ApiError::HostNotAllowed(_)
+            | ApiError::StatsTimeLimit(_) => return None,
         })
     }
 
@@ -111,6 +118,7 @@ impl ApiError {
             ApiError::Body { status, .. } => *status,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StatsTimeLimit(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,

@@ -36,7 +36,8 @@ pub const API_TOKEN_SCHEME: &str = "api_token";
             RequestTimeout,
             PayloadTooLarge,
             UnsupportedMediaType,
-            Unavailable
+            Unavailable,
+            StatsTimeLimit
         )
     ),
     tags(
@@ -98,3 +99,8 @@ pub struct UnsupportedMediaType(pub ErrorBody);
 /// stored; retry shortly.
 #[derive(ToResponse)]
 pub struct Unavailable(pub ErrorBody);
+
+/// A stats query ran past its time limit (`maxTimeMS`): the database stopped its work.
+/// Narrow the range (`from`/`to`) or retry later.
+#[derive(ToResponse)]
+pub struct StatsTimeLimit(pub ErrorBody);

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use crate::stats::{Interval, StatsFilter};
+use crate::stats::{Interval, SITES_PAGE_DEFAULT, SITES_PAGE_MAX, StatsFilter};
 
 /// The filter of the stats routes; every field is checked by hand so that an
 /// error names it.
@@ -47,6 +47,37 @@ impl IntervalQuery {
             Some("day") => Ok(Interval::Day),
             Some(other) => Err(ApiError::BadQuery(format!("interval must be hour or day, got {other:?}"))),
         }
+    }
+}
+
+/// The page of `GET /sites` asked for.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SitesQuery {
+    /// Most sites in the page: 1 to 1000, default 100.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000, example = 100)]
+    limit: Option<String>,
+    /// Sites to skip (from 0): the `next_offset` of the previous page.
+    #[param(value_type = Option<u64>, minimum = 0, example = 0)]
+    offset: Option<String>,
+}
+
+impl SitesQuery {
+    /// The offset and limit asked for, checked.
+    pub fn page(&self) -> Result<(u64, u64), ApiError> {
+        let limit = match self.limit.as_deref() {
+            None => SITES_PAGE_DEFAULT,
+            Some(v) => v.parse::<u64>().ok().filter(|n| (1..=SITES_PAGE_MAX).contains(n)).ok_or_else(|| {
+                ApiError::BadQuery(format!("limit must be a whole number from 1 to {SITES_PAGE_MAX}, got {v:?}"))
+            })?,
+        };
+        let offset = match self.offset.as_deref() {
+            None => 0,
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                ApiError::BadQuery(format!("offset must be a whole number from 0 (a page's next_offset), got {v:?}"))
+            })?,
+        };
+        Ok((offset, limit))
     }
 }
 

@@ -4,7 +4,8 @@
 //! One rectangular table of `section,key,value` rows, so any spreadsheet or
 //! `csv` reader takes it whole: the filter (`filter,site_id,…`, `filter,from,…`),
 //! the summary (`summary,total_events,123`), the top paths (`path,/pricing,40`),
-//! the events per type (`event_type,page_view,100`) and every time bucket
+//! the events per type (`event_type,page_view,100`; past the top 20 types, the
+//! rest as `event_type_other,types,…` and `event_type_other,count,…`) and every time bucket
 //! (`bucket,2026-03-01T00:00:00Z,7`). Every section covers the same range, so
 //! the buckets add up to `total_events`.
 //!
@@ -89,6 +90,11 @@ pub async fn site_csv(store: &Store, request: &ExportRequest) -> Result<String, 
     rows.push(("summary", "unique_users".into(), summary.unique_users.to_string()));
     rows.extend(summary.top_paths.into_iter().map(|row| ("path", row.path, row.count.to_string())));
     rows.extend(summary.events_by_type.into_iter().map(|row| ("event_type", row.event_type, row.count.to_string())));
+    // The types past the top ones, summed: a section of its own, so no real type's name can collide.
+    if let Some(other) = summary.events_by_type_other {
+        rows.push(("event_type_other", "types".into(), other.types.to_string()));
+        rows.push(("event_type_other", "count".into(), other.count.to_string()));
+    }
     rows.extend(series.into_iter().map(|bucket| ("bucket", bucket.start, bucket.count.to_string())));
 
     let mut writer = csv::Writer::from_writer(Vec::new());

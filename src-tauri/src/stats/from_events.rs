@@ -4,20 +4,19 @@
 
 use std::collections::HashMap;
 
-use futures_util::TryStreamExt;
-use mongodb::Collection;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{DateTime, Document, doc};
 
-use super::{SiteStats, StatsFilter, fold_counts};
+use super::queries::{Source, aggregate, distinct_users, event_counts, event_users, site_stats_from, time_limited};
+use super::{SiteStats, StatsFilter};
 use crate::rollups::count_of;
 use crate::storage::{Store, StoreError};
 
-/// A site's stats computed from `events` alone.
+/// A site's stats computed from `events` alone (by the server: see [`super::queries`]).
 pub async fn plain_site_stats(store: &Store, filter: &StatsFilter) -> Result<SiteStats, StoreError> {
     let matching = events_match(filter, filter.from, filter.to);
-    let (rows, unique_users) =
-        tokio::try_join!(type_path_counts(store.events(), &matching), distinct_count(store.events(), &matching))?;
-    Ok(fold_counts(rows, unique_users))
+    let counts = Source { collection: store.events(), stages: event_counts(matching.clone()) };
+    let users = Source { collection: store.events(), stages: event_users(matching) };
+    site_stats_from(store, &counts, distinct_users(store, &users)).await
 }
 
 /// A site's events per UTC hour, computed from `events` alone.
@@ -49,19 +48,6 @@ pub(super) fn events_match(filter: &StatsFilter, from: Option<DateTime>, to: Opt
     matching
 }
 
-/// Events per (type, path) among those matching.
-pub(super) async fn type_path_counts(
-    events: &Collection<Document>,
-    matching: &Document,
-) -> Result<Vec<(String, String, u64)>, StoreError> {
-    let pipeline = [
-        doc! { "$match": matching },
-        doc! { "$group": { "_id": { "event_type": "$event_type", "path": "$path" }, "count": { "$sum": 1 } } },
-    ];
-    let rows: Vec<Document> = events.aggregate(pipeline).await?.try_collect().await?;
-    Ok(rows.iter().map(grouped_type_path_row).collect())
-}
-
 /// Events per UTC hour (as milliseconds) among the matching events.
 pub(super) async fn hourly_event_counts(store: &Store, matching: &Document) -> Result<HashMap<i64, u64>, StoreError> {
     let pipeline = [
@@ -71,50 +57,11 @@ pub(super) async fn hourly_event_counts(store: &Store, matching: &Document) -> R
             "count": { "$sum": 1 },
         } },
     ];
-    let rows: Vec<Document> = store.events().aggregate(pipeline).await?.try_collect().await?;
+    let rows = aggregate(store, store.events(), pipeline.to_vec()).await?;
     Ok(rows
         .iter()
         .filter_map(|row| Some((row.get_datetime("_id").ok()?.timestamp_millis(), count_of(row.get("count")))))
         .collect())
-}
-
-/// Number of distinct `user_id`s among the matching documents.
-pub(super) async fn distinct_count(collection: &Collection<Document>, matching: &Document) -> Result<u64, StoreError> {
-    let pipeline = [doc! { "$match": matching }, doc! { "$group": { "_id": "$user_id" } }, doc! { "$count": "n" }];
-    let rows: Vec<Document> = collection.aggregate(pipeline).await?.try_collect().await?;
-    Ok(rows.first().map_or(0, |row| count_of(row.get("n"))))
-}
-
-/// The distinct `user_id`s among the matching documents.
-pub(super) async fn distinct_users(
-    collection: &Collection<Document>,
-    matching: &Document,
-) -> Result<Vec<String>, StoreError> {
-    let pipeline = [doc! { "$match": matching }, doc! { "$group": { "_id": "$user_id" } }];
-    let rows: Vec<Document> = collection.aggregate(pipeline).await?.try_collect().await?;
-    Ok(rows.iter().map(|row| text(row.get("_id"))).collect())
-}
-
-/// A `(type, path, count)` row from a document holding `event_type` and `path`.
-pub(super) fn type_path_row(row: &Document, count: Option<&Bson>) -> (String, String, u64) {
-    (text(row.get("event_type")), text(row.get("path")), count_of(count))
-}
-
-/// A `(type, path, count)` row from a `$group` by `{event_type, path}`.
-pub(super) fn grouped_type_path_row(row: &Document) -> (String, String, u64) {
-    match row.get_document("_id") {
-        Ok(key) => type_path_row(key, row.get("count")),
-        Err(_) => (String::new(), String::new(), count_of(row.get("count"))),
-    }
-}
-
-/// A string field as the stats show it: a missing or non-string value reads as
-/// empty (as the rollups key it).
-fn text(value: Option<&Bson>) -> String {
-    match value {
-        Some(Bson::String(s)) => s.clone(),
-        _ => String::new(),
-    }
 }
 
 /// When the first event `filter` matches happened (its `from` ignored, its `to`
@@ -126,6 +73,8 @@ pub async fn first_event_time(store: &Store, filter: &StatsFilter) -> Result<Opt
         .find_one(events_match(filter, None, filter.to))
         .sort(doc! { "timestamp": 1 })
         .projection(doc! { "timestamp": 1 })
-        .await?;
+        .max_time(store.stats_query_time_limit())
+        .await
+        .map_err(|error| time_limited(error, store.stats_query_time_limit()))?;
     Ok(first.and_then(|event| event.get_datetime("timestamp").ok().copied()))
 }

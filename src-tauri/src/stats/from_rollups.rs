@@ -1,16 +1,15 @@
 //! Stats read from the rollups: a few small documents per site, plus the raw
 //! events of a time range's partial hours at either end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
 
-use super::from_events::{
-    distinct_count, distinct_users, events_match, grouped_type_path_row, hourly_event_counts, range, type_path_counts,
-    type_path_row,
+use super::from_events::{events_match, hourly_event_counts, range};
+use super::queries::{
+    Source, aggregate, count, distinct_users, event_counts, event_users, site_stats_from, union_with,
 };
-use super::{SiteStats, StatsFilter, fold_counts};
+use super::{SiteStats, StatsFilter};
 use crate::rollups::{self, count_of, hour_of, next_hour_boundary};
 use crate::storage::{Store, StoreError};
 
@@ -22,6 +21,10 @@ pub async fn fast_site_stats(store: &Store, filter: &StatsFilter) -> Result<Site
 
 /// [`fast_site_stats`] with the rollups' marker already read: `visitors_exact`
 /// says whether the all-time visitors may be used (see `retention`).
+///
+/// Every figure is computed by the server (see [`super::queries`]); a range's
+/// partial hours join the hourly rollups there by `$unionWith`, so the users
+/// of whole and partial hours are one `$group`, never a set in the API.
 pub(super) async fn rollup_site_stats(
     store: &Store,
     filter: &StatsFilter,
@@ -38,60 +41,52 @@ pub(super) async fn rollup_site_stats(
         // After retention deleted events, only the hourly visitors are exact.
         let visitors =
             db.collection::<Document>(if visitors_exact { rollups::VISITORS } else { rollups::HOURLY_VISITORS });
-        let rows = async {
-            let rows: Vec<Document> = paths.find(matching.clone()).await?.try_collect().await?;
-            Ok::<_, StoreError>(rows.iter().map(|row| type_path_row(row, row.get("count"))).collect::<Vec<_>>())
-        };
+        let counts = Source { collection: &paths, stages: vec![doc! { "$match": matching.clone() }] };
         let users = async {
             if filter.event_type.is_some() && visitors_exact {
-                Ok(visitors.count_documents(matching.clone()).await?)
+                count(store, &visitors, matching.clone()).await
             } else {
-                distinct_count(&visitors, &matching).await
+                distinct_users(store, &Source { collection: &visitors, stages: vec![doc! { "$match": &matching }] })
+                    .await
             }
         };
-        let (rows, unique_users) = tokio::try_join!(rows, users)?;
-        return Ok(fold_counts(rows, unique_users));
+        return site_stats_from(store, &counts, users).await;
     }
 
     let split = HourSplit::of(filter.from, filter.to);
     let hourly_paths = db.collection::<Document>(rollups::HOURLY_PATHS);
     let hourly_visitors = db.collection::<Document>(rollups::HOURLY_VISITORS);
-    let rows = async {
-        let mut rows = Vec::new();
-        if let Some(matching) = split.rollup_match(filter) {
-            let pipeline = [
-                doc! { "$match": matching },
-                doc! { "$group": {
-                    "_id": { "event_type": "$event_type", "path": "$path" },
-                    "count": { "$sum": "$count" },
-                } },
-            ];
-            let grouped: Vec<Document> = hourly_paths.aggregate(pipeline).await?.try_collect().await?;
-            rows.extend(grouped.iter().map(grouped_type_path_row));
+    // The raw events of the partial hours (the whole range when no hour is whole).
+    let edges = match split.edges.as_slice() {
+        [] => None,
+        [(from, to)] => Some(events_match(filter, *from, *to)),
+        edges => {
+            Some(doc! { "$or": edges.iter().map(|(from, to)| events_match(filter, *from, *to)).collect::<Vec<_>>() })
         }
-        for (from, to) in &split.edges {
-            rows.extend(type_path_counts(store.events(), &events_match(filter, *from, *to)).await?);
-        }
-        Ok::<_, StoreError>(rows)
     };
-    let users = async {
-        let rollup_match = split.rollup_match(filter);
-        if split.edges.is_empty() {
-            let Some(matching) = rollup_match else { return Ok(0) };
-            return distinct_count(&hourly_visitors, &matching).await;
+    let (counts, users) = match split.rollup_match(filter) {
+        Some(matching) => {
+            let mut counts = vec![doc! { "$match": matching.clone() }];
+            let mut users = vec![doc! { "$match": matching }, doc! { "$project": { "_id": 0, "user_id": 1 } }];
+            if let Some(edges) = edges {
+                let events = store.events().name();
+                counts.push(union_with(events, event_counts(edges.clone())));
+                users.push(union_with(events, event_users(edges)));
+            }
+            (
+                Source { collection: &hourly_paths, stages: counts },
+                Source { collection: &hourly_visitors, stages: users },
+            )
         }
-        // Users of the whole hours and of the partial ones may overlap: union them.
-        let mut users: HashSet<String> = HashSet::new();
-        if let Some(matching) = rollup_match {
-            users.extend(distinct_users(&hourly_visitors, &matching).await?);
+        None => {
+            let edges = edges.unwrap_or_else(|| events_match(filter, filter.from, filter.to));
+            (
+                Source { collection: store.events(), stages: event_counts(edges.clone()) },
+                Source { collection: store.events(), stages: event_users(edges) },
+            )
         }
-        for (from, to) in &split.edges {
-            users.extend(distinct_users(store.events(), &events_match(filter, *from, *to)).await?);
-        }
-        Ok::<_, StoreError>(users.len() as u64)
     };
-    let (rows, unique_users) = tokio::try_join!(rows, users)?;
-    Ok(fold_counts(rows, unique_users))
+    site_stats_from(store, &counts, distinct_users(store, &users)).await
 }
 
 /// A site's events per UTC hour from the rollups (and raw partial hours).
@@ -102,7 +97,7 @@ pub async fn fast_hourly_counts(store: &Store, filter: &StatsFilter) -> Result<H
         let pipeline =
             [doc! { "$match": matching }, doc! { "$group": { "_id": "$hour", "count": { "$sum": "$count" } } }];
         let hourly_paths = store.database().collection::<Document>(rollups::HOURLY_PATHS);
-        let rows: Vec<Document> = hourly_paths.aggregate(pipeline).await?.try_collect().await?;
+        let rows = aggregate(store, &hourly_paths, pipeline.to_vec()).await?;
         for row in rows {
             if let Ok(hour) = row.get_datetime("_id") {
                 *hours.entry(hour.timestamp_millis()).or_default() += count_of(row.get("count"));

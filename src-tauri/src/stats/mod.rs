@@ -7,17 +7,21 @@
 //! computed from `events` itself; that plain aggregation is the reference the
 //! fast path is tested against.
 //!
+//! Either way the server computes the figures (top paths, top types, distinct
+//! users) and every query carries the store's time limit: see [`queries`].
+//!
 //! [`from_rollups`] holds the fast path, [`from_events`] the plain aggregation
-//! (and the raw reads the fast path makes of partial hours), [`export`] the CSV.
+//! (and the raw reads the fast path makes of partial hours), [`queries`] how
+//! both ask the server, [`export`] the CSV.
 
 pub mod export;
 pub mod from_events;
 pub mod from_rollups;
+mod queries;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use futures_util::TryStreamExt;
-use mongodb::bson::{DateTime, Document, doc};
+use mongodb::bson::{DateTime, doc};
 use serde::{Deserialize, Serialize};
 
 use crate::rollups::{self, HOUR_MS, count_of};
@@ -29,6 +33,13 @@ pub use from_rollups::{fast_hourly_counts, fast_site_stats};
 
 /// How many paths `top_paths` lists.
 pub const TOP_PATHS: usize = 10;
+/// How many types `events_by_type` lists; the rest are summed in
+/// `events_by_type_other`, so a site with thousands of types stays one small answer.
+pub const TOP_EVENT_TYPES: usize = 20;
+/// Sites per page of `GET /sites` when the client does not say.
+pub const SITES_PAGE_DEFAULT: u64 = 100;
+/// Most sites one page of `GET /sites` may hold.
+pub const SITES_PAGE_MAX: u64 = 1000;
 /// Most buckets one time series may hold.
 pub const MAX_BUCKETS: i64 = 10_000;
 
@@ -62,9 +73,24 @@ pub struct SiteStats {
     pub unique_users: u64,
     /// The most visited paths, by count descending, then path ascending.
     pub top_paths: Vec<PathCount>,
-    /// Events per type, by count descending, then type ascending.
+    /// Events per type, by count descending, then type ascending: the 20 most
+    /// counted types (see `events_by_type_other` for the rest).
     #[serde(default)]
     pub events_by_type: Vec<TypeCount>,
+    /// Present only when the site has more than 20 types: how many types were
+    /// left out of `events_by_type` and how many events they hold
+    /// (`total_events` = the listed counts + this `count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_by_type_other: Option<OtherTypes>,
+}
+
+/// The event types cut from `events_by_type`, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OtherTypes {
+    /// Number of types left out.
+    pub types: u64,
+    /// Events of those types.
+    pub count: u64,
 }
 
 /// One row of `top_paths`.
@@ -156,50 +182,62 @@ pub async fn timeseries(
     Ok(fold_buckets(hourly, interval, from, to))
 }
 
-/// Every site with processed events, most events first (then by id).
-pub async fn sites(store: &Store) -> Result<Vec<SiteSummary>, StoreError> {
-    let rows: Vec<Document> = if rollups::are_ready(store).await? {
-        // A site's count is the sum of its shards (see [`crate::rollups`]).
-        let pipeline = [
-            doc! { "$group": { "_id": "$site_id", "count": { "$sum": "$count" } } },
-            doc! { "$sort": { "count": -1, "_id": 1 } },
-        ];
-        let sites = store.database().collection::<Document>(rollups::SITES);
-        sites.aggregate(pipeline).await?.try_collect().await?
-    } else {
-        let pipeline = [
-            doc! { "$group": { "_id": "$site_id", "count": { "$sum": 1 } } },
-            doc! { "$sort": { "count": -1, "_id": 1 } },
-        ];
-        store.events().aggregate(pipeline).await?.try_collect().await?
-    };
-    Ok(rows
-        .iter()
-        .map(|row| SiteSummary {
-            site_id: row.get_str("_id").unwrap_or_default().to_string(),
-            events: count_of(row.get("count")),
-        })
-        .collect())
+/// One page of the sites list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SitesPage {
+    /// The page's sites, most events first (then by id).
+    pub sites: Vec<SiteSummary>,
+    /// The offset of the next page; `None` on the last one.
+    pub next_offset: Option<u64>,
 }
 
-/// Totals, events per type and top paths from `(type, path, count)` rows (a
-/// pair may appear in several rows: they add up).
-pub(crate) fn fold_counts(rows: Vec<(String, String, u64)>, unique_users: u64) -> SiteStats {
-    let mut total_events = 0;
-    let mut by_type: HashMap<String, u64> = HashMap::new();
-    let mut by_path: HashMap<String, u64> = HashMap::new();
-    for (kind, path, count) in rows {
-        total_events += count;
-        *by_type.entry(kind).or_default() += count;
-        *by_path.entry(path).or_default() += count;
+/// The sites with processed events from position `offset` (from 0), at most
+/// `limit` of them (1 to [`SITES_PAGE_MAX`]), most events first then by id.
+/// The server sorts and cuts: the API never holds more than one page.
+pub async fn sites_page(store: &Store, offset: u64, limit: u64) -> Result<SitesPage, StoreError> {
+    let limit = limit.clamp(1, SITES_PAGE_MAX);
+    let ready = rollups::are_ready(store).await?;
+    // With rollups, a site's count is the sum of its shards (see [`crate::rollups`]).
+    let sites_rollup = store.database().collection(rollups::SITES);
+    let (collection, count) =
+        if ready { (&sites_rollup, doc! { "$sum": "$count" }) } else { (store.events(), doc! { "$sum": 1 }) };
+    let mut pipeline =
+        vec![doc! { "$group": { "_id": "$site_id", "count": count } }, doc! { "$sort": { "count": -1, "_id": 1 } }];
+    if offset > 0 {
+        pipeline.push(doc! { "$skip": i64::try_from(offset).unwrap_or(i64::MAX) });
     }
-    let mut top_paths: Vec<PathCount> = by_path.into_iter().map(|(path, count)| PathCount { path, count }).collect();
-    top_paths.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-    top_paths.truncate(TOP_PATHS);
-    let mut events_by_type: Vec<TypeCount> =
-        by_type.into_iter().map(|(event_type, count)| TypeCount { event_type, count }).collect();
-    events_by_type.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.event_type.cmp(&b.event_type)));
-    SiteStats { total_events, unique_users, top_paths, events_by_type }
+    // One more than asked: whether a next page exists, without counting the sites.
+    pipeline.push(doc! { "$limit": (limit + 1) as i64 });
+    let rows = queries::aggregate(store, collection, pipeline).await?;
+    let more = rows.len() as u64 > limit;
+    let sites = rows
+        .iter()
+        .take(limit as usize)
+        .map(|row| SiteSummary { site_id: queries::text(row.get("_id")), events: count_of(row.get("count")) })
+        .collect();
+    Ok(SitesPage { sites, next_offset: more.then_some(offset + limit) })
+}
+
+/// Every site with processed events, most events first (then by id), read
+/// page by page (the desktop app's list). A site gaining events meanwhile
+/// may move between pages: it is listed at most once (or, rarely, shows at
+/// the next refresh).
+pub async fn sites(store: &Store) -> Result<Vec<SiteSummary>, StoreError> {
+    let mut sites: Vec<SiteSummary> = Vec::new();
+    let mut listed: HashSet<String> = HashSet::new();
+    let mut offset = 0;
+    loop {
+        let page = sites_page(store, offset, SITES_PAGE_MAX).await?;
+        for site in page.sites {
+            if listed.insert(site.site_id.clone()) {
+                sites.push(site);
+            }
+        }
+        match page.next_offset {
+            Some(next) => offset = next,
+            None => return Ok(sites),
+        }
+    }
 }
 
 /// Spreads per-hour counts over the buckets of `[from, to)`.
@@ -231,21 +269,6 @@ mod tests {
 
     fn at(hours: i64, millis: i64) -> DateTime {
         DateTime::from_millis(hours * HOUR_MS + millis)
-    }
-
-    #[test]
-    fn counts_fold_into_totals_types_and_top_paths() {
-        let rows = vec![
-            ("page_view".to_string(), "/b".to_string(), 3),
-            ("page_view".to_string(), "/a".to_string(), 3),
-            ("signup".to_string(), "/b".to_string(), 1),
-            ("page_view".to_string(), "/a".to_string(), 1),
-        ];
-        let stats = fold_counts(rows, 2);
-        assert_eq!(stats.total_events, 8);
-        let paths: Vec<_> = stats.top_paths.iter().map(|p| (p.path.as_str(), p.count)).collect();
-        assert_eq!(paths, [("/a", 4), ("/b", 4)], "ties by path ascending");
-        assert_eq!(stats.events_by_type[0], TypeCount { event_type: "page_view".into(), count: 7 });
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub struct Store {
     db: Database,
     queue: Collection<Document>,
     events: Collection<Document>,
+    stats_query_time_limit: Duration,
 }
 
 impl Store {
@@ -54,8 +55,14 @@ impl Store {
         let collection = |name: &str| {
             db.collection_with_options(name, CollectionOptions::builder().write_concern(durable.clone()).build())
         };
-        let store =
-            Store { queue: collection(&config.queue_name), events: collection(EVENTS_COLLECTION), client, durable, db };
+        let store = Store {
+            queue: collection(&config.queue_name),
+            events: collection(EVENTS_COLLECTION),
+            client,
+            durable,
+            db,
+            stats_query_time_limit: config.stats_query_time_limit,
+        };
         store.ping().await.map_err(|e| match e {
             StoreError::Operation(source) => unreachable(source),
             other => other,
@@ -83,6 +90,12 @@ impl Store {
     /// The driver's client (for sessions and transactions).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The `maxTimeMS` of every stats query ([`Config::stats_query_time_limit`]):
+    /// the server stops a query's work past it, even when its client is gone.
+    pub fn stats_query_time_limit(&self) -> Duration {
+        self.stats_query_time_limit
     }
 
     /// The write concern of every write: the URL's, journaled.

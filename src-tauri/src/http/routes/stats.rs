@@ -12,8 +12,8 @@ use mongodb::bson::DateTime;
 use utoipa::ToSchema;
 
 use crate::http::error::ApiError;
-use crate::http::openapi::{BadRequest, HostNotAllowed, Unauthorized, Unavailable};
-use crate::http::query::{IntervalQuery, StatsQuery, parse_query};
+use crate::http::openapi::{BadRequest, HostNotAllowed, StatsTimeLimit, Unauthorized, Unavailable};
+use crate::http::query::{IntervalQuery, SitesQuery, StatsQuery, parse_query};
 use crate::http::state::ApiState;
 use crate::stats::export::{self, CSV_CONTENT_TYPE, ExportError, ExportRequest};
 use crate::stats::{self, Bucket, Interval, SiteStats, SiteSummary};
@@ -22,12 +22,21 @@ use crate::storage::StoreError;
 /// Longest wait for the stats queries.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs a stats computation within [`STATS_TIMEOUT`].
+/// Runs a stats computation within [`STATS_TIMEOUT`]; a query the database
+/// stopped at its own time limit (or this wait ending) is a 504.
 pub async fn within_stats_timeout<T>(work: impl Future<Output = Result<T, StoreError>>) -> Result<T, ApiError> {
     match tokio::time::timeout(STATS_TIMEOUT, work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(ApiError::Unavailable(error)),
-        Err(_) => Err(ApiError::Unavailable(StoreError::Timeout(STATS_TIMEOUT))),
+        Ok(Err(error)) => Err(stats_error(error)),
+        Err(_) => Err(ApiError::StatsTimeLimit(STATS_TIMEOUT)),
+    }
+}
+
+/// A stats query's failure as answered: past its time limit a 504, else a 503.
+fn stats_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Timeout(limit) => ApiError::StatsTimeLimit(limit),
+        other => ApiError::Unavailable(other),
     }
 }
 
@@ -35,7 +44,9 @@ pub async fn within_stats_timeout<T>(work: impl Future<Output = Result<T, StoreE
 /// users, top paths and events per type.
 ///
 /// Over processed events; an unknown site gives zeros. Top paths: the 10 most
-/// visited, by count descending then path ascending.
+/// visited, by count descending then path ascending. Event types: the 20 most
+/// counted (same order); past 20, `events_by_type_other` says how many types
+/// were left out and how many events they hold.
 #[utoipa::path(
     get,
     path = "/stats",
@@ -48,6 +59,7 @@ pub async fn within_stats_timeout<T>(work: impl Future<Output = Result<T, StoreE
         (status = 401, response = Unauthorized),
         (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
+        (status = 504, response = StatsTimeLimit),
     )
 )]
 pub async fn site_stats(
@@ -95,6 +107,7 @@ pub struct Timeseries {
         (status = 401, response = Unauthorized),
         (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
+        (status = 504, response = StatsTimeLimit),
     )
 )]
 pub async fn site_timeseries(
@@ -146,6 +159,7 @@ pub async fn site_timeseries(
         (status = 401, response = Unauthorized),
         (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
+        (status = 504, response = StatsTimeLimit),
     )
 )]
 pub async fn export_csv(
@@ -160,9 +174,9 @@ pub async fn export_csv(
     let request = ExportRequest { filter, interval };
     let csv = match tokio::time::timeout(STATS_TIMEOUT, export::site_csv(&state.store, &request)).await {
         Ok(Ok(csv)) => csv,
-        Ok(Err(ExportError::Store(error))) => return Err(ApiError::Unavailable(error)),
+        Ok(Err(ExportError::Store(error))) => return Err(stats_error(error)),
         Ok(Err(too_long @ ExportError::TooManyBuckets { .. })) => return Err(ApiError::BadQuery(too_long.to_string())),
-        Err(_) => return Err(ApiError::Unavailable(StoreError::Timeout(STATS_TIMEOUT))),
+        Err(_) => return Err(ApiError::StatsTimeLimit(STATS_TIMEOUT)),
     };
     let disposition = format!("attachment; filename=\"{}\"", export::file_name(&request.filter.site_id));
     let disposition = header::HeaderValue::from_str(&disposition).expect("file names hold only safe characters");
@@ -170,27 +184,43 @@ pub async fn export_csv(
     Ok(([(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, disposition)], csv).into_response())
 }
 
-/// The answer of `GET /sites`.
+/// The answer of `GET /sites`: one page.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct SiteList {
-    /// Every site with processed events, most events first (then by id).
+    /// The page's sites with processed events, most events first (then by id).
     pub sites: Vec<SiteSummary>,
+    /// The `offset` of the next page; `null` on the last page.
+    pub next_offset: Option<u64>,
 }
 
-/// `GET /sites`: every site with processed events and its number of events.
+/// `GET /sites[?limit=…][&offset=…]`: the sites with processed events and their
+/// number of events, one page at a time.
+///
+/// At most `limit` sites (default 100, at most 1000) from position `offset`;
+/// follow `next_offset` until it is `null`. Without parameters, the first 100
+/// (every site, for deployments with no more).
 #[utoipa::path(
     get,
     path = "/sites",
     tag = "stats",
+    params(SitesQuery),
     security((), ("api_token" = [])),
     responses(
-        (status = 200, description = "The sites", body = SiteList),
+        (status = 200, description = "One page of sites", body = SiteList),
+        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = HostNotAllowed),
         (status = 503, response = Unavailable),
+        (status = 504, response = StatsTimeLimit),
     )
 )]
-pub async fn list_sites(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<SiteList>, ApiError> {
+pub async fn list_sites(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<SitesQuery>, QueryRejection>,
+) -> Result<Json<SiteList>, ApiError> {
     state.token.authorize(&headers)?;
-    Ok(Json(SiteList { sites: within_stats_timeout(stats::sites(&state.store)).await? }))
+    let (offset, limit) = parse_query(query)?.page()?;
+    let page = within_stats_timeout(stats::sites_page(&state.store, offset, limit)).await?;
+    Ok(Json(SiteList { sites: page.sites, next_offset: page.next_offset }))
 }
