@@ -14,6 +14,7 @@ mod helpers;
 mod limits;
 mod metrics;
 mod openapi;
+mod poison;
 mod rollups;
 mod security;
 mod stats;

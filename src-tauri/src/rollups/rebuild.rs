@@ -121,12 +121,13 @@ async fn rebuild(store: &Store, owner: &str) -> Result<(), StoreError> {
     let events = store.events().clone_with_type::<RawDocumentBuf>();
     let mut cursor = events.find(doc! {}).projection(projection).await?;
     let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
+    let limits = store.write_limits().await?;
     loop {
         let next = cursor.try_next().await?;
         let end = next.is_none();
         chunk.extend(next);
         if chunk.len() == REBUILD_CHUNK || (end && !chunk.is_empty()) {
-            RollupDeltas::of(chunk.iter().map(|event| &**event)).apply(db, None, None, 0).await?;
+            RollupDeltas::of(chunk.iter().map(|event| &**event)).apply(db, None, None, 0, &limits).await?;
             chunk.clear();
             let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_millis());
             let renewed = db

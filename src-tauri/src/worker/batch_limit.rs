@@ -1,0 +1,142 @@
+//! How many entries the next batch takes ([`BatchLimit`]): `BATCH_SIZE`,
+//! halved while batches are refused for their data, grown back after
+//! successes; and the strikes of an entry refused on its own.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use mongodb::bson::Bson;
+
+/// Full batches in a row at a shrunk size before the size doubles again: a
+/// batch too large for one transaction is then met once per this many, not
+/// every other batch.
+const GROW_AFTER: u32 = 8;
+
+/// How many entries the next batch takes, shared by a worker's lanes.
+///
+/// A batch the database refuses for its data (a transaction too large for its
+/// cache, a command over its limits, an entry it cannot store) is refused
+/// again on every retry: retrying it whole wedged the queue for good. So the
+/// worker halves the batch it reads until one moves (a batch of 10,000 events
+/// of 2 KiB paths exceeds the test server's transaction budget; 1,250 fit), and
+/// grows it back after [`GROW_AFTER`] full batches. Halving down to one entry
+/// also finds an entry that can never move, so its neighbours still do.
+#[derive(Debug)]
+pub(super) struct BatchLimit {
+    /// `BATCH_SIZE`: the most a batch ever takes.
+    configured: u32,
+    /// What the next batch takes.
+    current: AtomicU32,
+    /// Full batches in a row at `current`.
+    successes: AtomicU32,
+    /// The entry refused alone most recently, and how many times in a row.
+    strikes: Mutex<Option<(Bson, u32)>>,
+}
+
+impl BatchLimit {
+    /// A limit starting (and capped) at `configured` entries.
+    pub(super) fn new(configured: u32) -> BatchLimit {
+        let configured = configured.max(1);
+        BatchLimit {
+            configured,
+            current: AtomicU32::new(configured),
+            successes: AtomicU32::new(0),
+            strikes: Mutex::new(None),
+        }
+    }
+
+    /// What the next batch takes.
+    pub(super) fn current(&self) -> u32 {
+        self.current.load(Ordering::SeqCst)
+    }
+
+    /// True while batches are smaller than `BATCH_SIZE`.
+    pub(super) fn is_shrunk(&self) -> bool {
+        self.current() < self.configured
+    }
+
+    /// A batch of `refused` entries was refused for its data: the next ones
+    /// take at most half of it (at least one). Returns the new size.
+    pub(super) fn shrink_below(&self, refused: usize) -> u32 {
+        let half = u32::try_from(refused / 2).unwrap_or(u32::MAX).max(1);
+        self.successes.store(0, Ordering::SeqCst);
+        let previous = self.current.fetch_min(half, Ordering::SeqCst);
+        previous.min(half)
+    }
+
+    /// A batch of `moved` entries moved: after [`GROW_AFTER`] full ones in a
+    /// row, the size doubles (up to `BATCH_SIZE`).
+    pub(super) fn moved(&self, moved: usize) {
+        let current = self.current();
+        if current >= self.configured || moved < current as usize {
+            return;
+        }
+        if self.successes.fetch_add(1, Ordering::SeqCst) + 1 >= GROW_AFTER {
+            self.successes.store(0, Ordering::SeqCst);
+            let _ = self.current.compare_exchange(
+                current,
+                current.saturating_mul(2).min(self.configured),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// Counts one more refusal of `id` on its own and returns how many in a
+    /// row (another entry's refusal starts the count again).
+    pub(super) fn strike(&self, id: &Bson) -> u32 {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+        let count = match strikes.as_ref() {
+            Some((struck, count)) if struck == id => count + 1,
+            _ => 1,
+        };
+        *strikes = Some((id.clone(), count));
+        count
+    }
+
+    /// Forgets `id`'s strikes (it was set aside).
+    pub(super) fn forgive(&self, id: &Bson) {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+        if strikes.as_ref().is_some_and(|(struck, _)| struck == id) {
+            *strikes = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_halve_the_batch_down_to_one_and_full_batches_grow_it_back() {
+        let limit = BatchLimit::new(10_000);
+        assert_eq!(limit.shrink_below(10_000), 5_000);
+        assert_eq!(limit.shrink_below(10_000), 5_000, "a lane's older, larger batch shrinks no further");
+        assert_eq!(limit.shrink_below(3), 1);
+        assert_eq!(limit.shrink_below(1), 1, "never below one");
+        for _ in 0..GROW_AFTER - 1 {
+            limit.moved(1);
+        }
+        assert_eq!(limit.current(), 1);
+        limit.moved(0);
+        assert_eq!(limit.current(), 1, "a short batch is no sign the size fits");
+        limit.moved(1);
+        assert_eq!(limit.current(), 2);
+        for _ in 0..20 * GROW_AFTER {
+            let current = limit.current() as usize;
+            limit.moved(current);
+        }
+        assert_eq!(limit.current(), 10_000, "capped at BATCH_SIZE");
+        assert!(!limit.is_shrunk());
+    }
+
+    #[test]
+    fn strikes_count_one_entry_in_a_row() {
+        let limit = BatchLimit::new(10);
+        let (a, b) = (Bson::Int32(1), Bson::Int32(2));
+        assert_eq!((limit.strike(&a), limit.strike(&a)), (1, 2));
+        assert_eq!(limit.strike(&b), 1, "another entry starts again");
+        limit.forgive(&b);
+        assert_eq!(limit.strike(&b), 1);
+    }
+}
