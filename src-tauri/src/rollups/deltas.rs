@@ -356,17 +356,17 @@ mod tests {
     #[test]
     fn count_updates_split_by_size_and_count_and_keep_every_statement() {
         let long = "x".repeat(2048);
-        let paths: Vec<String> = (0..3000).map(|i| format!("/{i}/{long}")).collect();
+        let paths: Vec<String> = (0..6000).map(|i| format!("/{i}/{long}")).collect();
         let events: Vec<_> = paths.iter().map(|path| event("a", "page_view", path, "u", 10)).collect();
         let deltas = RollupDeltas::of(events.iter().map(|event| &**event));
         let statements = |commands: &[Document]| -> usize {
             commands.iter().map(|c| c.get_array("updates").unwrap().len()).sum()
         };
 
-        // 3,000 paths of 2 KiB (twice each in a statement) and hours: ~25 MB, one command each before.
+        // 6,000 paths of 2 KiB (twice each in a statement): ~25 MB per collection, one command each before.
         let limits = WriteLimits::default();
         let commands = deltas.count_updates(0, &limits);
-        assert_eq!(statements(&commands), 1 + 3000 + 3000);
+        assert_eq!(statements(&commands), 1 + 6000 + 6000);
         assert!(commands.len() >= 4, "paths and hourly paths split: {}", commands.len());
         for command in &commands {
             let bytes = mongodb::bson::RawDocumentBuf::from_document(command).unwrap().as_bytes().len();
@@ -375,8 +375,9 @@ mod tests {
 
         let by_count = WriteLimits { max_write_batch_size: 1000, ..limits };
         let commands = deltas.count_updates(0, &by_count);
-        assert_eq!(statements(&commands), 6001);
+        assert_eq!(statements(&commands), 12_001);
         assert!(commands.iter().all(|c| c.get_array("updates").unwrap().len() <= 1000));
+        assert!(commands.len() >= 13, "{}", commands.len());
 
         // A statement over the budget alone still goes (alone), for the server to refuse.
         let tiny = WriteLimits { max_bson_object_size: 100, ..limits };
