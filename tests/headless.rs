@@ -223,7 +223,7 @@ async fn quarantine_list_and_requeue_show_and_move_back_entries_set_aside() {
     let id = ObjectId::new();
     let entry = doc! { "_id": id, "site_id": "site-q", "event_type": "page_view", "path": "/", "user_id": "u" };
     let set_aside = doc! { "_id": id, "entry": entry.clone(), "error": "database refused a write: example",
-                           "quarantined_at": mongodb::bson::DateTime::now() };
+    "quarantined_at": mongodb::bson::DateTime::now() };
     db.collection::<Document>("events_quarantine").insert_one(set_aside).await.unwrap();
 
     let listed = run_to_end(service(dir.path(), &["quarantine", "list"], &[("MONGO_URL", &url)]));

@@ -267,7 +267,7 @@ async fn the_snapshot_shows_the_quarantine_and_requeue_moves_it_back_into_the_qu
     let quarantine = store.database().collection::<Document>(analytics_desk::worker::quarantine::QUARANTINE_COLLECTION);
     let entry = doc! { "_id": ObjectId::new(), "site_id": "s", "event_type": "page_view", "path": "/", "user_id": "u" };
     let set_aside = doc! { "_id": entry.get_object_id("_id").unwrap(), "entry": entry.clone(), "error": "refused",
-                           "quarantined_at": mongodb::bson::DateTime::now() };
+    "quarantined_at": mongodb::bson::DateTime::now() };
     quarantine.insert_one(set_aside).await.unwrap();
     // The count comes from collection metadata: wait for it rather than assume.
     let shown = eventually(Duration::from_secs(10), || async { controller.snapshot().await.quarantined == Some(1) });

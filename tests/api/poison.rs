@@ -84,7 +84,7 @@ async fn corrupt_path_counts(app: &TestApp, site: &str, path: &str) -> Vec<Strin
     for shard in 0..analytics_desk::worker::LANES {
         let id = rollups::shard_key(&[site, "page_view", path], shard);
         let document = doc! { "_id": &id, "count": "not a number", "site_id": site, "event_type": "page_view",
-                              "path": path, "shard": i64::from(shard) };
+        "path": path, "shard": i64::from(shard) };
         paths.insert_one(document).await.unwrap();
         keys.push(id);
     }

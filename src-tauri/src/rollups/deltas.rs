@@ -278,7 +278,9 @@ const ELEMENT_OVERHEAD: usize = 16;
 /// `worker::quarantine` for what becomes of its entries).
 pub(crate) fn split_statements(statements: Vec<Document>, limits: &WriteLimits) -> Vec<Vec<Document>> {
     split_by_size(statements, limits, |statement| {
-        mongodb::bson::RawDocumentBuf::from_document(statement).map(|raw| raw.as_bytes().len()).unwrap_or(usize::MAX / 2)
+        mongodb::bson::RawDocumentBuf::from_document(statement)
+            .map(|raw| raw.as_bytes().len())
+            .unwrap_or(usize::MAX / 2)
     })
 }
 
@@ -359,9 +361,8 @@ mod tests {
         let paths: Vec<String> = (0..6000).map(|i| format!("/{i}/{long}")).collect();
         let events: Vec<_> = paths.iter().map(|path| event("a", "page_view", path, "u", 10)).collect();
         let deltas = RollupDeltas::of(events.iter().map(|event| &**event));
-        let statements = |commands: &[Document]| -> usize {
-            commands.iter().map(|c| c.get_array("updates").unwrap().len()).sum()
-        };
+        let statements =
+            |commands: &[Document]| -> usize { commands.iter().map(|c| c.get_array("updates").unwrap().len()).sum() };
 
         // 6,000 paths of 2 KiB (twice each in a statement): ~25 MB per collection, one command each before.
         let limits = WriteLimits::default();

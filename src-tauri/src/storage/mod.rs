@@ -173,7 +173,11 @@ pub struct WriteLimits {
 impl Default for WriteLimits {
     /// MongoDB's own values, used when `hello` does not say.
     fn default() -> Self {
-        WriteLimits { max_bson_object_size: 16 * 1024 * 1024, max_message_size: 48_000_000, max_write_batch_size: 100_000 }
+        WriteLimits {
+            max_bson_object_size: 16 * 1024 * 1024,
+            max_message_size: 48_000_000,
+            max_write_batch_size: 100_000,
+        }
     }
 }
 

@@ -123,10 +123,8 @@ pub async fn requeue(store: &Store) -> Result<u64, StoreError> {
         if chunk.is_empty() {
             return Ok(requeued);
         }
-        let (ids, entries): (Vec<Bson>, Vec<Document>) = chunk
-            .iter()
-            .filter_map(|q| Some((q.get("_id")?.clone(), q.get_document("entry").ok()?.clone())))
-            .unzip();
+        let (ids, entries): (Vec<Bson>, Vec<Document>) =
+            chunk.iter().filter_map(|q| Some((q.get("_id")?.clone(), q.get_document("entry").ok()?.clone()))).unzip();
         if ids.len() < chunk.len() {
             warn!(left = chunk.len() - ids.len(), "quarantined documents without an entry are left as they are");
         }
