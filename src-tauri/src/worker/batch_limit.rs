@@ -11,6 +11,9 @@ use mongodb::bson::Bson;
 /// batch too large for one transaction is then met once per this many, not
 /// every other batch.
 const GROW_AFTER: u32 = 8;
+/// Entries whose refusals are remembered at once: the lanes may each meet a
+/// different bad entry in turn, so one slot would reset its count for ever.
+const STRUCK_ENTRIES: usize = 64;
 
 /// How many entries the next batch takes, shared by a worker's lanes.
 ///
@@ -29,8 +32,8 @@ pub(super) struct BatchLimit {
     current: AtomicU32,
     /// Full batches in a row at `current`.
     successes: AtomicU32,
-    /// The entry refused alone most recently, and how many times in a row.
-    strikes: Mutex<Option<(Bson, u32)>>,
+    /// Entries refused alone, and how many times each.
+    strikes: Mutex<Vec<(Bson, u32)>>,
 }
 
 impl BatchLimit {
@@ -41,7 +44,7 @@ impl BatchLimit {
             configured,
             current: AtomicU32::new(configured),
             successes: AtomicU32::new(0),
-            strikes: Mutex::new(None),
+            strikes: Mutex::new(Vec::new()),
         }
     }
 
@@ -82,24 +85,23 @@ impl BatchLimit {
         }
     }
 
-    /// Counts one more refusal of `id` on its own and returns how many in a
-    /// row (another entry's refusal starts the count again).
+    /// Counts one more refusal of `id` on its own and returns how many so far.
     pub(super) fn strike(&self, id: &Bson) -> u32 {
         let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
-        let count = match strikes.as_ref() {
-            Some((struck, count)) if struck == id => count + 1,
-            _ => 1,
-        };
-        *strikes = Some((id.clone(), count));
-        count
+        if let Some((_, count)) = strikes.iter_mut().find(|(struck, _)| struck == id) {
+            *count += 1;
+            return *count;
+        }
+        if strikes.len() >= STRUCK_ENTRIES {
+            strikes.remove(0); // bounded: the oldest starts again if met again
+        }
+        strikes.push((id.clone(), 1));
+        1
     }
 
-    /// Forgets `id`'s strikes (it was set aside).
+    /// Forgets `id`'s refusals (it was set aside).
     pub(super) fn forgive(&self, id: &Bson) {
-        let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
-        if strikes.as_ref().is_some_and(|(struck, _)| struck == id) {
-            *strikes = None;
-        }
+        self.strikes.lock().unwrap_or_else(|e| e.into_inner()).retain(|(struck, _)| struck != id);
     }
 }
 
@@ -131,12 +133,15 @@ mod tests {
     }
 
     #[test]
-    fn strikes_count_one_entry_in_a_row() {
+    fn strikes_count_each_entry_even_when_two_lanes_meet_two_in_turn() {
         let limit = BatchLimit::new(10);
         let (a, b) = (Bson::Int32(1), Bson::Int32(2));
-        assert_eq!((limit.strike(&a), limit.strike(&a)), (1, 2));
-        assert_eq!(limit.strike(&b), 1, "another entry starts again");
+        assert_eq!((limit.strike(&a), limit.strike(&b), limit.strike(&a), limit.strike(&b)), (1, 1, 2, 2));
         limit.forgive(&b);
-        assert_eq!(limit.strike(&b), 1);
+        assert_eq!((limit.strike(&b), limit.strike(&a)), (1, 3));
+        for n in 0..STRUCK_ENTRIES as i32 {
+            limit.strike(&Bson::Int32(100 + n));
+        }
+        assert!(limit.strikes.lock().unwrap().len() <= STRUCK_ENTRIES, "bounded");
     }
 }
