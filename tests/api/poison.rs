@@ -9,7 +9,7 @@ use std::time::Duration;
 use analytics_desk::{rollups, worker};
 
 use crate::common::eventually;
-use crate::helpers::{TestApp, event_json, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, event_json, spawn_app, spawn_app_with, spawn_app_without_transactions};
 
 /// Sends `n` events with distinct paths of `path_len` bytes through `POST
 /// /events`, in requests under the 1 MiB body limit.
@@ -149,4 +149,41 @@ async fn an_entry_the_database_refuses_is_quarantined_its_neighbours_move_and_it
     let poison_count = stats["top_paths"].as_array().unwrap().iter().find(|p| p["path"] == "/poison").cloned();
     assert_eq!(poison_count, Some(json!({ "path": "/poison", "count": 1 })));
     assert_eq!(worker::quarantine::requeue(&app.store).await.unwrap(), 0, "nothing left to requeue");
+}
+
+#[tokio::test]
+async fn without_transactions_an_entry_the_database_refuses_is_quarantined_and_its_neighbours_move_once() {
+    let app = spawn_app_without_transactions().await;
+    let site = "site-validated";
+    // An operator's rule on `events` that one queued entry breaks: the server
+    // refuses that insert (DocumentValidationFailure), every time.
+    let rule = doc! { "collMod": "events", "validator": { "path": { "$ne": "/poison" } } };
+    app.store.database().run_command(rule).await.expect("validator set");
+    for i in 0..12 {
+        let path = if i == 5 { "/poison".to_string() } else { format!("/ok{i}") };
+        assert_eq!(app.post_event(event_json(site, &path, "u")).await.status(), 200);
+    }
+    let poison = app.queued().await.into_iter().find(|e| e.get_str("path") == Ok("/poison")).unwrap();
+
+    let moved = move_all(&app, 100).await;
+
+    assert_eq!(moved, 11);
+    assert_eq!((app.queue_count().await, app.events_count().await), (0, 11), "the neighbours moved, once each");
+    assert_eq!(app.stats(site).await["total_events"], 11);
+    let listed = worker::quarantine::list(&app.store, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, poison.get_object_id("_id").unwrap().to_hex());
+    assert!(
+        listed[0].error.contains("121") || listed[0].error.to_lowercase().contains("validation"),
+        "{}",
+        listed[0].error
+    );
+
+    let lift = doc! { "collMod": "events", "validator": {} };
+    app.store.database().run_command(lift).await.expect("validator lifted");
+    assert_eq!(worker::quarantine::requeue(&app.store).await.unwrap(), 1);
+    assert_eq!(move_all(&app, 100).await, 1);
+    assert_eq!(app.events_count().await, 12);
+    let moved_back = app.store.events().find_one(doc! { "path": "/poison" }).await.unwrap().expect("moved");
+    assert_eq!(moved_back.get("_id"), poison.get("_id"), "the same _id");
 }
