@@ -212,3 +212,33 @@ fn sigterm_during_start_up_stops_cleanly() {
     assert!(output.status.success(), "clean exit: {:?}\n{stderr}", output.status);
     assert!(stderr.contains("stop requested during start-up"), "{stderr}");
 }
+
+#[tokio::test]
+async fn quarantine_list_and_requeue_show_and_move_back_entries_set_aside() {
+    use mongodb::bson::{Document, doc, oid::ObjectId};
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::fresh_database_url();
+    let client = mongodb::Client::with_uri_str(&url).await.unwrap();
+    let db = client.default_database().unwrap();
+    let id = ObjectId::new();
+    let entry = doc! { "_id": id, "site_id": "site-q", "event_type": "page_view", "path": "/", "user_id": "u" };
+    let set_aside = doc! { "_id": id, "entry": entry.clone(), "error": "database refused a write: example",
+    "quarantined_at": mongodb::bson::DateTime::now() };
+    db.collection::<Document>("events_quarantine").insert_one(set_aside).await.unwrap();
+
+    let listed = run_to_end(service(dir.path(), &["quarantine", "list"], &[("MONGO_URL", &url)]));
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.status.code(), Some(0), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(stdout.starts_with("1 entries in events_quarantine"), "{stdout}");
+    assert!(stdout.contains(&id.to_hex()) && stdout.contains("site-q") && stdout.contains("example"), "{stdout}");
+
+    let requeued = run_to_end(service(dir.path(), &["quarantine", "requeue"], &[("MONGO_URL", &url)]));
+    assert_eq!(requeued.status.code(), Some(0), "{}", String::from_utf8_lossy(&requeued.stderr));
+    assert_eq!(String::from_utf8_lossy(&requeued.stdout).trim(), "requeued 1 entries");
+    let queued: Vec<Document> = {
+        use futures_util::TryStreamExt;
+        db.collection::<Document>("events_queue").find(doc! {}).await.unwrap().try_collect().await.unwrap()
+    };
+    assert_eq!(queued, vec![entry], "back in the queue as it was, same _id");
+    assert_eq!(db.collection::<Document>("events_quarantine").count_documents(doc! {}).await.unwrap(), 0);
+}

@@ -18,7 +18,10 @@ async fn health_reports_the_database_the_worker_and_the_queue_depth() {
     let app = spawn_app().await;
     assert_eq!(
         health(&app).await,
-        (200, json!({ "status": "ok", "database": "ok", "worker": "not in this process", "queue_depth": 0 }))
+        (
+            200,
+            json!({ "status": "ok", "database": "ok", "worker": "not in this process", "queue_depth": 0, "quarantined": 0 })
+        )
     );
 
     for path in ["/a", "/b"] {
@@ -28,7 +31,11 @@ async fn health_reports_the_database_the_worker_and_the_queue_depth() {
 
     app.engine.start_worker().await.unwrap();
     let drained = eventually(Duration::from_secs(10), || async {
-        health(&app).await == (200, json!({ "status": "ok", "database": "ok", "worker": "running", "queue_depth": 0 }))
+        health(&app).await
+            == (
+                200,
+                json!({ "status": "ok", "database": "ok", "worker": "running", "queue_depth": 0, "quarantined": 0 }),
+            )
     });
     assert!(drained.await, "running, and the queue drained: {:?}", health(&app).await);
 

@@ -17,6 +17,7 @@ mod liveness;
 mod local_database;
 mod metrics;
 mod openapi;
+mod poison;
 mod rebuild_fence;
 mod retention;
 mod retries;

@@ -73,6 +73,20 @@ export function createOverview() {
 
   for (const id of Object.keys(ACTIONS)) buttons[id].addEventListener('click', () => run(id));
 
+  // The quarantine's "Requeue": entries set aside go back into the queue.
+  byId('requeue-quarantine').addEventListener('click', async () => {
+    try {
+      acceptSnapshot(await invoke('requeue_quarantine'));
+      commandError = null;
+    } catch (err) {
+      const text = errorText(err);
+      commandError = { title: 'Could not requeue the quarantine', text };
+      dismissed.delete(text);
+    } finally {
+      render();
+    }
+  });
+
   byId('service-error-close').addEventListener('click', () => {
     for (const item of bannerItems(getState().snapshot)) dismissed.add(item.text);
     render();
@@ -186,6 +200,8 @@ export function createOverview() {
 
     // Numbers
     setText(byId('queue-depth'), fmtInt(snap.queue_depth));
+    setText(byId('quarantined'), fmtInt(snap.quarantined));
+    setHidden(byId('quarantine-line'), !(snap.quarantined > 0));
     setText(byId('ingested-rate'), fmtRate(snap.ingested_per_sec));
     setText(byId('processed-rate'), fmtRate(snap.processed_per_sec));
     setText(byId('total-events'), fmtInt(snap.total_events));

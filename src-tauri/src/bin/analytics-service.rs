@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use analytics_desk::engine::shutdown_signal;
+use analytics_desk::worker::quarantine;
 use analytics_desk::{Config, Engine, telemetry};
 use clap::{Parser, Subcommand};
 use tracing::info;
@@ -30,6 +31,18 @@ enum Command {
     Worker,
     /// Run the API and the worker in one process.
     All,
+    /// Queue entries the database refused to move, set aside by the worker.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// What to do with the quarantine (`events_quarantine`).
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum QuarantineCommand {
+    /// List the entries set aside (oldest first, at most 100) with the reason.
+    List,
+    /// Move every entry set aside back into the queue (same ids), once the cause is fixed.
+    Requeue,
 }
 
 #[tokio::main]
@@ -44,6 +57,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Quarantine(action) = cli.command {
+        return run_quarantine(action, Engine::new(config)).await;
+    }
     info!(?config, "starting");
     let engine = Engine::new(config);
 
@@ -79,4 +95,37 @@ async fn main() -> ExitCode {
     engine.shutdown().await;
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Lists or requeues the quarantine, then exits: 0 done, 1 when the database failed.
+async fn run_quarantine(action: QuarantineCommand, engine: Engine) -> ExitCode {
+    let done = async {
+        let store = engine.store().await?;
+        match action {
+            QuarantineCommand::List => {
+                let total = quarantine::count(store).await?;
+                let entries = quarantine::list(store, 100).await?;
+                println!("{total} entries in {}", quarantine::QUARANTINE_COLLECTION);
+                for entry in entries {
+                    let at = entry.quarantined_at.try_to_rfc3339_string().unwrap_or_default();
+                    let site = entry.site_id.as_deref().unwrap_or("-");
+                    println!("{}\t{site}\t{at}\t{}", entry.id, entry.error);
+                }
+            }
+            QuarantineCommand::Requeue => {
+                let requeued = quarantine::requeue(store).await?;
+                println!("requeued {requeued} entries");
+            }
+        }
+        Ok::<_, analytics_desk::storage::StoreError>(())
+    };
+    let result = done.await;
+    engine.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("analytics-service: quarantine: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

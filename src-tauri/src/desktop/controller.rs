@@ -17,6 +17,7 @@ use crate::stats::export::{self, ExportRequest};
 use crate::stats::{SiteStats, SiteSummary};
 use crate::storage::local_db::{self, DatabaseState, DatabaseStatus, ManagedDatabase};
 use crate::telemetry::counters::{CountersSnapshot, PipelineCounters};
+use crate::worker::quarantine;
 
 /// How long the snapshot waits for the database's counts before showing none.
 const SNAPSHOT_QUERY_TIMEOUT: Duration = Duration::from_millis(800);
@@ -68,6 +69,9 @@ pub struct Snapshot {
     pub worker_batch_size: Option<u32>,
     /// Events waiting in the queue (none when the database cannot be read).
     pub queue_depth: Option<u64>,
+    /// Queue entries the database refused to move, set aside for a requeue
+    /// (none when the database cannot be read).
+    pub quarantined: Option<u64>,
     /// Processed events in the database.
     pub total_events: Option<u64>,
     /// Events acknowledged by the API per second, over the last tick.
@@ -338,6 +342,17 @@ impl Controller {
         Ok(path)
     }
 
+    /// Moves every entry set aside in the quarantine back into the queue (the
+    /// "Requeue" button), once the cause is fixed; returns how many moved.
+    pub async fn requeue_quarantine(&self) -> Result<u64, String> {
+        self.ensure_database(&mut *self.control.lock().await).await?;
+        let engine = self.engine();
+        let store = engine.store().await.map_err(|e| e.to_string())?;
+        let requeued = quarantine::requeue(store).await.map_err(|e| format!("cannot requeue the quarantine: {e}"))?;
+        info!(requeued, "quarantined entries requeued");
+        Ok(requeued)
+    }
+
     /// Updates the per-second rates from the counters, then takes a snapshot.
     /// Called by the once-a-second ticker only.
     pub async fn tick(&self) -> Snapshot {
@@ -361,13 +376,15 @@ impl Controller {
     pub async fn snapshot(&self) -> Snapshot {
         let engine = self.engine();
         let status = engine.status();
-        let (queue_depth, total_events) = match engine.connected_store() {
-            None => (None, None),
+        let (queue_depth, total_events, quarantined) = match engine.connected_store() {
+            None => (None, None, None),
             Some(store) => {
                 let depth = tokio::time::timeout(SNAPSHOT_QUERY_TIMEOUT, store.queue_depth());
                 let total = tokio::time::timeout(SNAPSHOT_QUERY_TIMEOUT, store.events().estimated_document_count());
-                let (depth, total) = tokio::join!(depth, total);
-                (depth.ok().and_then(Result::ok), total.ok().and_then(Result::ok))
+                let quarantined = tokio::time::timeout(SNAPSHOT_QUERY_TIMEOUT, quarantine::count(store));
+                let (depth, total, quarantined) = tokio::join!(depth, total, quarantined);
+                let read = |answer: Result<Result<u64, _>, _>| answer.ok().and_then(Result::ok);
+                (read(depth), total.ok().and_then(Result::ok), read(quarantined))
             }
         };
         let api_url = match &status.api {
@@ -385,6 +402,7 @@ impl Controller {
             worker: status.worker,
             worker_batch_size,
             queue_depth,
+            quarantined,
             total_events,
             ingested_per_sec: rates.ingested_per_sec,
             processed_per_sec: rates.processed_per_sec,

@@ -1,5 +1,11 @@
 //! What one batch of events adds to the rollups ([`RollupDeltas`]), and how it
 //! is written: counts upserted into a lane's shard, new visitors inserted.
+//!
+//! The count `update` commands are built here, so they are split here: a
+//! batch's statements go in as many commands as the server's limits
+//! ([`WriteLimits`]) need (the driver splits only its own inserts). One
+//! command for a whole batch broke 16 MiB with a few thousand long paths, and
+//! the batch then failed on every retry.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,7 +15,7 @@ use mongodb::{ClientSession, Database};
 
 use super::known_visitors::{KnownVisitors, VisitorDigest};
 use super::{HOURLY_PATHS, HOURLY_VISITORS, PATHS, SITES, VISITORS, hour_of, key, shard_key};
-use crate::storage::StoreError;
+use crate::storage::{StoreError, WriteLimits};
 
 /// The fields of an event the rollups are keyed by.
 struct EventKey<'a> {
@@ -89,10 +95,10 @@ impl<'a> RollupDeltas<'a> {
         self.sites.is_empty()
     }
 
-    /// The `update` commands adding the counts to shard `shard`: one per
-    /// counting collection, each a list of upserts by `_id` (the key fields and
-    /// the shard set on insert).
-    pub fn count_updates(&self, shard: u32) -> Vec<Document> {
+    /// The `update` commands adding the counts to shard `shard`: per counting
+    /// collection, its upserts by `_id` (the key fields and the shard set on
+    /// insert), in as many commands as `limits` need.
+    pub fn count_updates(&self, shard: u32, limits: &WriteLimits) -> Vec<Document> {
         let count = |parts: &[&str], mut fields: Document, n: i64| {
             fields.insert("shard", i64::from(shard));
             let id = shard_key(parts, shard);
@@ -126,8 +132,11 @@ impl<'a> RollupDeltas<'a> {
         ];
         commands
             .into_iter()
-            .filter(|(_, updates)| !updates.is_empty())
-            .map(|(collection, updates)| doc! { "update": collection, "updates": updates, "ordered": true })
+            .flat_map(|(collection, updates)| {
+                split_statements(updates, limits)
+                    .into_iter()
+                    .map(move |updates| doc! { "update": collection, "updates": updates, "ordered": true })
+            })
             .collect()
     }
 
@@ -173,9 +182,10 @@ impl<'a> RollupDeltas<'a> {
         mut session: Option<&mut ClientSession>,
         known: Option<&KnownVisitors>,
         shard: u32,
+        limits: &WriteLimits,
     ) -> Result<Vec<VisitorDigest>, StoreError> {
-        self.add_counts(db, session.as_deref_mut(), shard).await?;
-        self.record_visitors(db, session, known).await
+        self.add_counts(db, session.as_deref_mut(), shard, limits).await?;
+        self.record_visitors(db, session, known, limits).await
     }
 
     /// Upserts the counts into shard `shard`, inside `session`'s transaction
@@ -185,8 +195,9 @@ impl<'a> RollupDeltas<'a> {
         db: &Database,
         mut session: Option<&mut ClientSession>,
         shard: u32,
+        limits: &WriteLimits,
     ) -> Result<(), StoreError> {
-        for command in self.count_updates(shard) {
+        for command in self.count_updates(shard, limits) {
             let reply = match session.as_deref_mut() {
                 Some(session) => db.run_command(command).session(session).await?,
                 None => db.run_command(command).await?,
@@ -212,6 +223,7 @@ impl<'a> RollupDeltas<'a> {
         db: &Database,
         mut session: Option<&mut ClientSession>,
         known: Option<&KnownVisitors>,
+        limits: &WriteLimits,
     ) -> Result<Vec<VisitorDigest>, StoreError> {
         let mut recorded = Vec::new();
         for (name, presences) in self.presences() {
@@ -225,11 +237,16 @@ impl<'a> RollupDeltas<'a> {
                 continue;
             }
             let ids: Vec<&str> = unknown.iter().map(|(_, presence)| presence.id.as_str()).collect();
-            let find = collection.find(doc! { "_id": { "$in": ids } }).projection(doc! { "_id": 1 });
-            let found: Vec<Document> = match session.as_deref_mut() {
-                Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
-                None => find.await?.try_collect().await?,
-            };
+            let mut found: Vec<Document> = Vec::new();
+            // The lookup's `$in` is one document too: split like the updates.
+            for ids in split_by_size(ids, limits, |id| id.len()) {
+                let find = collection.find(doc! { "_id": { "$in": ids } }).projection(doc! { "_id": 1 });
+                let mut chunk: Vec<Document> = match session.as_deref_mut() {
+                    Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
+                    None => find.await?.try_collect().await?,
+                };
+                found.append(&mut chunk);
+            }
             let found: HashSet<&str> = found.iter().filter_map(|d| d.get_str("_id").ok()).collect();
             let mut new = Vec::new();
             for (digest, presence) in &unknown {
@@ -248,6 +265,47 @@ impl<'a> RollupDeltas<'a> {
         }
         Ok(recorded)
     }
+}
+
+/// Bytes an array element costs beside its value: its type, its index as a
+/// key (up to 6 digits under 1,000,000 statements) and the key's end.
+const ELEMENT_OVERHEAD: usize = 16;
+
+/// Splits a batch's statements into runs that each fit one command under
+/// `limits`: at most `maxWriteBatchSize` statements, and their encoded size
+/// within [`WriteLimits::command_budget`]. A statement too large on its own
+/// goes alone: the server then refuses it with its reason (see
+/// `worker::quarantine` for what becomes of its entries).
+pub(crate) fn split_statements(statements: Vec<Document>, limits: &WriteLimits) -> Vec<Vec<Document>> {
+    split_by_size(statements, limits, |statement| {
+        mongodb::bson::RawDocumentBuf::from_document(statement)
+            .map(|raw| raw.as_bytes().len())
+            .unwrap_or(usize::MAX / 2)
+    })
+}
+
+/// Splits `items` in order into runs of at most `maxWriteBatchSize` whose
+/// `size`s (plus each element's overhead) stay within the command budget; an
+/// item over the budget alone makes a run of one.
+fn split_by_size<T>(items: Vec<T>, limits: &WriteLimits, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let budget = limits.command_budget();
+    let most = limits.max_write_batch_size.max(1);
+    let mut runs: Vec<Vec<T>> = Vec::new();
+    let mut current: Vec<T> = Vec::new();
+    let mut bytes = 0usize;
+    for item in items {
+        let cost = size(&item).saturating_add(ELEMENT_OVERHEAD);
+        if !current.is_empty() && (current.len() >= most || bytes.saturating_add(cost) > budget) {
+            runs.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(cost);
+        current.push(item);
+    }
+    if !current.is_empty() {
+        runs.push(current);
+    }
+    runs
 }
 
 #[cfg(test)]
@@ -270,7 +328,8 @@ mod tests {
         assert_eq!(deltas.visitors.len(), 3);
         assert_eq!(deltas.hourly_paths.len(), 3);
         assert_eq!(deltas.hourly_visitors.len(), 3, "u1 twice in the same hour is one presence");
-        let commands = deltas.count_updates(0);
+        let limits = WriteLimits::default();
+        let commands = deltas.count_updates(0, &limits);
         assert_eq!(commands.len(), 3);
         let updates: usize = commands.iter().map(|c| c.get_array("updates").unwrap().len()).sum();
         assert_eq!(updates, 2 + 3 + 3);
@@ -285,7 +344,7 @@ mod tests {
         };
         // Shard 0 keeps the plain keys; shard 1 the same keys with one part more.
         assert!(ids(&commands).contains(&"a\u{1f}page_view\u{1f}/".to_string()));
-        let sharded = ids(&deltas.count_updates(1));
+        let sharded = ids(&deltas.count_updates(1, &limits));
         assert!(sharded.iter().all(|id| id.ends_with("\u{1f}1")), "{sharded:?}");
         assert_eq!(sharded.len(), 8);
         assert!(ids(&commands).iter().all(|id| !sharded.contains(id)), "shards never share a document");
@@ -294,5 +353,36 @@ mod tests {
         assert_eq!(visitors.iter().filter(|v| v.id == "a\u{1f}page_view\u{1f}u1").count(), 1);
         let hourly_doc = hourly.iter().find(|v| v.hour.is_some()).expect("an hourly visitor").document();
         assert!(hourly_doc.get_datetime("hour").is_ok() && hourly_doc.get_str("user_id").is_ok());
+    }
+
+    #[test]
+    fn count_updates_split_by_size_and_count_and_keep_every_statement() {
+        let long = "x".repeat(2048);
+        let paths: Vec<String> = (0..6000).map(|i| format!("/{i}/{long}")).collect();
+        let events: Vec<_> = paths.iter().map(|path| event("a", "page_view", path, "u", 10)).collect();
+        let deltas = RollupDeltas::of(events.iter().map(|event| &**event));
+        let statements =
+            |commands: &[Document]| -> usize { commands.iter().map(|c| c.get_array("updates").unwrap().len()).sum() };
+
+        // 6,000 paths of 2 KiB (twice each in a statement): ~25 MB per collection, one command each before.
+        let limits = WriteLimits::default();
+        let commands = deltas.count_updates(0, &limits);
+        assert_eq!(statements(&commands), 1 + 6000 + 6000);
+        assert!(commands.len() >= 4, "paths and hourly paths split: {}", commands.len());
+        for command in &commands {
+            let bytes = mongodb::bson::RawDocumentBuf::from_document(command).unwrap().as_bytes().len();
+            assert!(bytes <= limits.max_bson_object_size - 32 * 1024, "command of {bytes} bytes");
+        }
+
+        let by_count = WriteLimits { max_write_batch_size: 1000, ..limits };
+        let commands = deltas.count_updates(0, &by_count);
+        assert_eq!(statements(&commands), 12_001);
+        assert!(commands.iter().all(|c| c.get_array("updates").unwrap().len() <= 1000));
+        assert!(commands.len() >= 13, "{}", commands.len());
+
+        // A statement over the budget alone still goes (alone), for the server to refuse.
+        let tiny = WriteLimits { max_bson_object_size: 100, ..limits };
+        let runs = split_statements(vec![doc! { "a": long.clone() }, doc! { "b": 1 }], &tiny);
+        assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
     }
 }

@@ -295,7 +295,8 @@ async fn fenced_within(
             Ok(found.len())
         }
         Step::Add(deltas) => {
-            deltas.apply(db, Some(session), None, 0).await?;
+            let limits = store.write_limits().await?;
+            deltas.apply(db, Some(session), None, 0, &limits).await?;
             Ok(0)
         }
     }

@@ -59,3 +59,51 @@ pub fn only_duplicate_keys(error: &MongoError) -> bool {
         _ => false,
     }
 }
+
+/// Server codes that say a write is too large for one command or transaction:
+/// `BSONObjectTooLarge`, `TransactionTooLarge`, `TransactionTooLargeForCache`.
+/// Retrying the same batch can never help (mongod may still label them
+/// transient), but a smaller batch can.
+pub const TOO_LARGE_CODES: [i32; 3] = [10334, 257, 388];
+
+/// Server codes of a passing state, not of the data: the primary changing or
+/// stepping down, a shutdown, the network, a time limit, a conflict, a lock,
+/// a missing privilege (a configuration to fix, not an entry to set aside).
+const PASSING_CODES: [i32; 23] = [
+    6, 7, 89, 9001, 134, 262, 50, 64, 91, 189, 10107, 13435, 10058, 11600, 11602, 13436, 112, 24, 251, 13, 18, 11601,
+    46,
+];
+
+/// True when a failure says nothing about the batch itself (the database
+/// unreachable, busy, changing primary, or a conflict): the worker backs off
+/// and retries the same batch. False when the server refused the batch's data
+/// (a write refused, a document or command too large, a type it cannot apply),
+/// which a retry meets again: the worker then shrinks the batch, and sets aside
+/// an entry that still fails alone (see `worker::quarantine`). Anything not
+/// known to be about the data counts as transient, so an outage never sets
+/// entries aside.
+pub fn is_transient(error: &StoreError) -> bool {
+    use mongodb::error::{RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR};
+    let error = match error {
+        StoreError::Unreachable { .. } | StoreError::Timeout(_) => return true,
+        StoreError::Refused(_) => return false,
+        StoreError::Operation(error) => error,
+    };
+    let codes: Vec<i32> = match error.kind.as_ref() {
+        ErrorKind::Command(e) => vec![e.code],
+        ErrorKind::Write(WriteFailure::WriteError(e)) => vec![e.code],
+        ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
+            failure.write_errors.iter().flatten().map(|e| e.code).collect()
+        }
+        // The driver refused to send it (a document over the size limit) or to encode it.
+        ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_) => return false,
+        _ => return true,
+    };
+    if codes.iter().any(|code| TOO_LARGE_CODES.contains(code)) {
+        return false;
+    }
+    error.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        || error.contains_label(RETRYABLE_WRITE_ERROR)
+        || codes.is_empty()
+        || codes.iter().any(|code| PASSING_CODES.contains(code))
+}

@@ -19,7 +19,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::config::{Config, EVENTS_COLLECTION};
 
-pub use error::{StoreError, is_duplicate_key, only_duplicate_keys};
+pub use error::{StoreError, is_duplicate_key, is_transient, only_duplicate_keys};
 
 /// How long an operation waits for a usable server before failing; keeps the
 /// API's "database unavailable" answer within a couple of seconds.
@@ -39,6 +39,8 @@ pub struct Store {
     queue: Collection<Document>,
     events: Collection<Document>,
     stats_query_time_limit: Duration,
+    /// The server's write limits, asked once (see [`Store::write_limits`]).
+    limits: std::sync::Arc<tokio::sync::OnceCell<WriteLimits>>,
 }
 
 impl Store {
@@ -62,6 +64,7 @@ impl Store {
             durable,
             db,
             stats_query_time_limit: config.stats_query_time_limit,
+            limits: Default::default(),
         };
         store.ping().await.map_err(|e| match e {
             StoreError::Operation(source) => unreachable(source),
@@ -109,6 +112,20 @@ impl Store {
     pub async fn supports_transactions(&self) -> Result<bool, StoreError> {
         let hello = self.db.run_command(doc! { "hello": 1 }).await?;
         Ok(hello.contains_key("setName") || hello.get_str("msg") == Ok("isdbgrid"))
+    }
+
+    /// The server's limits on one write command (from `hello`, asked once): the
+    /// commands built by hand (the rollups' `update`s) are split to fit them;
+    /// the driver splits its own `insert_many`.
+    pub async fn write_limits(&self) -> Result<WriteLimits, StoreError> {
+        let limits = self
+            .limits
+            .get_or_try_init(|| async {
+                let hello = self.db.run_command(doc! { "hello": 1 }).await?;
+                Ok::<_, StoreError>(WriteLimits::from_hello(&hello))
+            })
+            .await?;
+        Ok(*limits)
     }
 
     /// Asks the server for a ping.
@@ -161,6 +178,58 @@ impl Store {
     }
 }
 
+/// Room left in a command for its own fields (the session, the transaction,
+/// the write concern, the collection's name) beside its statements.
+const COMMAND_MARGIN: usize = 64 * 1024;
+
+/// The server's limits on one write command, as `hello` reports them (the
+/// driver reads the same): a command built by hand that breaks one is refused
+/// whole, so the commands that carry a batch's statements are split to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// `maxBsonObjectSize`: the largest document, a command included.
+    pub max_bson_object_size: usize,
+    /// `maxMessageSizeBytes`: the largest message on the wire.
+    pub max_message_size: usize,
+    /// `maxWriteBatchSize`: the most statements in one write command.
+    pub max_write_batch_size: usize,
+}
+
+impl Default for WriteLimits {
+    /// MongoDB's own values, used when `hello` does not say.
+    fn default() -> Self {
+        WriteLimits {
+            max_bson_object_size: 16 * 1024 * 1024,
+            max_message_size: 48_000_000,
+            max_write_batch_size: 100_000,
+        }
+    }
+}
+
+impl WriteLimits {
+    /// The limits a `hello` reply reports (MongoDB's defaults for those it omits).
+    pub fn from_hello(hello: &Document) -> WriteLimits {
+        let number = |field: &str| match hello.get(field) {
+            Some(mongodb::bson::Bson::Int32(n)) => usize::try_from(*n).ok().filter(|n| *n > 0),
+            Some(mongodb::bson::Bson::Int64(n)) => usize::try_from(*n).ok().filter(|n| *n > 0),
+            Some(mongodb::bson::Bson::Double(n)) if *n >= 1.0 => Some(*n as usize),
+            _ => None,
+        };
+        let default = WriteLimits::default();
+        WriteLimits {
+            max_bson_object_size: number("maxBsonObjectSize").unwrap_or(default.max_bson_object_size),
+            max_message_size: number("maxMessageSizeBytes").unwrap_or(default.max_message_size),
+            max_write_batch_size: number("maxWriteBatchSize").unwrap_or(default.max_write_batch_size),
+        }
+    }
+
+    /// The bytes the statements of one command may take: the smaller of the
+    /// object and message limits, less room for the command's own fields.
+    pub fn command_budget(&self) -> usize {
+        self.max_bson_object_size.min(self.max_message_size).saturating_sub(COMMAND_MARGIN).max(1)
+    }
+}
+
 /// The URL's write concern (its `w`, `wtimeoutMS`) with journaling required:
 /// "queued" must mean the event survives the database process crashing, not
 /// merely that it reached the server's memory.
@@ -173,6 +242,17 @@ pub fn durable_write_concern(configured: Option<WriteConcern>) -> WriteConcern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_limits_come_from_hello_with_mongodbs_defaults() {
+        let hello = doc! { "maxBsonObjectSize": 1000_i32, "maxWriteBatchSize": 10_i64 };
+        let limits = WriteLimits::from_hello(&hello);
+        assert_eq!((limits.max_bson_object_size, limits.max_write_batch_size), (1000, 10));
+        assert_eq!(limits.max_message_size, 48_000_000);
+        assert_eq!(limits.command_budget(), 1, "never zero, even under the margin");
+        assert_eq!(WriteLimits::from_hello(&doc! {}), WriteLimits::default());
+        assert_eq!(WriteLimits::default().command_budget(), 16 * 1024 * 1024 - COMMAND_MARGIN);
+    }
 
     #[test]
     fn writes_are_journaled_and_keep_the_urls_acknowledgement() {

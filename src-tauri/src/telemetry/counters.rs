@@ -99,6 +99,9 @@ pub struct PipelineCounters {
     batch_duration: Histogram,
     http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     queue_depth: Gauge<f64, AtomicU64>,
+    batch_splits: Counter,
+    events_quarantined: Counter,
+    quarantine_depth: Gauge<f64, AtomicU64>,
 }
 
 /// The counters at one moment.
@@ -127,6 +130,9 @@ impl Default for PipelineCounters {
             batch_duration: duration_histogram(),
             http_duration: Family::new_with_constructor(duration_histogram),
             queue_depth: Gauge::default(),
+            batch_splits: Counter::default(),
+            events_quarantined: Counter::default(),
+            quarantine_depth: Gauge::default(),
         };
         let mut registry = counters.registry;
         registry.register(
@@ -185,6 +191,22 @@ impl Default for PipelineCounters {
             "Events waiting in the queue, read from the database at scrape time (NaN when it did not answer)",
             counters.queue_depth.clone(),
         );
+        registry.register(
+            "batch_splits",
+            "Batches the database refused for their data (too large, or holding an entry it cannot store), retried \
+             in halves by this process's worker",
+            counters.batch_splits.clone(),
+        );
+        registry.register(
+            "events_quarantined",
+            "Queue entries this process's worker set aside in events_quarantine: refused alone, again and again",
+            counters.events_quarantined.clone(),
+        );
+        registry.register(
+            "quarantine_depth",
+            "Entries waiting in events_quarantine, read from the database at scrape time (NaN when it did not answer)",
+            counters.quarantine_depth.clone(),
+        );
         PipelineCounters { registry, ..counters }
     }
 }
@@ -231,6 +253,22 @@ impl PipelineCounters {
     /// Counts the worker's recovery from an outage.
     pub fn add_worker_recovery(&self) {
         self.worker_recoveries.inc();
+    }
+
+    /// Counts a batch refused for its data and retried in halves.
+    pub fn add_batch_split(&self) {
+        self.batch_splits.inc();
+    }
+
+    /// Counts queue entries set aside in the quarantine.
+    pub fn add_quarantined(&self, n: u64) {
+        self.events_quarantined.inc_by(n);
+    }
+
+    /// Sets the quarantine's size shown by the next [`PipelineCounters::encode`]
+    /// (`None`: could not be read, shown as NaN).
+    pub fn set_quarantine_depth(&self, depth: Option<u64>) {
+        self.quarantine_depth.set(depth.map_or(f64::NAN, |depth| depth as f64));
     }
 
     /// Batch transactions that conflicted with another's so far.

@@ -30,6 +30,11 @@ fn stamp_processed_at(event: &mut RawDocumentBuf, at: DateTime) {
     event.append("processed_at", at);
 }
 
+/// The `_id`s of a batch's entries, in order.
+pub(super) fn ids_of(batch: &[RawDocumentBuf]) -> Vec<Bson> {
+    batch.iter().filter_map(|event| id_of(event)).collect()
+}
+
 /// A queue entry's `_id`.
 fn id_of(event: &RawDocument) -> Option<Bson> {
     let id = event.get("_id").ok()??;

@@ -5,14 +5,14 @@
 use mongodb::bson::{RawDocumentBuf, doc};
 use tracing::debug;
 
-use super::Worker;
 use super::batch::prepare_for_events;
+use super::{BatchFailure, Worker};
 use crate::storage::{StoreError, only_duplicate_keys};
 
 impl Worker {
     /// Moves a batch without a transaction: insert (duplicates of a re-run
     /// ignored), then delete.
-    pub(super) async fn move_batch_idempotently(&self, lane: u32) -> Result<usize, StoreError> {
+    pub(super) async fn move_batch_idempotently(&self, lane: u32) -> Result<usize, BatchFailure> {
         let (mut batch, mut claim) = self.read_claimed(None, lane).await?;
         if batch.is_empty() {
             claim.settle();
@@ -26,7 +26,7 @@ impl Worker {
             Err(error) if only_duplicate_keys(&error) => {
                 debug!("batch was partly moved before (a re-run): existing events kept as they are");
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(BatchFailure { error: StoreError::from(error), ids }),
         }
         self.store.queue().delete_many(doc! { "_id": { "$in": ids } }).await?;
         claim.settle();

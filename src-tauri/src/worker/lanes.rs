@@ -60,20 +60,22 @@ impl Worker {
         after: Option<u128>,
     ) -> Result<Vec<RawDocumentBuf>, StoreError> {
         let queue = self.store.queue().clone_with_type::<RawDocumentBuf>();
+        // What this batch takes: `BATCH_SIZE`, less while batches are refused (see `batch_limit`).
+        let batch_size = self.limit.current();
         loop {
             let window = *self.head.lock().unwrap_or_else(|e| e.into_inner());
-            let limit = i64::from(self.batch_size).saturating_mul(READ_FACTOR);
+            let limit = i64::from(batch_size).saturating_mul(READ_FACTOR);
             let find = queue.find(window.filter(after)).sort(doc! { "_id": 1 }).limit(limit).batch_size(limit as u32);
             let mut read: Vec<RawDocumentBuf> = match session.as_deref_mut() {
                 Some(session) => find.session(&mut *session).await?.stream(session).try_collect().await?,
                 None => find.await?.try_collect().await?,
             };
             let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
-            head.learn(&read, self.batch_size as usize, DateTime::now());
-            if read.len() < self.batch_size as usize && window.upper.is_some() {
+            head.learn(&read, batch_size as usize, DateTime::now());
+            if read.len() < batch_size as usize && window.upper.is_some() {
                 continue; // cut short by the window, which is now wider
             }
-            read.truncate(self.batch_size as usize);
+            read.truncate(batch_size as usize);
             return Ok(read);
         }
     }

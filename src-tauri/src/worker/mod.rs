@@ -34,11 +34,19 @@
 //! [`transactional`] and [`idempotent`] move it, [`sessions`] registers each
 //! worker's sessions and ends those of dead workers, and [`retention`] deletes
 //! expired events.
+//!
+//! A batch the database refuses for its data (too large for one transaction or
+//! command, or holding an entry it cannot store) would be refused again on
+//! every retry: [`batch_limit`] halves the batches until one moves, and an
+//! entry refused alone [`POISON_ATTEMPTS`] times is set aside in
+//! [`quarantine`], so the queue behind it keeps moving.
 
 mod batch;
+mod batch_limit;
 mod head_window;
 mod idempotent;
 mod lanes;
+pub mod quarantine;
 pub mod retention;
 mod sessions;
 mod transactional;
@@ -49,15 +57,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mongodb::ClientSession;
-use mongodb::bson::DateTime;
 use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Bson, DateTime};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::rollups::{self, KnownVisitors};
-use crate::storage::{Store, StoreError};
+use crate::storage::{Store, StoreError, is_transient};
 use crate::telemetry::counters::PipelineCounters;
+use batch_limit::BatchLimit;
 use head_window::HeadWindow;
 use lanes::Lanes;
 use retention::PurgeReport;
@@ -71,6 +80,13 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// rollup documents (a site's counters), so workers on one queue take turns
 /// rather than move batches side by side; more workers add availability, not speed.
 const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
+/// Times an entry is refused on its own, for a reason that is not transient,
+/// before it is set aside in the [`quarantine`].
+pub const POISON_ATTEMPTS: u32 = 3;
+/// Most attempts in one call of [`Worker::process_lane_batch`]: enough to halve
+/// the largest batch allowed down to one entry and set a few entries aside;
+/// the lane's loop then goes on.
+const MAX_ROUNDS: u32 = 64;
 /// Batches one worker moves side by side (see the module's doc). Two keep the
 /// database of a 2-core machine busy; three measured no faster.
 pub const LANES: u32 = 2;
@@ -112,6 +128,30 @@ pub struct Worker {
     clock_skew_ms: i64,
     /// Events deleted per transaction by a purge (see [`retention`]).
     purge_chunk: usize,
+    /// How many entries the next batch takes (see [`batch_limit`]).
+    limit: Arc<BatchLimit>,
+}
+
+/// A batch that did not move: why, and the `_id`s it held (none when it
+/// failed before its read).
+#[derive(Debug)]
+pub(super) struct BatchFailure {
+    /// What the database said.
+    pub(super) error: StoreError,
+    /// The batch's queue `_id`s, in order.
+    pub(super) ids: Vec<Bson>,
+}
+
+impl From<StoreError> for BatchFailure {
+    fn from(error: StoreError) -> Self {
+        BatchFailure { error, ids: Vec::new() }
+    }
+}
+
+impl From<mongodb::error::Error> for BatchFailure {
+    fn from(error: mongodb::error::Error) -> Self {
+        StoreError::from(error).into()
+    }
 }
 
 impl Worker {
@@ -132,6 +172,7 @@ impl Worker {
             outage: Arc::default(),
             clock_skew_ms: 0,
             purge_chunk: retention::PURGE_CHUNK,
+            limit: Arc::new(BatchLimit::new(batch_size)),
         }
     }
 
@@ -267,7 +308,7 @@ impl Worker {
                         self.counters.add_worker_recovery();
                         info!("database reachable again, worker resumed");
                     }
-                    if moved == self.batch_size as usize {
+                    if moved == self.batch_size as usize || (moved > 0 && self.limit.is_shrunk()) {
                         continue; // a full batch: more is probably waiting
                     }
                     self.poll_interval
@@ -307,14 +348,54 @@ impl Worker {
     /// different lanes may be moved at the same time.
     pub async fn process_lane_batch(&self, lane: u32) -> Result<usize, StoreError> {
         let mode = self.mode().await?;
-        let started = std::time::Instant::now();
-        let moved = match mode {
-            MoveMode::Transactional => self.move_batch_in_transaction(lane).await?,
-            MoveMode::Idempotent => self.move_batch_idempotently(lane).await?,
-        };
-        if moved > 0 {
-            self.counters.add_batch(moved as u64, started.elapsed());
+        for _ in 0..MAX_ROUNDS {
+            let started = std::time::Instant::now();
+            let outcome = match mode {
+                MoveMode::Transactional => self.move_batch_in_transaction(lane).await,
+                MoveMode::Idempotent => self.move_batch_idempotently(lane).await,
+            };
+            let BatchFailure { error, ids } = match outcome {
+                Ok(moved) => {
+                    if moved > 0 {
+                        self.counters.add_batch(moved as u64, started.elapsed());
+                        self.limit.moved(moved);
+                    }
+                    return Ok(moved);
+                }
+                Err(failure) if failure.ids.is_empty() || is_transient(&failure.error) => return Err(failure.error),
+                Err(failure) => failure,
+            };
+            if let [id] = ids.as_slice() {
+                self.refused_alone(id, &error, mode).await?;
+            } else {
+                let next = self.limit.shrink_below(ids.len());
+                self.counters.add_batch_split();
+                warn!(%error, events = ids.len(), next, "the database refused a batch; retrying in smaller batches");
+            }
         }
-        Ok(moved)
+        Ok(0)
+    }
+
+    /// The entry `id` was refused on its own for `error`: after
+    /// [`POISON_ATTEMPTS`] refusals in a row, it is set aside in the
+    /// [`quarantine`], so the entries behind it move.
+    async fn refused_alone(&self, id: &Bson, error: &StoreError, mode: MoveMode) -> Result<(), StoreError> {
+        let strikes = self.limit.strike(id);
+        if strikes < POISON_ATTEMPTS {
+            debug!(%error, %id, strikes, "the database refused a queue entry on its own; trying it again");
+            return Ok(());
+        }
+        let reason = error.to_string();
+        if quarantine::set_aside(&self.store, id, &reason, mode == MoveMode::Transactional).await? {
+            self.counters.add_quarantined(1);
+            warn!(
+                %id, error = %reason,
+                "a queue entry the database refuses to move was set aside in {}; fix the cause, then requeue it \
+                 (analytics-service quarantine requeue)",
+                quarantine::QUARANTINE_COLLECTION
+            );
+        }
+        self.limit.forgive(id);
+        Ok(())
     }
 }

@@ -11,11 +11,12 @@ use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf, doc};
 use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
 use tracing::{debug, info, warn};
 
-use super::batch::prepare_for_events;
+use super::batch::{ids_of, prepare_for_events};
 use super::lanes::MovedBatch;
 use super::sessions::SESSION_REUSE;
-use super::{MAX_TRANSACTION_ATTEMPTS, Worker, retention};
+use super::{BatchFailure, MAX_TRANSACTION_ATTEMPTS, Worker, retention};
 use crate::rollups::{self, RollupDeltas};
+use crate::storage::error::TOO_LARGE_CODES;
 use crate::storage::{StoreError, only_duplicate_keys};
 
 impl Worker {
@@ -25,7 +26,7 @@ impl Worker {
     /// The lane's session is kept for the next batches (for up to
     /// [`SESSION_REUSE`]), so that it is registered once, not once per batch; a
     /// failed batch drops it.
-    pub(super) async fn move_batch_in_transaction(&self, lane: u32) -> Result<usize, StoreError> {
+    pub(super) async fn move_batch_in_transaction(&self, lane: u32) -> Result<usize, BatchFailure> {
         let kept = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&lane);
         let (mut session, started) = match kept {
             Some((session, started)) if started.elapsed() < SESSION_REUSE => (session, started),
@@ -43,7 +44,7 @@ impl Worker {
     }
 
     /// [`Worker::move_batch_in_transaction`] with the lane's session.
-    async fn move_batch_with(&self, session: &mut ClientSession, lane: u32) -> Result<usize, StoreError> {
+    async fn move_batch_with(&self, session: &mut ClientSession, lane: u32) -> Result<usize, BatchFailure> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -52,9 +53,10 @@ impl Worker {
                 Ok(read) => read,
                 Err(error) => {
                     let _ = session.abort_transaction().await;
-                    return Err(error);
+                    return Err(error.into());
                 }
             };
+            let ids = ids_of(&batch);
             let outcome = match self.move_within(&mut *session, batch, lane).await {
                 Ok(batch) if batch.moved == 0 => {
                     claim.settle();
@@ -93,7 +95,7 @@ impl Worker {
                     // Then the rest of the batch, on a fresh read.
                     self.discard_already_moved(ids).await?;
                 }
-                Err(TransactionError::Store(error)) => return Err(error),
+                Err(TransactionError::Store(error)) => return Err(BatchFailure { error, ids }),
             }
         }
     }
@@ -130,7 +132,8 @@ impl Worker {
             return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
         }
         let db = self.store.database();
-        deltas.add_counts(db, Some(&mut *session), lane).await?;
+        let limits = self.store.write_limits().await?;
+        deltas.add_counts(db, Some(&mut *session), lane, &limits).await?;
         // Visitors last, one lane at a time until its commit: a lane then finds
         // the visitors the other just recorded among the known ones, instead of
         // inserting them again (its snapshot predates that commit) and conflicting.
@@ -142,7 +145,7 @@ impl Worker {
             DateTime::from_millis(cutoff.timestamp_millis() + 24 * rollups::HOUR_MS)
         });
         self.known_visitors.trust_hours_from(trusted_from);
-        let visitors = match deltas.record_visitors(db, Some(session), Some(&self.known_visitors)).await {
+        let visitors = match deltas.record_visitors(db, Some(session), Some(&self.known_visitors), &limits).await {
             Ok(visitors) => visitors,
             // A new visitor recorded by a concurrent batch (of another worker,
             // or one this worker could not remember): retry.
@@ -254,8 +257,11 @@ impl From<mongodb::error::Error> for TransactionError {
             mongodb::error::ErrorKind::Command(command) => Some(command),
             _ => None,
         };
+        // Too large for one transaction: retrying the same batch cannot help
+        // (mongod may label it transient), a smaller one can (see `batch_limit`).
         if let Some(command) = command
             && error.contains_label(TRANSIENT_TRANSACTION_ERROR)
+            && !TOO_LARGE_CODES.contains(&command.code)
         {
             TransactionError::Conflict(command.code_name.clone())
         } else {

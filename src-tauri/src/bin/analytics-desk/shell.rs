@@ -65,6 +65,13 @@ async fn export_site_csv(controller: Shared<'_>, site_id: String) -> Result<Stri
     controller.export_site_csv(&site_id).await.map(|path| path.display().to_string())
 }
 
+/// The "Requeue" button: moves the quarantined entries back into the queue.
+#[tauri::command]
+async fn requeue_quarantine(controller: Shared<'_>) -> Result<Snapshot, String> {
+    controller.requeue_quarantine().await?;
+    Ok(controller.snapshot().await)
+}
+
 #[tauri::command]
 fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
@@ -106,6 +113,7 @@ pub fn run() {
             list_sites,
             site_stats,
             export_site_csv,
+            requeue_quarantine,
             recent_logs
         ])
         .build(tauri::generate_context!())

@@ -15,6 +15,7 @@ use crate::http::openapi::{HostNotAllowed, Unauthorized, Unavailable};
 use crate::http::state::{ApiState, WorkerHealth};
 use crate::storage::StoreError;
 use crate::telemetry::counters::METRICS_CONTENT_TYPE;
+use crate::worker::quarantine;
 
 /// Longest wait for `GET /health`'s database checks (ping and queue depth together).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,7 +24,7 @@ pub const METRICS_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The answer of `GET /health`.
 #[derive(Debug, serde::Serialize, ToSchema)]
-#[schema(example = json!({ "status": "ok", "database": "ok", "worker": "running", "queue_depth": 0 }))]
+#[schema(example = json!({ "status": "ok", "database": "ok", "worker": "running", "queue_depth": 0, "quarantined": 0 }))]
 pub struct Health {
     /// `ok`, or `unavailable` when the database does not answer.
     #[schema(value_type = String, example = "ok")]
@@ -39,6 +40,10 @@ pub struct Health {
     /// Events waiting in the queue (absent when it could not be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_depth: Option<u64>,
+    /// Queue entries the database refused to move, set aside in
+    /// `events_quarantine` for an operator to requeue (absent when it could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<u64>,
 }
 
 /// `GET /health`: the database's ping, this process's worker and the queue
@@ -64,11 +69,11 @@ pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Health>)
     let checks = async {
         state.store.ping().await?;
         // The ping proved the database answers: a failed count is no outage.
-        Ok::<_, StoreError>(state.store.queue_depth().await.ok())
+        Ok::<_, StoreError>((state.store.queue_depth().await.ok(), quarantine::count(&state.store).await.ok()))
     };
     let reason = match tokio::time::timeout(HEALTH_TIMEOUT, checks).await {
-        Ok(Ok(queue_depth)) => {
-            let health = Health { status: "ok", database: "ok", reason: None, worker, queue_depth };
+        Ok(Ok((queue_depth, quarantined))) => {
+            let health = Health { status: "ok", database: "ok", reason: None, worker, queue_depth, quarantined };
             return (StatusCode::OK, Json(health));
         }
         Ok(Err(error)) => {
@@ -78,8 +83,14 @@ pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Health>)
         }
         Err(_) => format!("the database did not answer a ping within {HEALTH_TIMEOUT:?}"),
     };
-    let health =
-        Health { status: "unavailable", database: "unreachable", reason: Some(reason), worker, queue_depth: None };
+    let health = Health {
+        status: "unavailable",
+        database: "unreachable",
+        reason: Some(reason),
+        worker,
+        queue_depth: None,
+        quarantined: None,
+    };
     (StatusCode::SERVICE_UNAVAILABLE, Json(health))
 }
 
@@ -105,7 +116,9 @@ pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Health>)
 )]
 pub async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.token.authorize(&headers)?;
-    let depth = tokio::time::timeout(METRICS_QUERY_TIMEOUT, state.store.queue_depth()).await;
-    state.counters.set_queue_depth(depth.ok().and_then(Result::ok));
+    let depths = async { (state.store.queue_depth().await.ok(), quarantine::count(&state.store).await.ok()) };
+    let (depth, quarantined) = tokio::time::timeout(METRICS_QUERY_TIMEOUT, depths).await.unwrap_or_default();
+    state.counters.set_queue_depth(depth);
+    state.counters.set_quarantine_depth(quarantined);
     Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], state.counters.encode()).into_response())
 }
