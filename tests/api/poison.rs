@@ -1,5 +1,5 @@
-//! Batches that cannot move whole: too big for one command or transaction
-//! (split, shrunk), or holding an entry that can never move (quarantined).
+//! Batches holding an entry that can never move (quarantined). The batch too
+//! big for one command or transaction has its own test binary (`tests/big_batches.rs`).
 
 use mongodb::bson::{Document, doc};
 use serde_json::json;
@@ -10,25 +10,6 @@ use analytics_desk::{rollups, worker};
 
 use crate::common::eventually;
 use crate::helpers::{TestApp, event_json, spawn_app, spawn_app_with, spawn_app_without_transactions};
-
-/// Sends `n` events with distinct paths of `path_len` bytes through `POST
-/// /events`, in requests under the 1 MiB body limit.
-async fn enqueue_long_paths(app: &TestApp, site: &str, n: usize, path_len: usize) {
-    let per_request = (900 * 1024 / (path_len + 100)).clamp(1, 500);
-    let mut sent = 0;
-    while sent < n {
-        let events: Vec<_> = (sent..n.min(sent + per_request))
-            .map(|i| {
-                let prefix = format!("/{i:08}/");
-                let path = format!("{prefix}{}", "x".repeat(path_len - prefix.len()));
-                json!({ "site_id": site, "event_type": "page_view", "path": path, "user_id": format!("u{}", i % 7) })
-            })
-            .collect();
-        sent += events.len();
-        let response = app.post_events(serde_json::to_string(&events).unwrap()).await;
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    }
-}
 
 /// Runs the worker's batches by hand until the queue is empty (bounded), and
 /// returns how many events moved. A batch that fails fails the test.
@@ -43,36 +24,6 @@ async fn move_all(app: &TestApp, batch_size: u32) -> usize {
         }
     }
     panic!("the queue did not drain within 10,000 batches ({moved} moved)");
-}
-
-#[tokio::test]
-async fn a_batch_of_10000_events_with_distinct_2_kib_paths_moves_with_exact_stats() {
-    let app = spawn_app_with(|config| config.batch_size = 10_000).await;
-    enqueue_long_paths(&app, "site-long", 20_000, 2048).await;
-    assert_eq!(app.queue_count().await, 20_000);
-
-    let moved = move_all(&app, 10_000).await;
-
-    assert_eq!(moved, 20_000);
-    assert_eq!((app.queue_count().await, app.events_count().await), (0, 20_000));
-    let stats = app.stats("site-long").await;
-    assert_eq!(stats["total_events"], 20_000);
-    assert_eq!(stats["unique_users"], 7);
-    assert_eq!(stats["events_by_type"], json!([{ "event_type": "page_view", "count": 20_000 }]));
-    let top = stats["top_paths"].as_array().expect("top paths");
-    assert!(!top.is_empty() && top.iter().all(|p| p["count"] == 1), "each path once");
-    // Every path counted once in the rollups, none twice nor lost.
-    let paths = app.store.database().collection::<Document>(rollups::PATHS);
-    let counted: i64 = sum_counts(&paths, doc! { "site_id": "site-long" }).await;
-    assert_eq!(counted, 20_000);
-}
-
-/// The sum of `count` over the documents of `collection` matching `filter`.
-async fn sum_counts(collection: &mongodb::Collection<Document>, filter: Document) -> i64 {
-    use futures_util::TryStreamExt;
-    let pipeline = [doc! { "$match": filter }, doc! { "$group": { "_id": null, "n": { "$sum": "$count" } } }];
-    let sums: Vec<Document> = collection.aggregate(pipeline).await.unwrap().try_collect().await.unwrap();
-    sums.first().map(|s| s.get_i64("n").or_else(|_| s.get_i32("n").map(i64::from)).unwrap()).unwrap_or(0)
 }
 
 /// Makes every event of `path` refused by the server: its counting documents
