@@ -7,6 +7,7 @@
 #[path = "common/mod.rs"]
 mod common;
 #[path = "api/helpers.rs"]
+#[allow(dead_code)] // shared with the API tests, which use all of it
 mod helpers;
 
 use mongodb::bson::{Document, doc};
