@@ -9,7 +9,7 @@ use std::time::Duration;
 use analytics_desk::{rollups, worker};
 
 use crate::common::eventually;
-use crate::helpers::{TestApp, event_json, spawn_app, spawn_app_with, spawn_app_without_transactions};
+use crate::helpers::{TestApp, event_json, spawn_app, spawn_app_without_transactions};
 
 /// Runs the worker's batches by hand until the queue is empty (bounded), and
 /// returns how many events moved. A batch that fails fails the test.
