@@ -10,11 +10,12 @@
 use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{DateTime, Document, RawDocument, doc};
+use mongodb::bson::{Bson, DateTime, Document, RawDocument, doc};
 use mongodb::{ClientSession, Database};
 
 use super::known_visitors::{KnownVisitors, VisitorDigest};
 use super::{HOURLY_PATHS, HOURLY_VISITORS, PATHS, SITES, VISITORS, hour_of, key, shard_key};
+use crate::storage::error::TOO_LARGE_CODES;
 use crate::storage::{StoreError, WriteLimits};
 
 /// The fields of an event the rollups are keyed by.
@@ -206,7 +207,13 @@ impl<'a> RollupDeltas<'a> {
             if let Ok(errors) = reply.get_array("writeErrors")
                 && !errors.is_empty()
             {
-                return Err(StoreError::Refused(format!("rollup update refused: {errors:?}")));
+                let code = |e: &Bson| e.as_document().and_then(|e| e.get_i32("code").ok());
+                let message = format!("rollup update refused: {errors:?}");
+                return Err(if errors.iter().filter_map(code).any(|c| TOO_LARGE_CODES.contains(&c)) {
+                    StoreError::TooLarge(message)
+                } else {
+                    StoreError::Refused(message)
+                });
             }
         }
         Ok(())

@@ -29,6 +29,10 @@ pub enum StoreError {
     /// The server refused some statements of a write command.
     #[error("database refused a write: {0}")]
     Refused(String),
+    /// The server refused some statements of a write command as too large
+    /// (one of [`TOO_LARGE_CODES`]): a smaller batch may pass.
+    #[error("database refused a write as too large: {0}")]
+    TooLarge(String),
 }
 
 /// The server's code for creating a collection that exists.
@@ -66,6 +70,25 @@ pub fn only_duplicate_keys(error: &MongoError) -> bool {
 /// transient), but a smaller batch can.
 pub const TOO_LARGE_CODES: [i32; 3] = [10334, 257, 388];
 
+/// True when the server (or the driver) refused a write for its size: a
+/// smaller batch may pass where this one never will.
+pub fn is_too_large(error: &StoreError) -> bool {
+    let error = match error {
+        StoreError::TooLarge(_) => return true,
+        StoreError::Operation(error) => error,
+        _ => return false,
+    };
+    match error.kind.as_ref() {
+        ErrorKind::Command(e) => TOO_LARGE_CODES.contains(&e.code),
+        ErrorKind::Write(WriteFailure::WriteError(e)) => TOO_LARGE_CODES.contains(&e.code),
+        ErrorKind::InsertMany(failure) => {
+            failure.write_errors.iter().flatten().any(|e| TOO_LARGE_CODES.contains(&e.code))
+        }
+        ErrorKind::InvalidArgument { .. } => true,
+        _ => false,
+    }
+}
+
 /// Server codes of a passing state, not of the data: the primary changing or
 /// stepping down, a shutdown, the network, a time limit, a conflict, a lock,
 /// a missing privilege (a configuration to fix, not an entry to set aside).
@@ -86,7 +109,7 @@ pub fn is_transient(error: &StoreError) -> bool {
     use mongodb::error::{RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR};
     let error = match error {
         StoreError::Unreachable { .. } | StoreError::Timeout(_) => return true,
-        StoreError::Refused(_) => return false,
+        StoreError::Refused(_) | StoreError::TooLarge(_) => return false,
         StoreError::Operation(error) => error,
     };
     let codes: Vec<i32> = match error.kind.as_ref() {

@@ -19,7 +19,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::config::{Config, EVENTS_COLLECTION};
 
-pub use error::{StoreError, is_duplicate_key, is_transient, only_duplicate_keys};
+pub use error::{StoreError, is_duplicate_key, is_too_large, is_transient, only_duplicate_keys};
 
 /// How long an operation waits for a usable server before failing; keeps the
 /// API's "database unavailable" answer within a couple of seconds.

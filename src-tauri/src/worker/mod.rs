@@ -64,7 +64,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::rollups::{self, KnownVisitors};
-use crate::storage::{Store, StoreError, is_transient};
+use crate::storage::{Store, StoreError, is_too_large, is_transient};
 use crate::telemetry::counters::PipelineCounters;
 use batch_limit::BatchLimit;
 use head_window::HeadWindow;
@@ -368,7 +368,7 @@ impl Worker {
             if let [id] = ids.as_slice() {
                 self.refused_alone(id, &error, mode).await?;
             } else {
-                let next = self.limit.shrink_below(ids.len());
+                let next = self.limit.shrink_below(ids.len(), is_too_large(&error));
                 self.counters.add_batch_split();
                 warn!(%error, events = ids.len(), next, "the database refused a batch; retrying in smaller batches");
             }
