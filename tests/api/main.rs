@@ -17,6 +17,7 @@ mod liveness;
 mod local_database;
 mod metrics;
 mod openapi;
+mod ranks;
 mod rebuild_fence;
 mod retention;
 mod retries;

@@ -15,7 +15,7 @@ use super::batch::prepare_for_events;
 use super::lanes::MovedBatch;
 use super::sessions::SESSION_REUSE;
 use super::{MAX_TRANSACTION_ATTEMPTS, Worker, retention};
-use crate::rollups::{self, RollupDeltas};
+use crate::rollups::{self, RankDeltas, RollupDeltas};
 use crate::storage::{StoreError, only_duplicate_keys};
 
 impl Worker {
@@ -142,7 +142,7 @@ impl Worker {
             DateTime::from_millis(cutoff.timestamp_millis() + 24 * rollups::HOUR_MS)
         });
         self.known_visitors.trust_hours_from(trusted_from);
-        let visitors = match deltas.record_visitors(db, Some(session), Some(&self.known_visitors)).await {
+        let visitors = match deltas.record_visitors(db, Some(&mut *session), Some(&self.known_visitors)).await {
             Ok(visitors) => visitors,
             // A new visitor recorded by a concurrent batch (of another worker,
             // or one this worker could not remember): retry.
@@ -151,6 +151,14 @@ impl Worker {
             }
             Err(error) => return Err(error.into()),
         };
+        // The ranks are not sharded: written in this turn too, so the lanes never conflict on them.
+        match RankDeltas::of(batch.iter().map(|event| &**event)).apply(db, session).await {
+            Ok(()) => {}
+            Err(StoreError::Operation(error)) if only_duplicate_keys(&error) => {
+                return Err(TransactionError::Conflict("a site's user recorded by a concurrent batch".into()));
+            }
+            Err(error) => return Err(error.into()),
+        }
         Ok(MovedBatch { moved, visitors, _visitors_turn: Some(visitors_turn) })
     }
 
