@@ -90,8 +90,9 @@ async fn assert_ranks_hold(app: &TestApp, events: &[Sent], site: &str, users_exa
     };
     assert_eq!(read(documents(app, ranks::RANK_PATHS, site).await, "path"), paths, "path ranks of {site}");
     assert_eq!(read(documents(app, ranks::RANK_TYPES, site).await, "event_type"), types, "type ranks of {site}");
+    // The types in one document, the users in one per lane shard.
     let site_ranks = documents(app, ranks::SITE_RANKS, site).await;
-    let counter = |field| site_ranks.first().map_or(0, |d| rollups::count_of(d.get(field)));
+    let counter = |field| site_ranks.iter().map(|d| rollups::count_of(d.get(field))).sum::<u64>();
     assert_eq!(counter("types"), types.len() as u64, "types counted for {site}");
     if users_exact {
         assert_eq!(counter("users"), users.len() as u64, "users counted for {site}");
@@ -123,6 +124,24 @@ async fn assert_stats_agree(app: &TestApp, events: &[Sent], site: &str) {
     assert_eq!(http, serde_json::to_value(&served).unwrap(), "GET /stats serves the same");
 }
 
+/// Folds every pending count into the ranks (as the worker does after a batch).
+async fn fold_all(app: &TestApp) {
+    let mut session = app.store.client().start_session().await.unwrap();
+    for _ in 0..1000 {
+        session.start_transaction().await.unwrap();
+        let folded = ranks::fold(app.store.database(), &mut session, None).await.unwrap();
+        session.commit_transaction().await.unwrap();
+        if folded == 0 {
+            return;
+        }
+    }
+    panic!("pending counts left after 1,000 folds");
+}
+
+async fn pending_count(app: &TestApp) -> u64 {
+    app.store.database().collection::<Document>(ranks::PENDING).count_documents(doc! {}).await.unwrap()
+}
+
 #[tokio::test]
 async fn ranks_stay_exact_through_batches_retention_and_a_rebuild() {
     let app = spawn_app().await;
@@ -133,6 +152,7 @@ async fn ranks_stay_exact_through_batches_retention_and_a_rebuild() {
     while worker.process_batch().await.expect("batch moved") > 0 {}
     let readiness = rollups::readiness(&app.store).await.unwrap();
     assert!(readiness.ready && readiness.ranked, "a fresh database is ranked: {readiness:?}");
+    assert_eq!(pending_count(&app).await, 0, "the worker folds each batch's counts after its commit");
     for site in ["ranked", "other"] {
         assert_ranks_hold(&app, &events, site, true).await;
         assert_stats_agree(&app, &events, site).await;
@@ -187,6 +207,60 @@ async fn two_workers_and_two_lanes_keep_the_ranks_exact() {
         assert!(tokio::time::Instant::now() < deadline, "the queue did not drain in time");
     }
     assert_eq!(app.events_count().await as usize, events.len(), "every event moved once");
+    // Served exactly with whatever is still pending (a fold lost to the other worker's)...
+    for site in ["ranked", "other"] {
+        assert_stats_agree(&app, &events, site).await;
+    }
+    // ...and, once folded, the ranks hold it all.
+    fold_all(&app).await;
+    for site in ["ranked", "other"] {
+        assert_ranks_hold(&app, &events, site, true).await;
+        assert_stats_agree(&app, &events, site).await;
+    }
+}
+
+#[tokio::test]
+async fn counts_still_pending_are_added_to_the_ranked_stats() {
+    let app = spawn_app().await;
+    let mut events = events();
+    post(&app, &events).await;
+    app.drain_queue().await;
+    // A batch committed whose fold has not run (lost to another worker's, or
+    // the worker stopped): new top paths, a type new to the site, new users.
+    let late: Vec<Sent> = (0..60i64)
+        .map(|n| {
+            let (kind, path) = if n < 40 { ("late", "/late") } else { ("t29", "/p03") };
+            ("ranked".into(), kind.into(), path.into(), format!("late{}", n % 7), START + 5 * HOUR + n)
+        })
+        .collect();
+    let raw: Vec<mongodb::bson::RawDocumentBuf> = late
+        .iter()
+        .map(|(site, kind, path, user, millis)| {
+            let event = doc! { "site_id": site, "event_type": kind, "path": path, "user_id": user,
+                "timestamp": DateTime::from_millis(*millis) };
+            mongodb::bson::RawDocumentBuf::from_document(&event).unwrap()
+        })
+        .collect();
+    let db = app.store.database();
+    let mut session = app.store.client().start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    app.store.events().clone_with_type::<mongodb::bson::RawDocumentBuf>().insert_many(&raw).session(&mut session).await.unwrap();
+    let deltas = rollups::RollupDeltas::of(raw.iter().map(|e| &**e));
+    deltas.apply(db, Some(&mut session), None, 0).await.unwrap();
+    let ranked = rollups::RankDeltas::of(raw.iter().map(|e| &**e));
+    ranked.add_pending(db, &mut session, None, 0).await.unwrap();
+    session.commit_transaction().await.unwrap();
+    events.extend(late);
+
+    assert!(pending_count(&app).await > 0, "the late batch's counts are pending");
+    let served = stats::site_stats(&app.store, &StatsFilter::site("ranked")).await.unwrap();
+    assert_eq!(served.top_paths[0].path, "/late", "a pending path rises to the top");
+    assert!(served.events_by_type.iter().any(|t| t.event_type == "late"), "a pending type, new to the site");
+    assert_eq!(served.events_by_type_other.map(|o| o.types), Some(11), "31 types, 20 listed");
+    for site in ["ranked", "other"] {
+        assert_stats_agree(&app, &events, site).await;
+    }
+    fold_all(&app).await;
     for site in ["ranked", "other"] {
         assert_ranks_hold(&app, &events, site, true).await;
         assert_stats_agree(&app, &events, site).await;

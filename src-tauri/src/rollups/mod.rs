@@ -70,7 +70,7 @@ pub const HOURLY_VISITORS: &str = "stats_hourly_visitors";
 pub const META: &str = "stats_meta";
 
 /// Every rollup collection (the ranks' included, see [`ranks`]).
-pub const COLLECTIONS: [&str; 9] = [
+pub const COLLECTIONS: [&str; 10] = [
     SITES,
     PATHS,
     VISITORS,
@@ -80,6 +80,7 @@ pub const COLLECTIONS: [&str; 9] = [
     ranks::RANK_TYPES,
     ranks::SITE_USERS,
     ranks::SITE_RANKS,
+    ranks::PENDING,
 ];
 
 /// One hour in milliseconds.
@@ -149,8 +150,10 @@ pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
         // The ranks' top N: a sort and limit the index answers (see [`ranks`]).
         (ranks::RANK_PATHS, doc! { "site_id": 1, "count": -1, "path": 1 }),
         (ranks::RANK_TYPES, doc! { "site_id": 1, "count": -1, "event_type": 1 }),
-        // A site's total is the sum of its shards.
+        // A site's total (and users) is the sum of its shards; its pending counts.
         (SITES, doc! { "site_id": 1 }),
+        (ranks::SITE_RANKS, doc! { "site_id": 1 }),
+        (ranks::PENDING, doc! { "site_id": 1 }),
     ];
     for (collection, keys) in indexes {
         db.collection::<Document>(collection).create_index(index(keys)).await?;

@@ -10,15 +10,29 @@
 //! | `stats_rank_paths` | site, path | `count` (all event types) |
 //! | `stats_rank_types` | site, event type | `count` |
 //! | `stats_site_users` | site, user | (presence) |
-//! | `stats_site_ranks` | site | `types`, `users` |
+//! | `stats_site_ranks` | site and lane shard / site | `users` / `types` |
+//! | `stats_rank_pending` | batch, site, kind (`path`, `type`) | `counts`: `[{k, n}]` |
 //!
-//! Unlike the counting rollups these are not sharded per lane: a batch writes
-//! them in the part of its transaction that runs one lane at a time (the
-//! visitors' turn, see `worker`), so the lanes of one worker never conflict on
-//! them; two workers may, and retry like they do on visitors. Retention takes
-//! counts off (and deletes the documents at zero); distinct users cannot be
-//! taken off (stats then read the hourly visitors, as for the other rollups).
-//! A rebuild from `events` writes them in the same fenced chunks as the rest.
+//! The rank counts cannot be sharded per lane (the top N would then need a
+//! sum over shards, i.e. over every key), and a transaction that updates a
+//! document another committed after its snapshot conflicts, whatever turn the
+//! lanes take. So a batch's transaction only *inserts* its counts as pending
+//! documents (new `_id`s: nothing to conflict on), and the worker folds the
+//! pending documents into the ranks right after its commit, in a transaction
+//! of its own started under the lanes' turn: folds of one worker never
+//! overlap, so they never conflict; two workers' folds may, and the loser
+//! leaves the pending documents to the next fold. Readers add what is still
+//! pending (see `stats`), so the figures are exact at every commit.
+//!
+//! Users are presences (looked up first, the ones this worker saw committed
+//! skipped, as for visitors) counted into the lane's shard of the site's
+//! `users`; the number of types is kept by the folds.
+//!
+//! Retention folds the site's pending counts, then takes counts off (and
+//! deletes the documents at zero), in the same transaction; distinct users
+//! cannot be taken off (stats then read the hourly visitors, as for the other
+//! rollups). A rebuild from `events` writes the ranks directly, in the same
+//! fenced chunks as the rest.
 //!
 //! Every write of many keys goes in commands of at most [`KEYS_PER_COMMAND`]
 //! keys (paths are at most 2 KiB: well under the 16 MiB of a command).
@@ -26,10 +40,13 @@
 use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, RawDocument, doc};
 use mongodb::{ClientSession, Database};
 
-use super::{count_of, key};
+use super::deltas::Presence;
+use super::known_visitors::{KnownVisitors, VisitorDigest};
+use super::{count_of, key, shard_key};
 use crate::storage::StoreError;
 
 /// All-time events per site and path (all types).
@@ -38,14 +55,25 @@ pub const RANK_PATHS: &str = "stats_rank_paths";
 pub const RANK_TYPES: &str = "stats_rank_types";
 /// Users seen per site (all types).
 pub const SITE_USERS: &str = "stats_site_users";
-/// Per site: how many types `stats_rank_types` holds and how many users `stats_site_users`.
+/// Per site: its users per lane shard, and its number of types.
 pub const SITE_RANKS: &str = "stats_site_ranks";
+/// Counts of committed batches not folded into the ranks yet.
+pub const PENDING: &str = "stats_rank_pending";
 
 /// Every collection of the ranks.
-pub const COLLECTIONS: [&str; 4] = [RANK_PATHS, RANK_TYPES, SITE_USERS, SITE_RANKS];
+pub const COLLECTIONS: [&str; 5] = [RANK_PATHS, RANK_TYPES, SITE_USERS, SITE_RANKS, PENDING];
 
-/// Most keys written (or looked up) by one command.
+/// Most keys written (or looked up) by one command, or held by one pending document.
 pub const KEYS_PER_COMMAND: usize = 1_000;
+
+/// Most pending documents one fold takes (the rest wait for the next).
+pub const FOLD_LIMIT: i64 = 200;
+
+/// The `_id` of the document counting `site`'s types in [`SITE_RANKS`] (the
+/// users' are its [`shard_key`]s, which end in a number or nothing).
+pub fn types_counter_id(site: &str) -> String {
+    key(&[site, "types"])
+}
 
 /// What one batch (or rebuild chunk) adds to the ranks, borrowing its strings.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -70,63 +98,153 @@ impl<'a> RankDeltas<'a> {
         deltas
     }
 
-    /// Writes the deltas within `session`'s transaction: counts upserted, new
-    /// users inserted (looked up first: inside a transaction a duplicate key
-    /// aborts everything), and the per-site numbers of types and users raised
-    /// by those new to the site. A user recorded meanwhile by another worker's
-    /// batch fails with a duplicate key: the caller retries, as for visitors.
+    /// A batch's part, within its transaction: the counts inserted as pending
+    /// documents (folded later by [`fold`]), the users recorded and counted
+    /// into shard `shard`. Returns the users to remember in `known` once committed.
+    pub async fn add_pending(
+        &self,
+        db: &Database,
+        session: &mut ClientSession,
+        known: Option<&KnownVisitors>,
+        shard: u32,
+    ) -> Result<Vec<VisitorDigest>, StoreError> {
+        let mut pending = Vec::new();
+        for (kind, counts) in [("path", &self.paths), ("type", &self.types)] {
+            let mut by_site: HashMap<&str, Vec<Document>> = HashMap::new();
+            for (&(site, value), n) in counts {
+                by_site.entry(site).or_default().push(doc! { "k": value, "n": *n });
+            }
+            for (site, counts) in by_site {
+                for chunk in counts.chunks(KEYS_PER_COMMAND) {
+                    pending.push(doc! { "_id": ObjectId::new(), "site_id": site, "kind": kind, "counts": chunk });
+                }
+            }
+        }
+        if !pending.is_empty() {
+            db.collection::<Document>(PENDING).insert_many(pending).session(&mut *session).await?;
+        }
+        self.record_users(db, session, known, shard).await
+    }
+
+    /// A rebuild chunk's part, within its (fenced) transaction: the counts
+    /// straight into the ranks, the users recorded and counted into shard 0.
     pub async fn apply(&self, db: &Database, session: &mut ClientSession) -> Result<(), StoreError> {
         let paths = self.paths.iter().map(|(&(site, path), n)| (site, "path", path, *n)).collect();
         upsert_counts(db, session, RANK_PATHS, paths).await?;
         let types = self.types.iter().map(|(&(site, kind), n)| (site, "event_type", kind, *n)).collect();
         let new_types = upsert_counts(db, session, RANK_TYPES, types).await?;
-        let new_users = self.record_users(db, session).await?;
-        let mut sites: HashMap<&str, (i64, i64)> = HashMap::new();
-        for site in new_types {
-            sites.entry(site).or_default().0 += 1;
-        }
-        for site in new_users {
-            sites.entry(site).or_default().1 += 1;
-        }
-        let updates: Vec<Document> = sites
-            .into_iter()
-            .map(|(site, (types, users))| {
-                doc! {
-                    "q": { "_id": site },
-                    "u": { "$inc": { "types": types, "users": users }, "$setOnInsert": { "site_id": site } },
-                    "upsert": true,
-                }
-            })
-            .collect();
-        for chunk in updates.chunks(KEYS_PER_COMMAND) {
-            update(db, session, SITE_RANKS, chunk.to_vec()).await?;
-        }
+        count_new_types(db, session, new_types).await?;
+        self.record_users(db, session, None, 0).await?;
         Ok(())
     }
 
-    /// Inserts the users not recorded yet for their site; returns the site of each one inserted.
-    async fn record_users(&self, db: &Database, session: &mut ClientSession) -> Result<Vec<&'a str>, StoreError> {
+    /// Inserts the users not recorded yet for their site (those `known` holds
+    /// skipped, the others looked up: inside a transaction a duplicate key
+    /// aborts everything) and counts them into shard `shard` of their site.
+    async fn record_users(
+        &self,
+        db: &Database,
+        session: &mut ClientSession,
+        known: Option<&KnownVisitors>,
+        shard: u32,
+    ) -> Result<Vec<VisitorDigest>, StoreError> {
         let collection = db.collection::<Document>(SITE_USERS);
-        let users: Vec<(String, &'a str, &'a str)> =
-            self.users.iter().map(|&(site, user)| (key(&[site, user]), site, user)).collect();
-        let mut new_sites = Vec::new();
-        for chunk in users.chunks(KEYS_PER_COMMAND) {
-            let ids: Vec<&str> = chunk.iter().map(|(id, ..)| id.as_str()).collect();
+        let unknown: Vec<(VisitorDigest, Presence<'a>)> = self
+            .users
+            .iter()
+            .map(|&(site_id, user_id)| {
+                let presence = Presence { id: key(&[site_id, user_id]), site_id, event_type: "", user_id, hour: None };
+                (VisitorDigest::of(SITE_USERS, &presence), presence)
+            })
+            .filter(|(digest, _)| !known.is_some_and(|known| known.holds(*digest, None)))
+            .collect();
+        let mut new_users: HashMap<&str, i64> = HashMap::new();
+        for chunk in unknown.chunks(KEYS_PER_COMMAND) {
+            let ids: Vec<&str> = chunk.iter().map(|(_, p)| p.id.as_str()).collect();
             let find = collection.find(doc! { "_id": { "$in": ids } }).projection(doc! { "_id": 1 });
             let found: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
             let found: HashSet<&str> = found.iter().filter_map(|d| d.get_str("_id").ok()).collect();
             let new: Vec<Document> = chunk
                 .iter()
-                .filter(|(id, ..)| !found.contains(id.as_str()))
-                .map(|(id, site, user)| doc! { "_id": id, "site_id": *site, "user_id": *user })
+                .filter(|(_, p)| !found.contains(p.id.as_str()))
+                .map(|(_, p)| {
+                    *new_users.entry(p.site_id).or_default() += 1;
+                    doc! { "_id": &p.id, "site_id": p.site_id, "user_id": p.user_id }
+                })
                 .collect();
-            new_sites.extend(chunk.iter().filter(|(id, ..)| !found.contains(id.as_str())).map(|(_, site, _)| *site));
             if !new.is_empty() {
                 collection.insert_many(new).session(&mut *session).await?;
             }
         }
-        Ok(new_sites)
+        let updates: Vec<Document> = new_users
+            .into_iter()
+            .map(|(site, n)| {
+                let fields = doc! { "site_id": site, "shard": i64::from(shard) };
+                let id = shard_key(&[site], shard);
+                doc! { "q": { "_id": id }, "u": { "$inc": { "users": n }, "$setOnInsert": fields }, "upsert": true }
+            })
+            .collect();
+        for chunk in updates.chunks(KEYS_PER_COMMAND) {
+            update(db, session, SITE_RANKS, chunk.to_vec()).await?;
+        }
+        Ok(unknown.into_iter().map(|(digest, _)| digest).collect())
     }
+}
+
+/// Raises the number of types of each site listed (once per type new to it).
+async fn count_new_types(db: &Database, session: &mut ClientSession, new_types: Vec<&str>) -> Result<(), StoreError> {
+    let mut sites: HashMap<&str, i64> = HashMap::new();
+    for site in new_types {
+        *sites.entry(site).or_default() += 1;
+    }
+    let updates: Vec<Document> = sites
+        .into_iter()
+        .map(|(site, n)| {
+            let id = types_counter_id(site);
+            doc! { "q": { "_id": id }, "u": { "$inc": { "types": n }, "$setOnInsert": { "site_id": site } }, "upsert": true }
+        })
+        .collect();
+    for chunk in updates.chunks(KEYS_PER_COMMAND) {
+        update(db, session, SITE_RANKS, chunk.to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// Folds pending counts into the ranks within `session`'s transaction: those
+/// of `site` (all of them), or of any site (at most [`FOLD_LIMIT`] documents).
+/// Returns how many pending documents were folded.
+pub async fn fold(db: &Database, session: &mut ClientSession, site: Option<&str>) -> Result<usize, StoreError> {
+    let collection = db.collection::<Document>(PENDING);
+    let find = match site {
+        Some(site) => collection.find(doc! { "site_id": site }),
+        None => collection.find(doc! {}).limit(FOLD_LIMIT),
+    };
+    let pending: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let mut paths: HashMap<(String, String), i64> = HashMap::new();
+    let mut types: HashMap<(String, String), i64> = HashMap::new();
+    for document in &pending {
+        let site = document.get_str("site_id").unwrap_or("").to_string();
+        let into = if document.get_str("kind") == Ok("path") { &mut paths } else { &mut types };
+        for entry in document.get_array("counts").map(|a| a.as_slice()).unwrap_or_default() {
+            if let Some(entry) = entry.as_document() {
+                let value = entry.get_str("k").unwrap_or("").to_string();
+                *into.entry((site.clone(), value)).or_default() += count_of(entry.get("n")) as i64;
+            }
+        }
+    }
+    let counts = paths.iter().map(|((site, path), n)| (site.as_str(), "path", path.as_str(), *n)).collect();
+    upsert_counts(db, session, RANK_PATHS, counts).await?;
+    let counts = types.iter().map(|((site, kind), n)| (site.as_str(), "event_type", kind.as_str(), *n)).collect();
+    let new_types = upsert_counts(db, session, RANK_TYPES, counts).await?;
+    count_new_types(db, session, new_types).await?;
+    let ids: Vec<Bson> = pending.iter().filter_map(|d| d.get("_id").cloned()).collect();
+    for chunk in ids.chunks(KEYS_PER_COMMAND) {
+        collection.delete_many(doc! { "_id": { "$in": chunk } }).session(&mut *session).await?;
+    }
+    Ok(pending.len())
 }
 
 /// Upserts `(site, field, value, n)` counts into `collection` (`_id` the key of
@@ -182,13 +300,16 @@ async fn update(
 
 /// Takes events off one site's ranks within `session`'s transaction (retention):
 /// `taken` holds the events deleted per (event type, path). Counts reaching
-/// zero are deleted, and the site's number of types follows.
+/// zero are deleted, and the site's number of types follows. The site's
+/// pending counts are folded first.
 pub async fn subtract(
     db: &Database,
     session: &mut ClientSession,
     site: &str,
     taken: &HashMap<(String, String), i64>,
 ) -> Result<(), StoreError> {
+    // Pending counts may hold some of the events taken: fold them first.
+    fold(db, session, Some(site)).await?;
     let mut paths: HashMap<&str, i64> = HashMap::new();
     let mut types: HashMap<&str, i64> = HashMap::new();
     for ((kind, path), n) in taken {
@@ -198,7 +319,7 @@ pub async fn subtract(
     take_off(db, session, RANK_PATHS, site, paths).await?;
     let types_gone = take_off(db, session, RANK_TYPES, site, types).await?;
     if types_gone > 0 {
-        let fewer = doc! { "q": { "_id": site }, "u": { "$inc": { "types": -(types_gone as i64) } } };
+        let fewer = doc! { "q": { "_id": types_counter_id(site) }, "u": { "$inc": { "types": -(types_gone as i64) } } };
         update(db, session, SITE_RANKS, vec![fewer]).await?;
     }
     Ok(())

@@ -1,7 +1,12 @@
 //! The all-time, unfiltered stats of a site from the ranks the worker keeps
 //! (see [`crate::rollups::ranks`]): the top paths and types are a sort and
 //! limit an index answers, the other figures a few small documents, so the
-//! answer takes the same few milliseconds whatever the site holds.
+//! answer takes the same few milliseconds whatever the site holds. Counts of
+//! committed batches not folded into the ranks yet (a few documents, usually
+//! none) are added: they only raise counts, so the top N of the sum is among
+//! the ranks' top N and the pending keys.
+
+use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
@@ -19,11 +24,12 @@ pub(super) async fn ranked_site_stats(
     site_id: &str,
     visitors_exact: bool,
 ) -> Result<SiteStats, StoreError> {
-    let (top_paths, top_types, total_events, site, unique_users) = tokio::try_join!(
+    let (top_paths, top_types, total_events, site, pending, unique_users) = tokio::try_join!(
         top(store, ranks::RANK_PATHS, "path", site_id, TOP_PATHS),
         top(store, ranks::RANK_TYPES, "event_type", site_id, TOP_EVENT_TYPES),
         total_events(store, site_id),
         site_ranks(store, site_id),
+        pending(store, site_id),
         async {
             if visitors_exact {
                 return Ok(None);
@@ -38,19 +44,24 @@ pub(super) async fn ranked_site_stats(
             Ok(Some(rows.first().map_or(0, |row| count_of(row.get("n")))))
         },
     )?;
-    let unique_users = unique_users.unwrap_or_else(|| count_of(site.as_ref().and_then(|s| s.get("users"))));
-    let types = count_of(site.as_ref().and_then(|s| s.get("types")));
-    let events_by_type: Vec<TypeCount> = top_types
-        .iter()
-        .map(|t| TypeCount { event_type: text(t.get("event_type")), count: count_of(t.get("count")) })
-        .collect();
+    let unique_users = unique_users.unwrap_or_else(|| site.iter().map(|s| count_of(s.get("users"))).sum());
+    let mut types: u64 = site.iter().map(|s| count_of(s.get("types"))).sum();
+    let (pending_paths, pending_types) = pending;
+    let top_paths = with_pending(store, ranks::RANK_PATHS, site_id, top_paths, "path", pending_paths, TOP_PATHS);
+    let (top_paths, (top_types, new_types)) = tokio::try_join!(
+        top_paths,
+        with_pending(store, ranks::RANK_TYPES, site_id, top_types, "event_type", pending_types, TOP_EVENT_TYPES),
+    )?;
+    let (top_paths, _) = top_paths;
+    types += new_types;
+    let events_by_type: Vec<TypeCount> =
+        top_types.into_iter().map(|(event_type, count)| TypeCount { event_type, count }).collect();
     let listed: u64 = events_by_type.iter().map(|t| t.count).sum();
     let events_by_type_other = (types > events_by_type.len() as u64).then(|| OtherTypes {
         types: types - events_by_type.len() as u64,
         count: total_events.saturating_sub(listed),
     });
-    let top_paths =
-        top_paths.iter().map(|p| PathCount { path: text(p.get("path")), count: count_of(p.get("count")) }).collect();
+    let top_paths = top_paths.into_iter().map(|(path, count)| PathCount { path, count }).collect();
     Ok(SiteStats { total_events, unique_users, top_paths, events_by_type, events_by_type_other })
 }
 
@@ -87,13 +98,79 @@ async fn total_events(store: &Store, site_id: &str) -> Result<u64, StoreError> {
     Ok(rows.first().map_or(0, |row| count_of(row.get("count"))))
 }
 
-/// The site's numbers of types and users, if it has any.
-async fn site_ranks(store: &Store, site_id: &str) -> Result<Option<Document>, StoreError> {
+/// The site's documents counting its types and (per shard) users.
+async fn site_ranks(store: &Store, site_id: &str) -> Result<Vec<Document>, StoreError> {
+    let collection = store.database().collection::<Document>(ranks::SITE_RANKS);
+    find_all(store, &collection, doc! { "site_id": site_id }).await
+}
+
+/// Counts per key of one kind.
+type Counts = HashMap<String, u64>;
+
+/// The site's pending counts, per path and per type.
+async fn pending(store: &Store, site_id: &str) -> Result<(Counts, Counts), StoreError> {
+    let collection = store.database().collection::<Document>(ranks::PENDING);
+    let (mut paths, mut types) = (Counts::new(), Counts::new());
+    for document in find_all(store, &collection, doc! { "site_id": site_id }).await? {
+        let into = if document.get_str("kind") == Ok("path") { &mut paths } else { &mut types };
+        for entry in document.get_array("counts").map(|a| a.as_slice()).unwrap_or_default() {
+            if let Some(entry) = entry.as_document() {
+                *into.entry(text(entry.get("k"))).or_default() += count_of(entry.get("n"));
+            }
+        }
+    }
+    Ok((paths, types))
+}
+
+/// The top `limit` of the ranks' `top` rows plus `pending` (by count
+/// descending, then key ascending), and how many pending keys the ranks do
+/// not hold yet (types new to the site).
+async fn with_pending(
+    store: &Store,
+    collection: &str,
+    site_id: &str,
+    top: Vec<Document>,
+    field: &str,
+    pending: Counts,
+    limit: usize,
+) -> Result<(Vec<(String, u64)>, u64), StoreError> {
+    let mut counts: Counts = top.iter().map(|row| (text(row.get(field)), count_of(row.get("count")))).collect();
+    let mut new_keys = 0;
+    if !pending.is_empty() {
+        // The ranked counts of the pending keys not in the top already.
+        let ids: Vec<String> =
+            pending.keys().filter(|k| !counts.contains_key(*k)).map(|k| rollups::key(&[site_id, k])).collect();
+        let collection = store.database().collection::<Document>(collection);
+        let mut ranked = Counts::new();
+        for chunk in ids.chunks(ranks::KEYS_PER_COMMAND) {
+            for row in find_all(store, &collection, doc! { "_id": { "$in": chunk } }).await? {
+                ranked.insert(text(row.get(field)), count_of(row.get("count")));
+            }
+        }
+        for (key, n) in pending {
+            let base = match counts.get(&key).or(ranked.get(&key)) {
+                Some(count) => *count,
+                None => {
+                    new_keys += 1;
+                    0
+                }
+            };
+            counts.insert(key, base + n);
+        }
+    }
+    let mut rows: Vec<(String, u64)> = counts.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows.truncate(limit);
+    Ok((rows, new_keys))
+}
+
+/// Every document matching on `collection`, within the stats time limit.
+async fn find_all(
+    store: &Store,
+    collection: &mongodb::Collection<Document>,
+    matching: Document,
+) -> Result<Vec<Document>, StoreError> {
     let time_limit = store.stats_query_time_limit();
-    let site_ranks = store.database().collection::<Document>(ranks::SITE_RANKS);
-    site_ranks
-        .find_one(doc! { "_id": site_id })
-        .max_time(time_limit)
-        .await
-        .map_err(|error| time_limited(error, time_limit))
+    let rows = async { collection.find(matching).max_time(time_limit).await?.try_collect::<Vec<Document>>().await };
+    rows.await.map_err(|error| time_limited(error, time_limit))
 }

@@ -39,6 +39,7 @@ mod batch;
 mod head_window;
 mod idempotent;
 mod lanes;
+mod rank_fold;
 pub mod retention;
 mod sessions;
 mod transactional;

@@ -74,7 +74,10 @@ impl Worker {
             };
             drop(claim);
             match outcome {
-                Ok(moved) => return Ok(moved),
+                Ok(moved) => {
+                    self.fold_ranks(session).await;
+                    return Ok(moved);
+                }
                 Err(TransactionError::Conflict(reason)) if attempt < MAX_TRANSACTION_ATTEMPTS => {
                     self.counters.add_batch_conflict();
                     debug!(attempt, reason, "batch transaction conflicted with another worker; retrying");
@@ -151,14 +154,17 @@ impl Worker {
             }
             Err(error) => return Err(error.into()),
         };
-        // The ranks are not sharded: written in this turn too, so the lanes never conflict on them.
-        match RankDeltas::of(batch.iter().map(|event| &**event)).apply(db, session).await {
-            Ok(()) => {}
+        // The ranks' counts wait as pending documents (folded after the commit),
+        // the site's users are recorded like the visitors, in this turn.
+        let ranks = RankDeltas::of(batch.iter().map(|event| &**event));
+        let site_users = match ranks.add_pending(db, session, Some(&self.known_visitors), lane).await {
+            Ok(site_users) => site_users,
             Err(StoreError::Operation(error)) if only_duplicate_keys(&error) => {
                 return Err(TransactionError::Conflict("a site's user recorded by a concurrent batch".into()));
             }
             Err(error) => return Err(error.into()),
-        }
+        };
+        let visitors = visitors.into_iter().chain(site_users).collect();
         Ok(MovedBatch { moved, visitors, _visitors_turn: Some(visitors_turn) })
     }
 

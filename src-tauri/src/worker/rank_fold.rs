@@ -1,0 +1,52 @@
+//! Folding the ranks' pending counts after a batch's commit (see
+//! [`crate::rollups::ranks`]): one transaction of its own, started under the
+//! lanes' turn so that two folds of this worker never overlap (and so never
+//! conflict). A fold that fails leaves the pending counts to the next one:
+//! readers add them meanwhile, so nothing is lost or counted twice.
+
+use mongodb::ClientSession;
+use tracing::debug;
+
+use super::Worker;
+use crate::rollups::ranks;
+use crate::storage::StoreError;
+
+/// Most folds after one batch (each of at most [`ranks::FOLD_LIMIT`] pending
+/// documents): catches up after failed folds without holding the turn long.
+const FOLDS_PER_BATCH: usize = 4;
+
+impl Worker {
+    /// Folds pending rank counts into the ranks, in `session` (no transaction open).
+    pub(super) async fn fold_ranks(&self, session: &mut ClientSession) {
+        let _turn = self.lanes.visitors.clone().lock_owned().await;
+        for _ in 0..FOLDS_PER_BATCH {
+            match self.fold_once(session).await {
+                Ok(folded) if folded < ranks::FOLD_LIMIT as usize => return,
+                Ok(_) => {}
+                Err(error) => {
+                    // Another worker's fold took them, or the database failed: the next fold retries.
+                    debug!(%error, "rank fold did not commit; left to the next one");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn fold_once(&self, session: &mut ClientSession) -> Result<usize, StoreError> {
+        session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
+        match ranks::fold(self.store.database(), session, None).await {
+            Ok(0) => {
+                session.abort_transaction().await?;
+                Ok(0)
+            }
+            Ok(folded) => {
+                session.commit_transaction().await?;
+                Ok(folded)
+            }
+            Err(error) => {
+                let _ = session.abort_transaction().await;
+                Err(error)
+            }
+        }
+    }
+}
