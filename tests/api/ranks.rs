@@ -84,9 +84,7 @@ fn expected(events: &[Sent], site: &str) -> Expected {
 async fn assert_ranks_hold(app: &TestApp, events: &[Sent], site: &str, users_exact: bool) {
     let (paths, types, users) = expected(events, site);
     let read = |docs: Vec<Document>, field: &str| -> HashMap<String, u64> {
-        docs.iter()
-            .map(|d| (d.get_str(field).unwrap().to_string(), rollups::count_of(d.get("count"))))
-            .collect()
+        docs.iter().map(|d| (d.get_str(field).unwrap().to_string(), rollups::count_of(d.get("count")))).collect()
     };
     assert_eq!(read(documents(app, ranks::RANK_PATHS, site).await, "path"), paths, "path ranks of {site}");
     assert_eq!(read(documents(app, ranks::RANK_TYPES, site).await, "event_type"), types, "type ranks of {site}");
@@ -237,14 +235,20 @@ async fn counts_still_pending_are_added_to_the_ranked_stats() {
         .iter()
         .map(|(site, kind, path, user, millis)| {
             let event = doc! { "site_id": site, "event_type": kind, "path": path, "user_id": user,
-                "timestamp": DateTime::from_millis(*millis) };
+            "timestamp": DateTime::from_millis(*millis) };
             mongodb::bson::RawDocumentBuf::from_document(&event).unwrap()
         })
         .collect();
     let db = app.store.database();
     let mut session = app.store.client().start_session().await.unwrap();
     session.start_transaction().await.unwrap();
-    app.store.events().clone_with_type::<mongodb::bson::RawDocumentBuf>().insert_many(&raw).session(&mut session).await.unwrap();
+    app.store
+        .events()
+        .clone_with_type::<mongodb::bson::RawDocumentBuf>()
+        .insert_many(&raw)
+        .session(&mut session)
+        .await
+        .unwrap();
     let deltas = rollups::RollupDeltas::of(raw.iter().map(|e| &**e));
     deltas.apply(db, Some(&mut session), None, 0).await.unwrap();
     let ranked = rollups::RankDeltas::of(raw.iter().map(|e| &**e));

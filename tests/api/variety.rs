@@ -274,8 +274,13 @@ async fn a_stats_query_past_its_time_limit_is_a_504_not_a_hang() {
     app.store.database().collection::<Document>("stats_paths").insert_many(paths).await.unwrap();
 
     let started = std::time::Instant::now();
-    let response =
-        app.http.get(app.url("/stats?site_id=big&event_type=page_view")).timeout(Duration::from_secs(20)).send().await.expect("an answer");
+    let response = app
+        .http
+        .get(app.url("/stats?site_id=big&event_type=page_view"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("an answer");
     let message = assert_json_error(response, 504, "time limit").await;
     // The figure docs/reliability.md records (seen with --nocapture).
     eprintln!("504 after {:?}: {message}", started.elapsed());

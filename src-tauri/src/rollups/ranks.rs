@@ -361,7 +361,10 @@ mod tests {
         ];
         let deltas = RankDeltas::of(events.iter().map(|event| &**event));
         assert_eq!(deltas.paths, HashMap::from([(("a", "/"), 2), (("a", "/x"), 1), (("b", "/"), 1)]));
-        assert_eq!(deltas.types, HashMap::from([(("a", "page_view"), 2), (("a", "signup"), 1), (("b", "page_view"), 1)]));
+        assert_eq!(
+            deltas.types,
+            HashMap::from([(("a", "page_view"), 2), (("a", "signup"), 1), (("b", "page_view"), 1)])
+        );
         assert_eq!(deltas.users, HashSet::from([("a", "u1"), ("a", "u2"), ("b", "u1")]));
     }
 }

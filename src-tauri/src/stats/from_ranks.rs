@@ -59,10 +59,8 @@ pub(super) async fn ranked_site_stats(
     let events_by_type: Vec<TypeCount> =
         top_types.into_iter().map(|(event_type, count)| TypeCount { event_type, count }).collect();
     let listed: u64 = events_by_type.iter().map(|t| t.count).sum();
-    let events_by_type_other = (types > events_by_type.len() as u64).then(|| OtherTypes {
-        types: types - events_by_type.len() as u64,
-        count: total_events.saturating_sub(listed),
-    });
+    let events_by_type_other = (types > events_by_type.len() as u64)
+        .then(|| OtherTypes { types: types - events_by_type.len() as u64, count: total_events.saturating_sub(listed) });
     let top_paths = top_paths.into_iter().map(|(path, count)| PathCount { path, count }).collect();
     Ok(SiteStats { total_events, unique_users, top_paths, events_by_type, events_by_type_other })
 }
@@ -71,8 +69,11 @@ pub(super) async fn ranked_site_stats(
 type Floor = (i64, String);
 
 /// The floors of the last answers, per (database, collection, site): see [`top`].
-fn floors() -> &'static Mutex<HashMap<(String, String, String), Floor>> {
-    static FLOORS: OnceLock<Mutex<HashMap<(String, String, String), Floor>>> = OnceLock::new();
+type Floors = Mutex<HashMap<(String, String, String), Floor>>;
+
+/// The floors this process remembers.
+fn floors() -> &'static Floors {
+    static FLOORS: OnceLock<Floors> = OnceLock::new();
     FLOORS.get_or_init(Mutex::default)
 }
 
