@@ -7,7 +7,7 @@
 //! none) are added: they only raise counts, so the top N of the sum is among
 //! the ranks' top N and the pending keys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
 use futures_util::TryStreamExt;
@@ -18,20 +18,45 @@ use super::{OtherTypes, PathCount, SiteStats, TOP_EVENT_TYPES, TOP_PATHS, TypeCo
 use crate::rollups::{self, count_of, ranks};
 use crate::storage::{Store, StoreError};
 
+/// Reads of the ranks made while a fold took pending counts, before giving up.
+const READ_ATTEMPTS: usize = 3;
+
 /// A site's all-time stats from the ranks. `visitors_exact` false (retention
 /// deleted events: the users counter may count some with none left) reads the
 /// distinct users from the hourly visitors instead, as the other rollups do.
+///
+/// The pending counts are read first and their `_id`s checked again after the
+/// ranks: a fold that moved some of them into the ranks in between (they
+/// could count twice) makes it read again; `None` when that happened
+/// [`READ_ATTEMPTS`] times (the caller then reads the other rollups).
 pub(super) async fn ranked_site_stats(
     store: &Store,
     site_id: &str,
     visitors_exact: bool,
+) -> Result<Option<SiteStats>, StoreError> {
+    for _ in 0..READ_ATTEMPTS {
+        let (paths, types, before) = pending(store, site_id).await?;
+        let stats = ranked_with(store, site_id, visitors_exact, (paths, types)).await?;
+        let (_, _, after) = pending(store, site_id).await?;
+        if before.iter().all(|id| after.contains(id)) {
+            return Ok(Some(stats));
+        }
+    }
+    Ok(None)
+}
+
+/// [`ranked_site_stats`] given the pending counts (per path, per type).
+async fn ranked_with(
+    store: &Store,
+    site_id: &str,
+    visitors_exact: bool,
+    pending: (Counts, Counts),
 ) -> Result<SiteStats, StoreError> {
-    let (top_paths, top_types, total_events, site, pending, unique_users) = tokio::try_join!(
+    let (top_paths, top_types, total_events, site, unique_users) = tokio::try_join!(
         top(store, ranks::RANK_PATHS, "path", site_id, TOP_PATHS),
         top(store, ranks::RANK_TYPES, "event_type", site_id, TOP_EVENT_TYPES),
         total_events(store, site_id),
         site_ranks(store, site_id),
-        pending(store, site_id),
         async {
             if visitors_exact {
                 return Ok(None);
@@ -167,11 +192,12 @@ async fn site_ranks(store: &Store, site_id: &str) -> Result<Vec<Document>, Store
 /// Counts per key of one kind.
 type Counts = HashMap<String, u64>;
 
-/// The site's pending counts, per path and per type.
-async fn pending(store: &Store, site_id: &str) -> Result<(Counts, Counts), StoreError> {
+/// The site's pending counts, per path and per type, and the `_id`s of their documents.
+async fn pending(store: &Store, site_id: &str) -> Result<(Counts, Counts, HashSet<String>), StoreError> {
     let collection = store.database().collection::<Document>(ranks::PENDING);
-    let (mut paths, mut types) = (Counts::new(), Counts::new());
+    let (mut paths, mut types, mut ids) = (Counts::new(), Counts::new(), HashSet::new());
     for document in find_all(store, &collection, doc! { "site_id": site_id }).await? {
+        ids.insert(document.get("_id").map(Bson::to_string).unwrap_or_default());
         let into = if document.get_str("kind") == Ok("path") { &mut paths } else { &mut types };
         for entry in document.get_array("counts").map(|a| a.as_slice()).unwrap_or_default() {
             if let Some(entry) = entry.as_document() {
@@ -179,7 +205,7 @@ async fn pending(store: &Store, site_id: &str) -> Result<(Counts, Counts), Store
             }
         }
     }
-    Ok((paths, types))
+    Ok((paths, types, ids))
 }
 
 /// The top `limit` of the ranks' `top` rows plus `pending` (by count

@@ -34,8 +34,13 @@ pub(super) async fn rollup_site_stats(
     ranked: bool,
 ) -> Result<SiteStats, StoreError> {
     let db = store.database();
-    if ranked && filter.from.is_none() && filter.to.is_none() && filter.event_type.is_none() {
-        return ranked_site_stats(store, &filter.site_id, visitors_exact).await;
+    if ranked
+        && filter.from.is_none()
+        && filter.to.is_none()
+        && filter.event_type.is_none()
+        && let Some(stats) = ranked_site_stats(store, &filter.site_id, visitors_exact).await?
+    {
+        return Ok(stats);
     }
     if filter.from.is_none() && filter.to.is_none() {
         // All time: the all-time rollups, no hours involved.
