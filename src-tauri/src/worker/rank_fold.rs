@@ -1,8 +1,12 @@
-//! Folding the ranks' pending counts after a batch's commit (see
-//! [`crate::rollups::ranks`]): one transaction of its own, started under the
-//! lanes' turn so that two folds of this worker never overlap (and so never
+//! Folding the ranks' pending counts a batch left (see
+//! [`crate::rollups::ranks`]), at the start of the lane's next batch (or poll:
+//! not between the commit and the batch's return, which the counters and the
+//! callers wait for): one transaction of its own, started under the lanes'
+//! turn so that two folds of this worker never overlap (and so never
 //! conflict). A fold that fails leaves the pending counts to the next one:
 //! readers add them meanwhile, so nothing is lost or counted twice.
+
+use std::sync::atomic::Ordering;
 
 use mongodb::ClientSession;
 use tracing::debug;
@@ -16,8 +20,12 @@ use crate::storage::StoreError;
 const FOLDS_PER_BATCH: usize = 4;
 
 impl Worker {
-    /// Folds pending rank counts into the ranks, in `session` (no transaction open).
-    pub(super) async fn fold_ranks(&self, session: &mut ClientSession) {
+    /// Folds pending rank counts into the ranks, in `session` (no transaction
+    /// open), when a committed batch of this worker left some.
+    pub(super) async fn fold_ranks_if_due(&self, session: &mut ClientSession) {
+        if !self.lanes.rank_fold_due.swap(false, Ordering::Relaxed) {
+            return;
+        }
         let _turn = self.lanes.visitors.clone().lock_owned().await;
         for _ in 0..FOLDS_PER_BATCH {
             match self.fold_once(session).await {
@@ -26,10 +34,11 @@ impl Worker {
                 Err(error) => {
                     // Another worker's fold took them, or the database failed: the next fold retries.
                     debug!(%error, "rank fold did not commit; left to the next one");
-                    return;
+                    break;
                 }
             }
         }
+        self.lanes.rank_fold_due.store(true, Ordering::Relaxed);
     }
 
     async fn fold_once(&self, session: &mut ClientSession) -> Result<usize, StoreError> {

@@ -35,6 +35,7 @@ impl Worker {
                 (session, std::time::Instant::now())
             }
         };
+        self.fold_ranks_if_due(&mut session).await;
         let moved = self.move_batch_with(&mut session, lane).await;
         if moved.is_ok() {
             self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(lane, (session, started));
@@ -75,7 +76,7 @@ impl Worker {
             drop(claim);
             match outcome {
                 Ok(moved) => {
-                    self.fold_ranks(session).await;
+                    self.lanes.rank_fold_due.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Ok(moved);
                 }
                 Err(TransactionError::Conflict(reason)) if attempt < MAX_TRANSACTION_ATTEMPTS => {
