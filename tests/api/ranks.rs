@@ -127,7 +127,7 @@ async fn fold_all(app: &TestApp) {
     let mut session = app.store.client().start_session().await.unwrap();
     for _ in 0..1000 {
         session.start_transaction().await.unwrap();
-        let folded = ranks::fold(app.store.database(), &mut session, None).await.unwrap();
+        let (folded, _) = ranks::fold(app.store.database(), &mut session, None).await.unwrap();
         session.commit_transaction().await.unwrap();
         if folded == 0 {
             return;
@@ -266,6 +266,25 @@ async fn counts_still_pending_are_added_to_the_ranked_stats() {
     }
     fold_all(&app).await;
     for site in ["ranked", "other"] {
+        assert_ranks_hold(&app, &events, site, true).await;
+        assert_stats_agree(&app, &events, site).await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_over_many_sites_is_folded_whole_before_the_next() {
+    let app = spawn_app().await;
+    // 600 sites in one batch: 1,200 pending documents, more than one fold reads.
+    let events: Vec<Sent> = (0..600i64)
+        .map(|n| (format!("s{n:03}"), "page_view".into(), format!("/{}", n % 4), format!("u{n}"), START + n))
+        .collect();
+    post(&app, &events).await;
+    let worker = app.worker(1000);
+    assert_eq!(worker.process_batch().await.unwrap(), 600);
+    assert_eq!(pending_count(&app).await, 1200, "the batch left its counts pending");
+    assert_eq!(worker.process_batch().await.unwrap(), 0);
+    assert_eq!(pending_count(&app).await, 0, "the next call folded them all");
+    for site in ["s000", "s333", "s599"] {
         assert_ranks_hold(&app, &events, site, true).await;
         assert_stats_agree(&app, &events, site).await;
     }

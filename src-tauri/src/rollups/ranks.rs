@@ -66,8 +66,13 @@ pub const COLLECTIONS: [&str; 5] = [RANK_PATHS, RANK_TYPES, SITE_USERS, SITE_RAN
 /// Most keys written (or looked up) by one command, or held by one pending document.
 pub const KEYS_PER_COMMAND: usize = 1_000;
 
-/// Most pending documents one fold takes (the rest wait for the next).
-pub const FOLD_LIMIT: i64 = 200;
+/// Most pending documents one fold reads (the rest wait for the next): a
+/// batch of 1,000 events over 500 sites leaves 1,000 (paths and types per site).
+pub const FOLD_LIMIT: i64 = 1_000;
+
+/// Most keys one fold writes (whole pending documents, at least one): bounds
+/// its transaction.
+pub const FOLD_KEYS: usize = 10_000;
 
 /// The `_id` of the document counting `site`'s types in [`SITE_RANKS`] (the
 /// users' are its [`shard_key`]s, which end in a number or nothing).
@@ -211,17 +216,29 @@ async fn count_new_types(db: &Database, session: &mut ClientSession, new_types: 
 }
 
 /// Folds pending counts into the ranks within `session`'s transaction: those
-/// of `site` (all of them), or of any site (at most [`FOLD_LIMIT`] documents).
-/// Returns how many pending documents were folded.
-pub async fn fold(db: &Database, session: &mut ClientSession, site: Option<&str>) -> Result<usize, StoreError> {
+/// of `site` (all of them), or of any site (at most [`FOLD_LIMIT`] documents
+/// and [`FOLD_KEYS`] keys). Returns how many pending documents were folded and
+/// whether more may be left.
+pub async fn fold(db: &Database, session: &mut ClientSession, site: Option<&str>) -> Result<(usize, bool), StoreError> {
     let collection = db.collection::<Document>(PENDING);
     let find = match site {
         Some(site) => collection.find(doc! { "site_id": site }),
         None => collection.find(doc! {}).limit(FOLD_LIMIT),
     };
-    let pending: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+    let mut pending: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
     if pending.is_empty() {
-        return Ok(0);
+        return Ok((0, false));
+    }
+    let read = pending.len();
+    if site.is_none() {
+        let keys = |d: &Document| d.get_array("counts").map_or(0, |a| a.len());
+        let mut total = 0;
+        let taken = pending.iter().take_while(|d| {
+            total += keys(d);
+            total <= FOLD_KEYS
+        });
+        let taken = taken.count().max(1);
+        pending.truncate(taken);
     }
     let mut paths: HashMap<(String, String), i64> = HashMap::new();
     let mut types: HashMap<(String, String), i64> = HashMap::new();
@@ -244,7 +261,7 @@ pub async fn fold(db: &Database, session: &mut ClientSession, site: Option<&str>
     for chunk in ids.chunks(KEYS_PER_COMMAND) {
         collection.delete_many(doc! { "_id": { "$in": chunk } }).session(&mut *session).await?;
     }
-    Ok(pending.len())
+    Ok((pending.len(), site.is_none() && (pending.len() < read || read == FOLD_LIMIT as usize)))
 }
 
 /// Upserts `(site, field, value, n)` counts into `collection` (`_id` the key of

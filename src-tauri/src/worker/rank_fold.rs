@@ -15,9 +15,10 @@ use super::Worker;
 use crate::rollups::ranks;
 use crate::storage::StoreError;
 
-/// Most folds after one batch (each of at most [`ranks::FOLD_LIMIT`] pending
-/// documents): catches up after failed folds without holding the turn long.
-const FOLDS_PER_BATCH: usize = 4;
+/// Most folds before one batch (each of at most [`ranks::FOLD_LIMIT`] pending
+/// documents and [`ranks::FOLD_KEYS`] keys): catches up after failed folds
+/// without holding the turn for ever.
+const FOLDS_PER_BATCH: usize = 16;
 
 impl Worker {
     /// Folds pending rank counts into the ranks, in `session` (no transaction
@@ -29,8 +30,8 @@ impl Worker {
         let _turn = self.lanes.visitors.clone().lock_owned().await;
         for _ in 0..FOLDS_PER_BATCH {
             match self.fold_once(session).await {
-                Ok(folded) if folded < ranks::FOLD_LIMIT as usize => return,
-                Ok(_) => {}
+                Ok(false) => return,
+                Ok(true) => {}
                 Err(error) => {
                     // Another worker's fold took them, or the database failed: the next fold retries.
                     debug!(%error, "rank fold did not commit; left to the next one");
@@ -41,16 +42,17 @@ impl Worker {
         self.lanes.rank_fold_due.store(true, Ordering::Relaxed);
     }
 
-    async fn fold_once(&self, session: &mut ClientSession) -> Result<usize, StoreError> {
+    /// One fold in its transaction; true when more may be pending.
+    async fn fold_once(&self, session: &mut ClientSession) -> Result<bool, StoreError> {
         session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
         match ranks::fold(self.store.database(), session, None).await {
-            Ok(0) => {
+            Ok((0, _)) => {
                 session.abort_transaction().await?;
-                Ok(0)
+                Ok(false)
             }
-            Ok(folded) => {
+            Ok((_, more)) => {
                 session.commit_transaction().await?;
-                Ok(folded)
+                Ok(more)
             }
             Err(error) => {
                 let _ = session.abort_transaction().await;
