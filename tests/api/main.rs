@@ -18,6 +18,7 @@ mod local_database;
 mod metrics;
 mod openapi;
 mod poison;
+mod ranks;
 mod rebuild_fence;
 mod retention;
 mod retries;

@@ -37,6 +37,7 @@
 
 pub mod deltas;
 pub mod known_visitors;
+pub mod ranks;
 pub mod rebuild;
 
 use std::time::Duration;
@@ -49,6 +50,7 @@ use crate::storage::error::is_namespace_exists;
 
 pub use deltas::RollupDeltas;
 pub use known_visitors::{KnownVisitors, VisitorDigest};
+pub use ranks::RankDeltas;
 pub use rebuild::{
     Readiness, RebuildOptions, RebuildPause, are_ready, make_ready, make_ready_with, mark_not_ready,
     mark_visitors_partial, readiness,
@@ -67,8 +69,19 @@ pub const HOURLY_VISITORS: &str = "stats_hourly_visitors";
 /// Where the rollups' state is kept.
 pub const META: &str = "stats_meta";
 
-/// Every rollup collection.
-pub const COLLECTIONS: [&str; 5] = [SITES, PATHS, VISITORS, HOURLY_PATHS, HOURLY_VISITORS];
+/// Every rollup collection (the ranks' included, see [`ranks`]).
+pub const COLLECTIONS: [&str; 10] = [
+    SITES,
+    PATHS,
+    VISITORS,
+    HOURLY_PATHS,
+    HOURLY_VISITORS,
+    ranks::RANK_PATHS,
+    ranks::RANK_TYPES,
+    ranks::SITE_USERS,
+    ranks::SITE_RANKS,
+    ranks::PENDING,
+];
 
 /// One hour in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -134,6 +147,13 @@ pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
         (VISITORS, doc! { "site_id": 1, "event_type": 1 }),
         (HOURLY_PATHS, doc! { "site_id": 1, "hour": 1 }),
         (HOURLY_VISITORS, doc! { "site_id": 1, "hour": 1 }),
+        // The ranks' top N: a sort and limit the index answers (see [`ranks`]).
+        (ranks::RANK_PATHS, doc! { "site_id": 1, "count": -1, "path": 1 }),
+        (ranks::RANK_TYPES, doc! { "site_id": 1, "count": -1, "event_type": 1 }),
+        // A site's total (and users) is the sum of its shards; its pending counts.
+        (SITES, doc! { "site_id": 1 }),
+        (ranks::SITE_RANKS, doc! { "site_id": 1 }),
+        (ranks::PENDING, doc! { "site_id": 1 }),
     ];
     for (collection, keys) in indexes {
         db.collection::<Document>(collection).create_index(index(keys)).await?;

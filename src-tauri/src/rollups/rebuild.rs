@@ -15,7 +15,7 @@ use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
 use mongodb::{ClientSession, Database};
 use tracing::{info, warn};
 
-use super::{COLLECTIONS, META, REBUILD_LEASE, RollupDeltas};
+use super::{COLLECTIONS, META, REBUILD_LEASE, RankDeltas, RollupDeltas};
 use crate::storage::{Store, StoreError, is_duplicate_key};
 
 /// Events read from `events` per step (one transaction) of a rebuild.
@@ -59,14 +59,19 @@ pub struct Readiness {
     /// The all-time visitors hold exactly the visitors of `events` (false once
     /// retention deleted events: some visitors may have none left).
     pub all_time_visitors: bool,
+    /// The ranks (see [`super::ranks`]) hold exactly what `events` holds: they
+    /// were built by the last rebuild (a marker made ready before ranks existed
+    /// has not, and stats then read the other rollups).
+    pub ranked: bool,
 }
 
 /// Reads the rollups' marker.
 pub async fn readiness(store: &Store) -> Result<Readiness, StoreError> {
     let meta = store.database().collection::<Document>(META).find_one(doc! { "_id": "rollups" }).await?;
     let ready = meta.as_ref().is_some_and(|meta| meta.get_str("state") == Ok("ready"));
-    let all_time_visitors = ready && meta.is_some_and(|meta| meta.get_bool("visitors_partial") != Ok(true));
-    Ok(Readiness { ready, all_time_visitors })
+    let all_time_visitors = ready && meta.as_ref().is_some_and(|meta| meta.get_bool("visitors_partial") != Ok(true));
+    let ranked = ready && meta.is_some_and(|meta| meta.get_bool("ranked") == Ok(true));
+    Ok(Readiness { ready, all_time_visitors, ranked })
 }
 
 /// True when the rollups hold exactly what `events` holds, so stats may read them.
@@ -136,7 +141,7 @@ pub async fn make_ready_with(store: &Store, owner: &str, options: &RebuildOption
                     .update_one(
                         doc! { "_id": "rollups", "state": "building", "epoch": epoch },
                         doc! {
-                            "$set": { "state": "ready", "built_at": DateTime::now() },
+                            "$set": { "state": "ready", "built_at": DateTime::now(), "ranked": true },
                             "$unset": { "lease_until": "", "visitors_partial": "", "epoch": "" },
                         },
                     )
@@ -181,8 +186,8 @@ impl From<mongodb::error::Error> for RebuildError {
 enum Step<'a> {
     /// Deletes up to a chunk of a rollup collection's documents.
     Clear(&'a str),
-    /// Adds a chunk of events' counts.
-    Add(&'a RollupDeltas<'a>),
+    /// Adds a chunk of events' counts (and ranks).
+    Add(&'a RollupDeltas<'a>, &'a RankDeltas<'a>),
 }
 
 /// Conflicting attempts at a fenced step before the rebuild gives up (the
@@ -218,8 +223,9 @@ async fn rebuild(store: &Store, epoch: ObjectId, options: &RebuildOptions) -> Re
                 pause.resume.notified().await;
             }
             let deltas = RollupDeltas::of(chunk.iter().map(|event| &**event));
-            fenced(store, &mut session, epoch, options, &Step::Add(&deltas)).await?;
-            drop(deltas);
+            let ranks = RankDeltas::of(chunk.iter().map(|event| &**event));
+            fenced(store, &mut session, epoch, options, &Step::Add(&deltas, &ranks)).await?;
+            drop((deltas, ranks));
             chunk.clear();
         }
         if end {
@@ -294,9 +300,10 @@ async fn fenced_within(
             }
             Ok(found.len())
         }
-        Step::Add(deltas) => {
+        Step::Add(deltas, ranks) => {
             let limits = store.write_limits().await?;
-            deltas.apply(db, Some(session), None, 0, &limits).await?;
+            deltas.apply(db, Some(&mut *session), None, 0, &limits).await?;
+            ranks.apply(db, session).await?;
             Ok(0)
         }
     }

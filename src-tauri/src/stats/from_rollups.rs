@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use mongodb::bson::{DateTime, Document, doc};
 
 use super::from_events::{events_match, hourly_event_counts, range};
+use super::from_ranks::ranked_site_stats;
 use super::queries::{
     Source, aggregate, count, distinct_users, event_counts, event_users, site_stats_from, union_with,
 };
@@ -15,12 +16,13 @@ use crate::storage::{Store, StoreError};
 
 /// A site's stats from the rollups (and the raw events of partial hours).
 pub async fn fast_site_stats(store: &Store, filter: &StatsFilter) -> Result<SiteStats, StoreError> {
-    let all_time_visitors = rollups::readiness(store).await?.all_time_visitors;
-    rollup_site_stats(store, filter, all_time_visitors).await
+    let readiness = rollups::readiness(store).await?;
+    rollup_site_stats(store, filter, readiness.all_time_visitors, readiness.ranked).await
 }
 
 /// [`fast_site_stats`] with the rollups' marker already read: `visitors_exact`
-/// says whether the all-time visitors may be used (see `retention`).
+/// says whether the all-time visitors may be used (see `retention`), `ranked`
+/// whether the ranks may (the all-time, unfiltered stats: see [`super::from_ranks`]).
 ///
 /// Every figure is computed by the server (see [`super::queries`]); a range's
 /// partial hours join the hourly rollups there by `$unionWith`, so the users
@@ -29,8 +31,17 @@ pub(super) async fn rollup_site_stats(
     store: &Store,
     filter: &StatsFilter,
     visitors_exact: bool,
+    ranked: bool,
 ) -> Result<SiteStats, StoreError> {
     let db = store.database();
+    if ranked
+        && filter.from.is_none()
+        && filter.to.is_none()
+        && filter.event_type.is_none()
+        && let Some(stats) = ranked_site_stats(store, &filter.site_id, visitors_exact).await?
+    {
+        return Ok(stats);
+    }
     if filter.from.is_none() && filter.to.is_none() {
         // All time: the all-time rollups, no hours involved.
         let mut matching = doc! { "site_id": &filter.site_id };

@@ -10,12 +10,14 @@
 //! Either way the server computes the figures (top paths, top types, distinct
 //! users) and every query carries the store's time limit: see [`queries`].
 //!
-//! [`from_rollups`] holds the fast path, [`from_events`] the plain aggregation
+//! [`from_rollups`] holds the fast path (the all-time, unfiltered stats from
+//! the ranks the worker keeps: [`from_ranks`]), [`from_events`] the plain aggregation
 //! (and the raw reads the fast path makes of partial hours), [`queries`] how
 //! both ask the server, [`export`] the CSV.
 
 pub mod export;
 pub mod from_events;
+mod from_ranks;
 pub mod from_rollups;
 mod queries;
 
@@ -158,7 +160,7 @@ pub struct SiteSummary {
 pub async fn site_stats(store: &Store, filter: &StatsFilter) -> Result<SiteStats, StoreError> {
     let readiness = rollups::readiness(store).await?;
     if readiness.ready {
-        rollup_site_stats(store, filter, readiness.all_time_visitors).await
+        rollup_site_stats(store, filter, readiness.all_time_visitors, readiness.ranked).await
     } else {
         plain_site_stats(store, filter).await
     }

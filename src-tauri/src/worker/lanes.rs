@@ -95,6 +95,8 @@ pub(super) struct Lanes {
     pub(super) head_read_due: AtomicBool,
     /// Held by a batch from recording its visitors until it has committed.
     pub(super) visitors: Arc<tokio::sync::Mutex<()>>,
+    /// A committed batch left rank counts pending: the next batch folds them first.
+    pub(super) rank_fold_due: AtomicBool,
 }
 
 impl Lanes {

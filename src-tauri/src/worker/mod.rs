@@ -47,6 +47,7 @@ mod head_window;
 mod idempotent;
 mod lanes;
 pub mod quarantine;
+mod rank_fold;
 pub mod retention;
 mod sessions;
 mod transactional;

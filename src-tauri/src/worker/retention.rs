@@ -326,6 +326,12 @@ async fn purge_chunk_within(
     update_all(db, session, rollups::PATHS, updates.collect()).await?;
     let updates = totals.iter().map(|(shard, n)| decrement(rollups::shard_key(&[site], *shard).into(), *n));
     update_all(db, session, rollups::SITES, updates.collect()).await?;
+    // The ranks (unsharded) count the same events, over shards and hours.
+    let mut taken: HashMap<(String, String), i64> = HashMap::new();
+    for ((_, kind, path), n) in &paths {
+        *taken.entry((kind.clone(), path.clone())).or_default() += n;
+    }
+    rollups::ranks::subtract(db, session, site, &taken).await?;
     // Counts that reached zero are no longer there at all.
     let gone = |ids: Vec<Bson>| doc! { "_id": { "$in": ids }, "count": { "$lte": 0 } };
     db.collection::<Document>(rollups::PATHS).delete_many(gone(path_ids)).session(&mut *session).await?;

@@ -15,7 +15,7 @@ use super::batch::{ids_of, prepare_for_events};
 use super::lanes::MovedBatch;
 use super::sessions::SESSION_REUSE;
 use super::{BatchFailure, MAX_TRANSACTION_ATTEMPTS, Worker, retention};
-use crate::rollups::{self, RollupDeltas};
+use crate::rollups::{self, RankDeltas, RollupDeltas};
 use crate::storage::error::TOO_LARGE_CODES;
 use crate::storage::{StoreError, only_duplicate_keys};
 
@@ -36,6 +36,7 @@ impl Worker {
                 (session, std::time::Instant::now())
             }
         };
+        self.fold_ranks_if_due(&mut session).await;
         let moved = self.move_batch_with(&mut session, lane).await;
         if moved.is_ok() {
             self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(lane, (session, started));
@@ -76,7 +77,10 @@ impl Worker {
             };
             drop(claim);
             match outcome {
-                Ok(moved) => return Ok(moved),
+                Ok(moved) => {
+                    self.lanes.rank_fold_due.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(moved);
+                }
                 Err(TransactionError::Conflict(reason)) if attempt < MAX_TRANSACTION_ATTEMPTS => {
                     self.counters.add_batch_conflict();
                     debug!(attempt, reason, "batch transaction conflicted with another worker; retrying");
@@ -145,7 +149,8 @@ impl Worker {
             DateTime::from_millis(cutoff.timestamp_millis() + 24 * rollups::HOUR_MS)
         });
         self.known_visitors.trust_hours_from(trusted_from);
-        let visitors = match deltas.record_visitors(db, Some(session), Some(&self.known_visitors), &limits).await {
+        let visitors = match deltas.record_visitors(db, Some(&mut *session), Some(&self.known_visitors), &limits).await
+        {
             Ok(visitors) => visitors,
             // A new visitor recorded by a concurrent batch (of another worker,
             // or one this worker could not remember): retry.
@@ -154,6 +159,17 @@ impl Worker {
             }
             Err(error) => return Err(error.into()),
         };
+        // The ranks' counts wait as pending documents (folded after the commit),
+        // the site's users are recorded like the visitors, in this turn.
+        let ranks = RankDeltas::of(batch.iter().map(|event| &**event));
+        let site_users = match ranks.add_pending(db, session, Some(&self.known_visitors), lane).await {
+            Ok(site_users) => site_users,
+            Err(StoreError::Operation(error)) if only_duplicate_keys(&error) => {
+                return Err(TransactionError::Conflict("a site's user recorded by a concurrent batch".into()));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let visitors = visitors.into_iter().chain(site_users).collect();
         Ok(MovedBatch { moved, visitors, _visitors_turn: Some(visitors_turn) })
     }
 
