@@ -58,7 +58,28 @@ pub fn event_json(site_id: &str, path: &str, user_id: &str) -> String {
     serde_json::json!({ "site_id": site_id, "event_type": "page_view", "path": path, "user_id": user_id }).to_string()
 }
 
+/// An event as the stats tests send it: site, event type, path, user, and its
+/// timestamp in milliseconds.
+pub type Sent = (String, String, String, String, i64);
+
 impl TestApp {
+    /// Sends `events` through `POST /events`, `per_request` at a time, asserting each batch is accepted.
+    pub async fn post_in_batches(&self, events: &[Sent], per_request: usize) {
+        for chunk in events.chunks(per_request) {
+            let body: Vec<Value> = chunk
+                .iter()
+                .map(|(site, kind, path, user, millis)| {
+                    serde_json::json!({
+                        "site_id": site, "event_type": kind, "path": path, "user_id": user,
+                        "timestamp": mongodb::bson::DateTime::from_millis(*millis).try_to_rfc3339_string().unwrap(),
+                    })
+                })
+                .collect();
+            let response = self.post_events(serde_json::to_string(&body).unwrap()).await;
+            assert_eq!(response.status(), 200, "batch accepted");
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }

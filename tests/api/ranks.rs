@@ -13,7 +13,6 @@ use analytics_desk::stats::{self, StatsFilter};
 use analytics_desk::worker::retention;
 use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
-use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
 
@@ -22,7 +21,7 @@ const HOUR: i64 = 3_600_000;
 const START: i64 = 1_772_323_200_000;
 
 /// One event as sent: site, type, path, user, time (ms since the epoch).
-type Sent = (String, String, String, String, i64);
+use crate::helpers::Sent;
 
 /// Events on two sites over 6 hours: 30 types (more than the 20 listed),
 /// paths tied two by two (so the top 10 cuts between ties), users shared
@@ -44,19 +43,7 @@ fn events() -> Vec<Sent> {
 
 /// Posts `events` in batches of 100 through the API.
 async fn post(app: &TestApp, events: &[Sent]) {
-    for chunk in events.chunks(100) {
-        let body: Vec<Value> = chunk
-            .iter()
-            .map(|(site, kind, path, user, millis)| {
-                json!({
-                    "site_id": site, "event_type": kind, "path": path, "user_id": user,
-                    "timestamp": DateTime::from_millis(*millis).try_to_rfc3339_string().unwrap(),
-                })
-            })
-            .collect();
-        let response = app.post_events(serde_json::to_string(&body).unwrap()).await;
-        assert_eq!(response.status(), 200, "batch accepted");
-    }
+    app.post_in_batches(events, 100).await;
 }
 
 /// Every document of `collection` for `site`.

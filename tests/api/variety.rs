@@ -14,7 +14,7 @@ use crate::helpers::{TestApp, assert_json_error, spawn_app, spawn_app_with, spaw
 const TOP_EVENT_TYPES: usize = 20;
 
 /// One event as sent: site, type, path, user, time (ms since the epoch).
-type Sent = (String, String, String, String, i64);
+use crate::helpers::Sent;
 
 fn sent(site: &str, kind: &str, path: &str, user: &str, millis: i64) -> Sent {
     (site.to_string(), kind.to_string(), path.to_string(), user.to_string(), millis)
@@ -22,19 +22,7 @@ fn sent(site: &str, kind: &str, path: &str, user: &str, millis: i64) -> Sent {
 
 /// Posts `events` in batches and moves them all into `events`.
 async fn post_and_drain(app: &TestApp, events: &[Sent]) {
-    for chunk in events.chunks(500) {
-        let body: Vec<Value> = chunk
-            .iter()
-            .map(|(site, kind, path, user, millis)| {
-                json!({
-                    "site_id": site, "event_type": kind, "path": path, "user_id": user,
-                    "timestamp": DateTime::from_millis(*millis).try_to_rfc3339_string().unwrap(),
-                })
-            })
-            .collect();
-        let response = app.post_events(serde_json::to_string(&body).unwrap()).await;
-        assert_eq!(response.status(), 200, "batch accepted");
-    }
+    app.post_in_batches(events, 500).await;
     app.drain_queue().await;
 }
 
