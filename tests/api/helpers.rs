@@ -180,3 +180,20 @@ pub async fn assert_json_error(response: reqwest::Response, status: u16, needle:
     assert_eq!(body.as_object().unwrap().len(), 1, "only the error field: {body}");
     message
 }
+
+/// Opens a `POST /event` whose handler is reading its body (the server said
+/// `100 Continue`), and stalls it: the request holds an ingestion slot.
+pub async fn stalled_event(server: SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+    let head = "POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\
+                Expect: 100-continue\r\n\r\n";
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let expected = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut interim = vec![0; expected.len()];
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut interim)).await;
+    assert!(read.is_ok_and(|r| r.is_ok()), "no answer to the stalled client's headers");
+    assert_eq!(interim, expected, "the handler reads the body");
+    stream.write_all(b"{\"site").await.unwrap();
+    stream
+}

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app};
+use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app, stalled_event};
 
 /// Serves the API over `app`'s database with `limits`, on a free port; returns
 /// its address and the metrics it records into.
@@ -60,17 +60,7 @@ async fn a_flood_beyond_the_cap_gets_quick_503s_and_stalled_bodies_get_408() {
     // reads the body, so the request holds a slot by then.
     let mut stalled = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = "POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\
-                    Expect: 100-continue\r\n\r\n";
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let expected = b"HTTP/1.1 100 Continue\r\n\r\n";
-        let mut interim = vec![0; expected.len()];
-        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut interim)).await;
-        assert!(read.is_ok_and(|r| r.is_ok()), "no answer to the stalled client's headers");
-        assert_eq!(String::from_utf8_lossy(&interim), String::from_utf8_lossy(expected), "the handler reads the body");
-        stream.write_all(b"{\"site").await.unwrap();
-        stalled.push(stream);
+        stalled.push(stalled_event(addr).await);
     }
 
     let url = format!("http://{addr}/event");

@@ -192,16 +192,9 @@ async fn two_workers_and_two_lanes_keep_the_ranks_exact() {
         assert!(tokio::time::Instant::now() < deadline, "the queue did not drain in time");
     }
     assert_eq!(app.events_count().await as usize, events.len(), "every event moved once");
-    // Served exactly with whatever is still pending (a fold lost to the other worker's)...
-    for site in ["ranked", "other"] {
-        assert_stats_agree(&app, &events, site).await;
-    }
-    // ...and, once folded, the ranks hold it all.
-    fold_all(&app).await;
-    for site in ["ranked", "other"] {
-        assert_ranks_hold(&app, &events, site, true).await;
-        assert_stats_agree(&app, &events, site).await;
-    }
+    // Served exactly with whatever is still pending (a fold lost to the other
+    // worker's), and, once folded, the ranks hold it all.
+    stats_agree_then_ranks_hold_once_folded(&app, &events).await;
 }
 
 #[tokio::test]
@@ -249,14 +242,7 @@ async fn counts_still_pending_are_added_to_the_ranked_stats() {
     assert_eq!(served.top_paths[0].path, "/late", "a pending path rises to the top");
     assert!(served.events_by_type.iter().any(|t| t.event_type == "late"), "a pending type, new to the site");
     assert_eq!(served.events_by_type_other.map(|o| o.types), Some(11), "31 types, 20 listed");
-    for site in ["ranked", "other"] {
-        assert_stats_agree(&app, &events, site).await;
-    }
-    fold_all(&app).await;
-    for site in ["ranked", "other"] {
-        assert_ranks_hold(&app, &events, site, true).await;
-        assert_stats_agree(&app, &events, site).await;
-    }
+    stats_agree_then_ranks_hold_once_folded(&app, &events).await;
 }
 
 #[tokio::test]
@@ -275,5 +261,18 @@ async fn a_batch_over_many_sites_is_folded_whole_before_the_next() {
     for site in ["s000", "s333", "s599"] {
         assert_ranks_hold(&app, &events, site, true).await;
         assert_stats_agree(&app, &events, site).await;
+    }
+}
+
+/// Stats of both sites served exactly with whatever is still pending; then,
+/// once everything is folded, the ranks hold it all and stats still agree.
+async fn stats_agree_then_ranks_hold_once_folded(app: &TestApp, events: &[Sent]) {
+    for site in ["ranked", "other"] {
+        assert_stats_agree(app, events, site).await;
+    }
+    fold_all(app).await;
+    for site in ["ranked", "other"] {
+        assert_ranks_hold(app, events, site, true).await;
+        assert_stats_agree(app, events, site).await;
     }
 }

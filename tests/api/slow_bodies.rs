@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app};
+use crate::helpers::{TestApp, assert_json_error, event_json, spawn_app, stalled_event};
 
 /// Serves the API over `app`'s database with `limits`, on a free port; returns
 /// its address and the metrics it records into.
@@ -215,22 +215,6 @@ async fn trickling_bodies_are_closed_at_their_deadline_while_real_events_get_200
     let stored = app.queued().await.iter().filter(|e| e.get_str("site_id") == Ok("real")).count();
     assert_eq!(stored, answers.len(), "every real event stored");
     assert_eq!(app.queue_count().await as usize, answers.len(), "nothing stored from the trickling bodies");
-}
-
-/// Opens a `POST /event` whose handler is reading its body (the server said
-/// `100 Continue`), and stalls it: the request holds an ingestion slot.
-async fn stalled_event(server: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(server).await.unwrap();
-    let head = "POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\
-                Expect: 100-continue\r\n\r\n";
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let expected = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let mut interim = vec![0; expected.len()];
-    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut interim)).await;
-    assert!(read.is_ok_and(|r| r.is_ok()), "no answer to the stalled client's headers");
-    assert_eq!(interim, expected, "the handler reads the body");
-    stream.write_all(b"{\"site").await.unwrap();
-    stream
 }
 
 #[tokio::test]
