@@ -15,6 +15,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("telemetry", 1),
     ("storage", 2),
     ("rollups", 3),
+    // A site's settings (goals): below the stats, which match goals' conversions.
+    ("sites", 3),
     ("ingest", 4),
     ("worker", 4),
     ("stats", 4),

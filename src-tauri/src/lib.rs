@@ -12,7 +12,7 @@
 //!    that also update the [`rollups`]; expires old events (retention).
 //! 4. [`rollups`]: per-site aggregates kept in step with `events`.
 //! 5. [`stats`]: a site's exact figures, read from the rollups (or `events`),
-//!    and the CSV export.
+//!    and the CSV export; [`sites`]: a site's settings (its goals).
 //!
 //! Around them: [`storage`] (the database connection, its errors, the local
 //! database process), [`config`] (environment and the desktop's settings),
@@ -25,6 +25,7 @@ pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod rollups;
+pub mod sites;
 pub mod stats;
 pub mod storage;
 pub mod telemetry;

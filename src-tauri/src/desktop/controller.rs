@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::desktop_settings::{self as settings, FieldErrors, Settings, Values};
 use crate::engine::{Engine, PartStatus};
+use crate::sites::{self, SiteGoals};
 use crate::stats::export::{self, ExportRequest};
 use crate::stats::{SiteStats, SiteSummary};
 use crate::storage::local_db::{self, DatabaseState, DatabaseStatus, ManagedDatabase};
@@ -340,6 +341,27 @@ impl Controller {
             .map_err(|e| format!("cannot save the export in {}: {e}", dir.display()))?;
         info!(path = %path.display(), "site exported");
         Ok(path)
+    }
+
+    /// A site's goals (launching the managed database if needed): what `GET
+    /// /sites/{site_id}/goals` answers, for the dashboard's goal settings.
+    pub async fn site_goals(&self, site_id: &str) -> Result<SiteGoals, String> {
+        self.ensure_database(&mut *self.control.lock().await).await?;
+        let engine = self.engine();
+        let store = engine.store().await.map_err(|e| e.to_string())?;
+        sites::site_goals(store, site_id).await.map_err(|e| e.to_string())
+    }
+
+    /// Replaces a site's goals with `goals` (a list as in `PUT
+    /// /sites/{site_id}/goals`' body, by the same rules); returns them as saved.
+    pub async fn set_site_goals(&self, site_id: &str, goals: serde_json::Value) -> Result<SiteGoals, String> {
+        self.ensure_database(&mut *self.control.lock().await).await?;
+        let engine = self.engine();
+        let store = engine.store().await.map_err(|e| e.to_string())?;
+        let body = serde_json::json!({ "goals": goals }).to_string();
+        let saved = sites::replace_goals(store, site_id, body.as_bytes()).await.map_err(|e| e.to_string())?;
+        info!(site_id, goals = saved.goals.len(), "site goals saved");
+        Ok(saved)
     }
 
     /// Moves every entry set aside in the quarantine back into the queue (the

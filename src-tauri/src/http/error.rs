@@ -34,6 +34,10 @@ pub enum ApiError {
     /// A query parameter is missing or malformed.
     #[error("{0}")]
     BadQuery(String),
+    /// A path segment or a settings body is not acceptable (the message names
+    /// the field and the fix); nothing was saved.
+    #[error("{0}")]
+    Invalid(String),
     /// The database could not be used: nothing was stored.
     // The details (addresses, driver messages) go to the log, not to clients.
     #[error("database unavailable, nothing was acknowledged; retry shortly")]
@@ -104,6 +108,7 @@ impl ApiError {
             ApiError::Unavailable(_) => RefusalReason::Unavailable,
             ApiError::ShuttingDown => RefusalReason::ShuttingDown,
             ApiError::NotFound(_)
+            | ApiError::Invalid(_)
             | ApiError::MethodNotAllowed
             | ApiError::Unauthorized
             | ApiError::HostNotAllowed(_)
@@ -114,7 +119,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Submit(error) => submit_status(error),
-            ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadQuery(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::Body { status, .. } => *status,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

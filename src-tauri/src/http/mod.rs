@@ -3,7 +3,8 @@
 //!
 //! - [`routes`]: one file per group: ingestion (`POST /event`, `POST /events`),
 //!   the tracker script (`GET /script.js`), stats (`/stats`, `/stats/timeseries`,
-//!   `/stats/export.csv`, `/sites`) and operations (`/health`, `/metrics`);
+//!   `/stats/export.csv`, `/sites`), a site's settings (`/sites/{site_id}/goals`)
+//!   and operations (`/health`, `/metrics`);
 //! - [`state`]: what the routes share; [`access`]: the `API_TOKEN` check;
 //!   [`query`]: the stats routes' parameters; [`error`]: every refusal as
 //!   `{"error": "..."}`; [`openapi`]: the OpenAPI document's frame;
@@ -50,7 +51,7 @@ use utoipa_axum::routes;
 use crate::ingest::{MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES};
 use crate::telemetry::counters::PipelineCounters;
 use openapi::{ApiDoc, HostNotAllowed, Unavailable};
-use routes::{ingest, operations, stats, tracker};
+use routes::{ingest, operations, sites, stats, tracker};
 
 pub use error::{ApiError, ErrorBody};
 pub use server::{ApiLimits, BindError, SHUTDOWN_GRACE, bind, serve, serve_with};
@@ -84,6 +85,11 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(stats::site_timeseries))
         .routes(routes!(stats::export_csv))
         .routes(routes!(stats::list_sites))
+        // A site's goals: up to 100 patterns of 2 KB, past the default body limit.
+        .routes(
+            routes!(sites::get_goals, sites::put_goals)
+                .layer(DefaultBodyLimit::max(sites::MAX_GOALS_BODY_BYTES)),
+        )
         .routes(routes!(operations::health))
         .routes(routes!(operations::metrics))
         .routes(routes!(openapi_document))
@@ -95,8 +101,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().into_openapi()
 }
 
-/// The paths the API serves, as documented (each exactly as routed: no path
-/// parameters), for labelling metrics without letting clients invent labels.
+/// The paths the API serves, as documented (`/sites/{site_id}/goals` with its
+/// parameter), for labelling metrics without letting clients invent labels.
 pub fn route_paths() -> &'static [String] {
     static PATHS: LazyLock<Vec<String>> = LazyLock::new(|| openapi().paths.paths.into_keys().collect());
     &PATHS
@@ -143,12 +149,29 @@ const INGESTION_PATHS: [&str; 2] = ["/event", "/events"];
 /// `unmatched`), method and status class.
 async fn observe_request(State(counters): State<Arc<PipelineCounters>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let route = route_paths().iter().find(|route| *route == path).map_or("unmatched", String::as_str);
+    let route = route_paths().iter().find(|route| route_matches(route, path)).map_or("unmatched", String::as_str);
     let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
     counters.observe_http(route, method.as_str(), response.status().as_u16(), started.elapsed());
     response
+}
+
+/// True when `path` is served by the documented `route`, whose `{parameter}`
+/// segments stand for any one non-empty segment.
+fn route_matches(route: &str, path: &str) -> bool {
+    if !route.contains('{') {
+        return route == path;
+    }
+    let (mut routes, mut paths) = (route.split('/'), path.split('/'));
+    loop {
+        match (routes.next(), paths.next()) {
+            (None, None) => return true,
+            (Some(want), Some(got)) if want.starts_with('{') && want.ends_with('}') && !got.is_empty() => {}
+            (Some(want), Some(got)) if want == got => {}
+            _ => return false,
+        }
+    }
 }
 
 /// `GET /openapi.json`: this API's OpenAPI 3 document.
@@ -165,4 +188,20 @@ async fn observe_request(State(counters): State<Arc<PipelineCounters>>, request:
 async fn openapi_document() -> Response {
     static DOCUMENT: LazyLock<String> = LazyLock::new(|| openapi().to_json().expect("the OpenAPI document serializes"));
     ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_matches;
+
+    #[test]
+    fn parameter_segments_match_any_one_segment() {
+        assert!(route_matches("/stats", "/stats"));
+        assert!(!route_matches("/stats", "/stats/x"));
+        assert!(route_matches("/sites/{site_id}/goals", "/sites/site-001/goals"));
+        assert!(!route_matches("/sites/{site_id}/goals", "/sites//goals"));
+        assert!(!route_matches("/sites/{site_id}/goals", "/sites/a/b/goals"));
+        assert!(!route_matches("/sites/{site_id}/goals", "/sites/a/goals/x"));
+        assert!(!route_matches("/sites/{site_id}/goals", "/sites/a"));
+    }
 }

@@ -43,6 +43,7 @@ pub const API_TOKEN_SCHEME: &str = "api_token";
     tags(
         (name = "ingestion", description = "Sending events: the tracker script, one event, or a batch."),
         (name = "stats", description = "Reading a site's exact figures."),
+        (name = "sites", description = "A site's settings: its goals."),
         (name = "operations", description = "Health, metrics and this document.")
     )
 )]

@@ -12,6 +12,7 @@ use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
 use analytics_desk::config::desktop_settings::{FieldErrors, Values};
 use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
 use analytics_desk::engine::shutdown_signal;
+use analytics_desk::sites::SiteGoals;
 use analytics_desk::stats::{SiteStats, SiteSummary};
 use analytics_desk::telemetry::{self, LogBuffer, LogLine};
 
@@ -65,6 +66,18 @@ async fn export_site_csv(controller: Shared<'_>, site_id: String) -> Result<Stri
     controller.export_site_csv(&site_id).await.map(|path| path.display().to_string())
 }
 
+/// A site's goals (the dashboard's goal settings).
+#[tauri::command]
+async fn site_goals(controller: Shared<'_>, site_id: String) -> Result<SiteGoals, String> {
+    controller.site_goals(&site_id).await
+}
+
+/// Replaces a site's goals (`goals`: the list of `PUT /sites/{site_id}/goals`).
+#[tauri::command]
+async fn set_site_goals(controller: Shared<'_>, site_id: String, goals: serde_json::Value) -> Result<SiteGoals, String> {
+    controller.set_site_goals(&site_id, goals).await
+}
+
 /// The "Requeue" button: moves the quarantined entries back into the queue.
 #[tauri::command]
 async fn requeue_quarantine(controller: Shared<'_>) -> Result<Snapshot, String> {
@@ -113,6 +126,8 @@ pub fn run() {
             list_sites,
             site_stats,
             export_site_csv,
+            site_goals,
+            set_site_goals,
             requeue_quarantine,
             recent_logs
         ])

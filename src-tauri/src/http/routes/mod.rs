@@ -2,5 +2,6 @@
 
 pub mod ingest;
 pub mod operations;
+pub mod sites;
 pub mod stats;
 pub mod tracker;
