@@ -294,3 +294,20 @@ async fn the_snapshot_shows_the_quarantine_and_requeue_moves_it_back_into_the_qu
     assert_eq!(store.queue().find_one(doc! {}).await.unwrap(), Some(entry), "back in the queue, same _id");
     controller.stop(Part::All).await;
 }
+
+#[tokio::test]
+async fn the_desktop_reads_and_replaces_a_sites_goals_by_the_apis_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::fresh_database_url();
+    let controller = controller_with_env(dir.path(), &format!("PORT={}\nMONGO_URL={url}\n", common::free_port()));
+    assert_eq!(controller.site_goals("shop").await.unwrap().goals, []);
+
+    let saved = controller.set_site_goals("shop", serde_json::json!([{ "page": "/blog/*" }])).await.unwrap();
+    assert_eq!(saved.goals, [analytics_desk::sites::Goal::page("/blog/*")]);
+    assert_eq!(controller.site_goals("shop").await.unwrap(), saved);
+
+    let refused = controller.set_site_goals("shop", serde_json::json!([{ "page": "blog" }])).await.unwrap_err();
+    assert!(refused.contains("goals[0]: page must be a path starting with /"), "{refused}");
+    assert_eq!(controller.site_goals("shop").await.unwrap(), saved, "nothing changed");
+    controller.shutdown().await;
+}

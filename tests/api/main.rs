@@ -8,6 +8,7 @@ mod desktop;
 mod engine;
 mod event;
 mod export;
+mod goals;
 mod group_commit;
 mod health;
 mod helpers;

@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/openapi.json", &["get"]),
     ("/script.js", &["get"]),
     ("/sites", &["get"]),
+    ("/sites/{site_id}/goals", &["get", "put"]),
     ("/stats", &["get"]),
     ("/stats/export.csv", &["get"]),
     ("/stats/timeseries", &["get"]),
@@ -93,8 +94,9 @@ async fn the_document_lists_exactly_the_served_routes() {
             assert!(![404, 405].contains(&response.status().as_u16()), "{method} {path}: {}", response.status());
         }
         // ...and no undocumented method is.
-        let response = app.http.request(reqwest::Method::PUT, app.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 405, "PUT {path}");
+        let unserved = if methods.contains(&"put") { reqwest::Method::PATCH } else { reqwest::Method::PUT };
+        let response = app.http.request(unserved.clone(), app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 405, "{unserved} {path}");
     }
     assert_eq!(app.http.get(app.url("/stats/other")).send().await.unwrap().status(), 404);
 }
@@ -125,6 +127,9 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
         "Interval",
         "SiteList",
         "SiteSummary",
+        "SiteGoals",
+        "Goal",
+        "GoalsBody",
     ] {
         assert!(schemas.contains(name), "schema {name} missing from {schemas:?}");
     }
@@ -149,12 +154,15 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_eq!(statuses("/stats/export.csv", "get"), ["200", "400", "401", "403", "503", "504"]);
     assert_eq!(statuses("/sites", "get"), ["200", "400", "401", "403", "503", "504"]);
     assert_eq!(statuses("/script.js", "get"), ["200", "304", "503"]);
+    assert_eq!(statuses("/sites/{site_id}/goals", "get"), ["200", "400", "401", "403", "503"]);
+    assert_eq!(statuses("/sites/{site_id}/goals", "put"), ["200", "400", "401", "403", "413", "415", "503"]);
     assert_eq!(statuses("/metrics", "get"), ["200", "401", "403", "503"]);
     assert_eq!(statuses("/openapi.json", "get"), ["200", "403", "503"]);
     assert_eq!(statuses("/health", "get"), ["200", "503"]);
     assert!(doc["paths"]["/health"]["get"].get("security").is_none(), "load balancers need no token");
     let guarded = ["/stats", "/stats/timeseries", "/stats/export.csv", "/sites", "/metrics"];
-    for (path, method) in guarded.map(|path| (path, "get")) {
+    let guarded = guarded.map(|path| (path, "get")).into_iter().chain([("/sites/{site_id}/goals", "put")]);
+    for (path, method) in guarded {
         assert_eq!(doc["paths"][path][method]["security"], json!([{}, { "api_token": [] }]), "{path}");
     }
     assert!(doc["paths"]["/event"]["post"].get("security").is_none(), "sending events needs no token");
@@ -198,6 +206,19 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     let sites: Value = app.http.get(app.url("/sites")).send().await.unwrap().json().await.unwrap();
     assert_shape(&doc, "SiteList", &sites);
     assert_shape(&doc, "SiteSummary", &sites["sites"][0]);
+    let goals: Value = app
+        .http
+        .put(app.url("/sites/shop/goals"))
+        .header("content-type", "application/json")
+        .body(json!({ "goals": [{ "page": "/blog/*" }] }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_shape(&doc, "SiteGoals", &goals);
+    assert_shape(&doc, "Goal", &goals["goals"][0]);
     let health: Value = app.http.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
     assert_shape(&doc, "Health", &health);
     let error: Value = app.post_events("[{}]").await.json().await.unwrap();
