@@ -4,7 +4,7 @@
 //! name as `Host`, so the read routes answer only loopback names and addresses,
 //! IP addresses, and the names in `PUBLIC_HOSTS`.
 //!
-//! Open to any `Host`: ingestion and the tracker script (any site may send
+//! Open to any `Host`: ingestion and the tracker scripts (any site may send
 //! events; they reveal nothing) and `/health` (probes and load balancers use
 //! whatever name or address they know; it reveals no site data).
 //!
@@ -26,7 +26,15 @@ use super::error::ApiError;
 use crate::config::Config;
 
 /// The paths any `Host` may use (all others are checked).
-pub const OPEN_PATHS: [&str; 4] = ["/event", "/events", "/script.js", "/health"];
+pub const OPEN_PATHS: [&str; 7] = [
+    "/event",
+    "/events",
+    "/script.js",
+    "/script.outbound.js",
+    "/script.file-downloads.js",
+    "/script.404.js",
+    "/health",
+];
 
 /// Which `Host` names the read routes answer.
 #[derive(Debug, Clone, Default)]
