@@ -1,4 +1,5 @@
-//! Who may read: with `API_TOKEN` set, the stats routes and `/metrics` require
+//! Who may read: with `API_TOKEN` set, the stats routes, a site's settings
+//! (`/sites/{site_id}/goals`, read and write) and `/metrics` require
 //! `Authorization: Bearer <API_TOKEN>` (`/health`, for load balancers, does not).
 //! Which sites may send events is ingestion's rule (`ALLOWED_SITES`).
 

@@ -86,10 +86,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(stats::export_csv))
         .routes(routes!(stats::list_sites))
         // A site's goals: up to 100 patterns of 2 KB, past the default body limit.
-        .routes(
-            routes!(sites::get_goals, sites::put_goals)
-                .layer(DefaultBodyLimit::max(sites::MAX_GOALS_BODY_BYTES)),
-        )
+        .routes(routes!(sites::get_goals, sites::put_goals).layer(DefaultBodyLimit::max(sites::MAX_GOALS_BODY_BYTES)))
         .routes(routes!(operations::health))
         .routes(routes!(operations::metrics))
         .routes(routes!(openapi_document))

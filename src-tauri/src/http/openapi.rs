@@ -21,7 +21,7 @@ pub const API_TOKEN_SCHEME: &str = "api_token";
     info(
         title = "Analytics Desk",
         description = "Local web analytics: send events, read each site's exact stats. Every error is a JSON \
-                       `{\"error\": \"…\"}` naming what is wrong. With `API_TOKEN` set, the stats and metrics \
+                       `{\"error\": \"…\"}` naming what is wrong. With `API_TOKEN` set, the stats, goals and metrics \
                        routes require `Authorization: Bearer <API_TOKEN>`; without it they are open (the \
                        service then only listens on loopback)."
     ),

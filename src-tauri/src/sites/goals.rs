@@ -48,7 +48,9 @@ pub struct Goal {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GoalError {
     /// The body is not `{"goals": [...]}`.
-    #[error("the body must be a JSON object {{\"goals\": [...]}}, each goal {{\"event_type\": \"signup\"}} or {{\"page\": \"/blog/*\"}}: {0}")]
+    #[error(
+        "the body must be a JSON object {{\"goals\": [...]}}, each goal {{\"event_type\": \"signup\"}} or {{\"page\": \"/blog/*\"}}: {0}"
+    )]
     Shape(String),
     /// Over [`MAX_GOALS`].
     #[error("too many goals: {0}, at most {MAX_GOALS} per site")]
@@ -233,13 +235,20 @@ mod tests {
 
     #[test]
     fn goals_are_read_with_default_names() {
-        let body = r#"{"goals": [{"event_type": "signup"}, {"page": "/blog/*"}, {"page": "/thanks", "name": "Thanks"}]}"#;
+        let body =
+            r#"{"goals": [{"event_type": "signup"}, {"page": "/blog/*"}, {"page": "/thanks", "name": "Thanks"}]}"#;
         let goals = parse_goals(body.as_bytes()).unwrap();
-        assert_eq!(goals, [Goal::event("signup"), Goal::page("/blog/*"), Goal { name: "Thanks".into(), ..Goal::page("/thanks") }]);
+        assert_eq!(
+            goals,
+            [Goal::event("signup"), Goal::page("/blog/*"), Goal { name: "Thanks".into(), ..Goal::page("/thanks") }]
+        );
         assert_eq!(goals[1].name, "Visit /blog/*");
         assert_eq!(parse_goals(br#"{"goals": []}"#).unwrap(), []);
         // Null means left out.
-        assert_eq!(parse_goals(br#"{"goals": [{"event_type": "a", "page": null, "name": null}]}"#).unwrap(), [Goal::event("a")]);
+        assert_eq!(
+            parse_goals(br#"{"goals": [{"event_type": "a", "page": null, "name": null}]}"#).unwrap(),
+            [Goal::event("a")]
+        );
     }
 
     #[test]

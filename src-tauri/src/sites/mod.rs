@@ -60,7 +60,8 @@ pub fn check_site_id(site_id: &str) -> Result<(), SiteError> {
 pub async fn site_goals(store: &Store, site_id: &str) -> Result<SiteGoals, SiteError> {
     check_site_id(site_id)?;
     let sites = store.database().collection::<bson::Document>(SITES_COLLECTION);
-    let settings = sites.find_one(doc! { "_id": site_id }).projection(doc! { "goals": 1 }).await.map_err(StoreError::from)?;
+    let settings =
+        sites.find_one(doc! { "_id": site_id }).projection(doc! { "goals": 1 }).await.map_err(StoreError::from)?;
     let goals = match settings.and_then(|mut settings| settings.remove("goals")) {
         Some(goals) => bson::from_bson(goals).map_err(|e| StoreError::from(mongodb::error::Error::from(e)))?,
         None => Vec::new(),

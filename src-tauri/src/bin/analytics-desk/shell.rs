@@ -74,7 +74,11 @@ async fn site_goals(controller: Shared<'_>, site_id: String) -> Result<SiteGoals
 
 /// Replaces a site's goals (`goals`: the list of `PUT /sites/{site_id}/goals`).
 #[tauri::command]
-async fn set_site_goals(controller: Shared<'_>, site_id: String, goals: serde_json::Value) -> Result<SiteGoals, String> {
+async fn set_site_goals(
+    controller: Shared<'_>,
+    site_id: String,
+    goals: serde_json::Value,
+) -> Result<SiteGoals, String> {
     controller.set_site_goals(&site_id, goals).await
 }
 

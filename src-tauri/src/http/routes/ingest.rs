@@ -174,8 +174,8 @@ fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes,
 }
 
 /// Accepts `application/json`, `*/*+json` and `text/plain` (what a browser's
-/// `sendBeacon` sends for a string body).
-fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+/// `sendBeacon` sends for a string body); also the rule of `PUT /sites/{site_id}/goals`.
+pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let value = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let essence = value.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if essence == "application/json"

@@ -7,10 +7,13 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 
 use crate::http::error::ApiError;
-use crate::http::openapi::{BadRequest, HostNotAllowed, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType};
+use crate::http::openapi::{
+    BadRequest, HostNotAllowed, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::http::routes::ingest::check_json_content_type;
 use crate::http::state::ApiState;
 use crate::sites::{self, SiteError, SiteGoals};
 use crate::storage::StoreError;
@@ -61,6 +64,7 @@ pub async fn get_goals(
     tag = "sites",
     params(("site_id" = String, Path, description = "The site", example = "site-001")),
     request_body(content = GoalsBody, content_type = "application/json",
+        description = "JSON (as `application/json`, or `text/plain` as for `/event`)",
         example = json!({ "goals": [{ "event_type": "signup" }, { "page": "/blog/*", "name": "Read the blog" }] })),
     security((), ("api_token" = [])),
     responses(
@@ -80,10 +84,7 @@ pub async fn put_goals(
     body: Bytes,
 ) -> Result<Json<SiteGoals>, ApiError> {
     state.token.authorize(&headers)?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !content_type.trim_start().to_ascii_lowercase().starts_with("application/json") {
-        return Err(ApiError::UnsupportedMediaType(content_type.to_string()));
-    }
+    check_json_content_type(&headers)?;
     Ok(Json(within_settings_timeout(sites::replace_goals(&state.store, &site_id, &body)).await?))
 }
 
