@@ -3,9 +3,9 @@
 //!
 //! - [`routes`]: one file per group: ingestion (`POST /event`, `POST /events`),
 //!   the tracker script (`GET /script.js`), stats (`/stats`, `/stats/timeseries`,
-//!   `/stats/export.csv`, `/sites`) and operations (`/health`, `/metrics`);
+//!   `/stats/export.csv`, `/sites`; `/stats/breakdown`, `/stats/realtime`) and operations (`/health`, `/metrics`);
 //! - [`state`]: what the routes share; [`access`]: the `API_TOKEN` check;
-//!   [`query`]: the stats routes' parameters; [`error`]: every refusal as
+//!   [`query`]: the stats routes' parameters ([`report_query`]: issue #14's); [`error`]: every refusal as
 //!   `{"error": "..."}`; [`openapi`]: the OpenAPI document's frame;
 //! - [`server`]: the port, the serve loop and its limits; [`connection_gate`]:
 //!   the caps on connections; [`lingering_close`]: closing so that a refused
@@ -25,6 +25,7 @@ pub mod host_check;
 pub mod lingering_close;
 pub mod openapi;
 pub mod query;
+pub mod report_query;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -50,7 +51,7 @@ use utoipa_axum::routes;
 use crate::ingest::{MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES};
 use crate::telemetry::counters::PipelineCounters;
 use openapi::{ApiDoc, HostNotAllowed, Unavailable};
-use routes::{ingest, operations, stats, tracker};
+use routes::{breakdown, ingest, operations, stats, tracker};
 
 pub use error::{ApiError, ErrorBody};
 pub use server::{ApiLimits, BindError, SHUTDOWN_GRACE, bind, serve, serve_with};
@@ -83,6 +84,8 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(stats::site_stats))
         .routes(routes!(stats::site_timeseries))
         .routes(routes!(stats::export_csv))
+        .routes(routes!(breakdown::stats_breakdown))
+        .routes(routes!(breakdown::stats_realtime))
         .routes(routes!(stats::list_sites))
         .routes(routes!(operations::health))
         .routes(routes!(operations::metrics))
