@@ -75,7 +75,8 @@ async fn seed(app: &TestApp) {
     let referral = doc! { "source": "news.ycombinator.com", "channel": "Referral", "country": "US" };
     let v4 = [("page_view", "/", "2026-03-09T15:00:00Z", None), ("page_view", "/", "2026-03-09T15:01:00Z", None)];
     visit(app, "carol", referral, &v4).await;
-    let goals = doc! { "_id": "shop", "goals": [{ "event_type": "signup" }, { "page": "/blog/*" }, { "page": "/nowhere" }] };
+    let goals =
+        doc! { "_id": "shop", "goals": [{ "event_type": "signup" }, { "page": "/blog/*" }, { "page": "/nowhere" }] };
     app.store.database().collection::<Document>("sites").insert_one(goals).await.unwrap();
 }
 
@@ -118,30 +119,53 @@ async fn stats_add_the_visit_figures_and_the_compared_period() {
 
     let stats = day_stats(&app, "").await;
     // Event figures as before: six events of alice and bob.
-    assert_eq!(stats["top_paths"], json!([
-        { "path": "/pricing", "count": 2 }, { "path": "/", "count": 1 }, { "path": "/blog/a", "count": 1 },
-        { "path": "/blog/b", "count": 1 }, { "path": "/signup", "count": 1 },
-    ]));
-    assert_eq!(stats["events_by_type"], json!([
-        { "event_type": "page_view", "count": 4 }, { "event_type": "click", "count": 1 },
-        { "event_type": "signup", "count": 1 },
-    ]));
+    assert_eq!(
+        stats["top_paths"],
+        json!([
+            { "path": "/pricing", "count": 2 }, { "path": "/", "count": 1 }, { "path": "/blog/a", "count": 1 },
+            { "path": "/blog/b", "count": 1 }, { "path": "/signup", "count": 1 },
+        ])
+    );
+    assert_eq!(
+        stats["events_by_type"],
+        json!([
+            { "event_type": "page_view", "count": 4 }, { "event_type": "click", "count": 1 },
+            { "event_type": "signup", "count": 1 },
+        ])
+    );
     // 2 visitors, 3 visits, 4 pageviews; (2+1+1)/3 views per visit, 1 bounce in 3, (600+0+300)/3 s.
     assert_eq!(figures(&stats), (vec![6, 2, 2, 3, 4], vec![1.33, 33.3], 300));
     assert!(stats.get("comparison").is_none());
 
-    let compared = json(&app, "/stats", &[
-        ("site_id", "shop"), ("from", "2026-03-10T00:00:00Z"), ("to", "2026-03-11T00:00:00Z"),
-        ("compare", "previous_period"),
-    ]).await;
-    assert_eq!(compared["comparison"], json!({
-        "from": "2026-03-09T00:00:00Z", "to": "2026-03-10T00:00:00Z", "total_events": 2, "unique_users": 1,
-        "visitors": 1, "visits": 1, "pageviews": 2, "views_per_visit": 2.0, "bounce_rate": 0.0, "visit_duration": 60,
-    }));
-    let last_year = json(&app, "/stats", &[
-        ("site_id", "shop"), ("from", "2026-03-10T00:00:00Z"), ("to", "2026-03-11T00:00:00Z"),
-        ("compare", "year_over_year"),
-    ]).await;
+    let compared = json(
+        &app,
+        "/stats",
+        &[
+            ("site_id", "shop"),
+            ("from", "2026-03-10T00:00:00Z"),
+            ("to", "2026-03-11T00:00:00Z"),
+            ("compare", "previous_period"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        compared["comparison"],
+        json!({
+            "from": "2026-03-09T00:00:00Z", "to": "2026-03-10T00:00:00Z", "total_events": 2, "unique_users": 1,
+            "visitors": 1, "visits": 1, "pageviews": 2, "views_per_visit": 2.0, "bounce_rate": 0.0, "visit_duration": 60,
+        })
+    );
+    let last_year = json(
+        &app,
+        "/stats",
+        &[
+            ("site_id", "shop"),
+            ("from", "2026-03-10T00:00:00Z"),
+            ("to", "2026-03-11T00:00:00Z"),
+            ("compare", "year_over_year"),
+        ],
+    )
+    .await;
     assert_eq!(last_year["comparison"]["from"], "2025-03-10T00:00:00Z");
     assert_eq!(last_year["comparison"]["visits"], 0);
 
@@ -177,18 +201,28 @@ async fn filters_narrow_every_figure_on_the_right_collection() {
     // A property: the click, in V1.
     assert_eq!(figures(&day_stats(&app, "prop:plan==pro").await), (vec![1, 1, 1, 1, 0], vec![2.0, 0.0], 600));
     // Two filters: German events not on /pricing (e1, e5, e6), in V1 and V3.
-    assert_eq!(figures(&day_stats(&app, "country==DE;page!~pricing").await), (vec![3, 1, 1, 2, 2], vec![1.5, 0.0], 450));
+    assert_eq!(
+        figures(&day_stats(&app, "country==DE;page!~pricing").await),
+        (vec![3, 1, 1, 2, 2], vec![1.5, 0.0], 450)
+    );
     // Any of several values.
     assert_eq!(figures(&day_stats(&app, "country==FR|US").await), direct);
     // The filters narrow the top paths too.
-    assert_eq!(day_stats(&app, "page=~/blog/*").await["top_paths"], json!([
-        { "path": "/blog/a", "count": 1 }, { "path": "/blog/b", "count": 1 },
-    ]));
+    assert_eq!(
+        day_stats(&app, "page=~/blog/*").await["top_paths"],
+        json!([
+            { "path": "/blog/a", "count": 1 }, { "path": "/blog/b", "count": 1 },
+        ])
+    );
 }
 
 async fn breakdown(app: &TestApp, dimension: &str, more: &[(&str, &str)]) -> Value {
-    let mut query =
-        vec![("site_id", "shop"), ("from", "2026-03-10T00:00:00Z"), ("to", "2026-03-11T00:00:00Z"), ("dimension", dimension)];
+    let mut query = vec![
+        ("site_id", "shop"),
+        ("from", "2026-03-10T00:00:00Z"),
+        ("to", "2026-03-11T00:00:00Z"),
+        ("dimension", dimension),
+    ];
     query.extend_from_slice(more);
     json(app, "/stats/breakdown", &query).await
 }
@@ -204,45 +238,67 @@ async fn breakdowns_group_visits_events_and_goals() {
                 "bounce_rate": bounce_rate, "visit_duration": visit_duration })
     };
     let source = breakdown(&app, "source", &[]).await;
-    assert_eq!(source, json!({ "dimension": "source", "page": 1, "rows": [
+    assert_eq!(
+        source,
+        json!({ "dimension": "source", "page": 1, "rows": [
         visit_row("Direct / None", 1, 1, 1, 1, 100.0, 0), visit_row("Google", 1, 2, 3, 5, 0.0, 450),
-    ] }));
-    assert_eq!(breakdown(&app, "channel", &[]).await["rows"], json!([
-        visit_row("Direct", 1, 1, 1, 1, 100.0, 0), visit_row("Organic Search", 1, 2, 3, 5, 0.0, 450),
-    ]));
-    assert_eq!(breakdown(&app, "entry_page", &[]).await["rows"], json!([
-        visit_row("/", 1, 1, 2, 3, 0.0, 600), visit_row("/blog/a", 1, 1, 1, 1, 100.0, 0),
-        visit_row("/blog/b", 1, 1, 1, 2, 0.0, 300),
-    ]));
+    ] })
+    );
+    assert_eq!(
+        breakdown(&app, "channel", &[]).await["rows"],
+        json!([visit_row("Direct", 1, 1, 1, 1, 100.0, 0), visit_row("Organic Search", 1, 2, 3, 5, 0.0, 450),])
+    );
+    assert_eq!(
+        breakdown(&app, "entry_page", &[]).await["rows"],
+        json!([
+            visit_row("/", 1, 1, 2, 3, 0.0, 600),
+            visit_row("/blog/a", 1, 1, 1, 1, 100.0, 0),
+            visit_row("/blog/b", 1, 1, 1, 2, 0.0, 300),
+        ])
+    );
     assert_eq!(breakdown(&app, "region", &[]).await["rows"], json!([visit_row("(none)", 2, 3, 4, 6, 33.3, 300)]));
 
-    let event_row = |value: &str, visitors, pageviews, events| {
-        json!({ "value": value, "visitors": visitors, "pageviews": pageviews, "events": events })
-    };
-    assert_eq!(breakdown(&app, "page", &[]).await["rows"], json!([
-        event_row("/", 1, 1, 1), event_row("/blog/a", 1, 1, 1), event_row("/blog/b", 1, 1, 1),
-        event_row("/pricing", 1, 1, 2), event_row("/signup", 1, 0, 1),
-    ]));
-    assert_eq!(breakdown(&app, "prop:plan", &[]).await["rows"], json!([
-        event_row("(none)", 2, 4, 4), event_row("free", 1, 0, 1), event_row("pro", 1, 0, 1),
-    ]));
-    assert_eq!(breakdown(&app, "event_type", &[]).await["rows"], json!([
-        event_row("page_view", 2, 4, 4), event_row("click", 1, 0, 1), event_row("signup", 1, 0, 1),
-    ]));
+    let event_row = |value: &str, visitors, pageviews, events| json!({ "value": value, "visitors": visitors, "pageviews": pageviews, "events": events });
+    assert_eq!(
+        breakdown(&app, "page", &[]).await["rows"],
+        json!([
+            event_row("/", 1, 1, 1),
+            event_row("/blog/a", 1, 1, 1),
+            event_row("/blog/b", 1, 1, 1),
+            event_row("/pricing", 1, 1, 2),
+            event_row("/signup", 1, 0, 1),
+        ])
+    );
+    assert_eq!(
+        breakdown(&app, "prop:plan", &[]).await["rows"],
+        json!([event_row("(none)", 2, 4, 4), event_row("free", 1, 0, 1), event_row("pro", 1, 0, 1),])
+    );
+    assert_eq!(
+        breakdown(&app, "event_type", &[]).await["rows"],
+        json!([event_row("page_view", 2, 4, 4), event_row("click", 1, 0, 1), event_row("signup", 1, 0, 1),])
+    );
     assert_eq!(breakdown(&app, "hostname", &[]).await["rows"], json!([event_row("shop.example", 2, 4, 6)]));
 
     // Goals: conversion rate = the goal's visitors / the day's 2 visitors.
-    assert_eq!(breakdown(&app, "goal", &[]).await["rows"], json!([
-        { "value": "Visit /blog/*", "visitors": 2, "conversions": 2, "conversion_rate": 100.0 },
-        { "value": "signup", "visitors": 1, "conversions": 1, "conversion_rate": 50.0 },
-        { "value": "Visit /nowhere", "visitors": 0, "conversions": 0, "conversion_rate": 0.0 },
-    ]));
+    assert_eq!(
+        breakdown(&app, "goal", &[]).await["rows"],
+        json!([
+            { "value": "Visit /blog/*", "visitors": 2, "conversions": 2, "conversion_rate": 100.0 },
+            { "value": "signup", "visitors": 1, "conversions": 1, "conversion_rate": 50.0 },
+            { "value": "Visit /nowhere", "visitors": 0, "conversions": 0, "conversion_rate": 0.0 },
+        ])
+    );
 
     // Filters narrow the rows: alice's Google visits' pages.
-    assert_eq!(breakdown(&app, "page", &[("filters", "source==Google")]).await["rows"], json!([
-        event_row("/", 1, 1, 1), event_row("/blog/b", 1, 1, 1), event_row("/pricing", 1, 1, 2),
-        event_row("/signup", 1, 0, 1),
-    ]));
+    assert_eq!(
+        breakdown(&app, "page", &[("filters", "source==Google")]).await["rows"],
+        json!([
+            event_row("/", 1, 1, 1),
+            event_row("/blog/b", 1, 1, 1),
+            event_row("/pricing", 1, 1, 2),
+            event_row("/signup", 1, 0, 1),
+        ])
+    );
 
     // Pages: two rows at a time, the server cutting them.
     let first = breakdown(&app, "page", &[("limit", "2")]).await;
@@ -261,7 +317,8 @@ async fn a_breakdown_downloads_as_csv() {
     seed(&app).await;
 
     let query = [("site_id", "shop"), ("from", "2026-03-10T00:00:00Z"), ("to", "2026-03-11T00:00:00Z")];
-    let response = get(&app, "/stats/breakdown", &[&query[..], &[("dimension", "source"), ("format", "csv")]].concat()).await;
+    let response =
+        get(&app, "/stats/breakdown", &[&query[..], &[("dimension", "source"), ("format", "csv")]].concat()).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
     assert_eq!(response.headers()["content-disposition"], "attachment; filename=\"shop-source.csv\"");
@@ -273,7 +330,10 @@ async fn a_breakdown_downloads_as_csv() {
     );
     let filtered = [&query[..], &[("dimension", "goal"), ("format", "csv"), ("filters", "country==DE")]].concat();
     let goals = get(&app, "/stats/breakdown", &filtered).await.text().await.unwrap();
-    assert_eq!(goals, "goal,visitors,conversions,conversion_rate\nVisit /blog/*,1,1,100\nsignup,1,1,100\nVisit /nowhere,0,0,0\n");
+    assert_eq!(
+        goals,
+        "goal,visitors,conversions,conversion_rate\nVisit /blog/*,1,1,100\nsignup,1,1,100\nVisit /nowhere,0,0,0\n"
+    );
 }
 
 /// The values of `/stats/timeseries` as `(count, value)` per bucket.
@@ -303,7 +363,8 @@ async fn time_series_carry_each_metric() {
     assert_eq!(series(&app, &google).await, [(3, json!(1)), (0, json!(0)), (2, json!(1))]);
 
     // By minute: the click at 10:10 is an event, not a pageview.
-    let minutes = series(&app, "interval=minute&metric=pageviews&from=2026-03-10T10:00:00Z&to=2026-03-10T10:11:00Z").await;
+    let minutes =
+        series(&app, "interval=minute&metric=pageviews&from=2026-03-10T10:00:00Z&to=2026-03-10T10:11:00Z").await;
     assert_eq!(minutes.len(), 11);
     assert_eq!(minutes[0], (1, json!(1)));
     assert_eq!(minutes[5], (1, json!(1)));
@@ -330,7 +391,10 @@ async fn realtime_shows_who_is_on_which_page_now() {
     app.store.events().insert_many(events).await.unwrap();
 
     let live = json(&app, "/stats/realtime", &[("site_id", "live")]).await;
-    assert_eq!(live, json!({ "visitors": 3, "pages": [{ "page": "/live2", "visitors": 2 }, { "page": "/a", "visitors": 1 }] }));
+    assert_eq!(
+        live,
+        json!({ "visitors": 3, "pages": [{ "page": "/live2", "visitors": 2 }, { "page": "/a", "visitors": 1 }] })
+    );
     let filtered = json(&app, "/stats/realtime", &[("site_id", "live"), ("filters", "page==/a")]).await;
     assert_eq!(filtered, json!({ "visitors": 1, "pages": [{ "page": "/a", "visitors": 1 }] }));
     assert_eq!(json(&app, "/stats/realtime", &[("site_id", "none")]).await, json!({ "visitors": 0, "pages": [] }));

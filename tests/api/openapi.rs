@@ -202,7 +202,8 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_eq!(parameters, ["limit", "offset"], "/sites is paginated");
     let site_stats = &doc["components"]["schemas"]["SiteReport"]["properties"];
     assert!(site_stats.get("events_by_type_other").is_some(), "the cut of events_by_type is documented");
-    for figure in ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration", "comparison"] {
+    for figure in ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration", "comparison"]
+    {
         assert!(site_stats.get(figure).is_some(), "/stats documents {figure}");
     }
     assert!(doc["components"]["schemas"]["SiteList"]["properties"].get("next_offset").is_some());

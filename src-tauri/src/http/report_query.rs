@@ -166,8 +166,9 @@ pub struct RealtimeQuery {
 impl RealtimeQuery {
     /// The site asked for.
     pub fn site_id(&self) -> Result<String, ApiError> {
-        self.site_id.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-            ApiError::BadQuery("site_id is required, as in /stats/realtime?site_id=site-001".into())
-        })
+        self.site_id
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ApiError::BadQuery("site_id is required, as in /stats/realtime?site_id=site-001".into()))
     }
 }

@@ -16,13 +16,13 @@
 use mongodb::bson::{Bson, Document, doc};
 use serde::Serialize;
 
+use super::StatsFilter;
 use super::export::csv_table;
 use super::filters::{Dimension, Filters};
 use super::goal_match::site_goals;
 use super::queries::aggregate;
 use super::scope::{self, VISITS};
 use super::visit_figures::{VisitSums, ratio, visit_sums};
-use super::StatsFilter;
 use crate::rollups::count_of;
 use crate::storage::{Store, StoreError};
 
@@ -294,7 +294,10 @@ mod tests {
     #[test]
     fn pipelines_group_by_visitor_then_value_and_cut_one_more_row() {
         let visits = visit_pipeline(doc! { "site_id": "s" }, "source", "Direct / None", 20, 10);
-        assert_eq!(visits[1].get_document("$group").unwrap().get_document("_id").unwrap().get("u"), Some(&"$user_id".into()));
+        assert_eq!(
+            visits[1].get_document("$group").unwrap().get_document("_id").unwrap().get("u"),
+            Some(&"$user_id".into())
+        );
         assert_eq!(visits[3], doc! { "$sort": { "visitors": -1, "_id": 1 } });
         assert_eq!(visits[4], doc! { "$skip": 20_i64 });
         assert_eq!(visits[5], doc! { "$limit": 11_i64 });
@@ -305,7 +308,13 @@ mod tests {
 
     #[test]
     fn csv_columns_follow_the_dimension() {
-        let row = BreakdownRow { value: "=cmd".into(), visitors: 2, pageviews: Some(3), events: Some(4), ..Default::default() };
+        let row = BreakdownRow {
+            value: "=cmd".into(),
+            visitors: 2,
+            pageviews: Some(3),
+            events: Some(4),
+            ..Default::default()
+        };
         let page = Breakdown { dimension: "page".into(), rows: vec![row], page: 1, next_page: None };
         let csv = breakdown_csv(&Dimension::parse("page").unwrap(), &page);
         assert_eq!(csv, "page,visitors,pageviews,events\n'=cmd,2,3,4\n");

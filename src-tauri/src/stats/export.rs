@@ -112,7 +112,9 @@ pub async fn site_csv(store: &Store, request: &ExportRequest) -> Result<String, 
 pub fn csv_table(rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
     for row in rows {
-        writer.write_record(row.iter().map(|cell| inert(cell).into_owned())).expect("writing CSV to memory cannot fail");
+        writer
+            .write_record(row.iter().map(|cell| inert(cell).into_owned()))
+            .expect("writing CSV to memory cannot fail");
     }
     let bytes = writer.into_inner().expect("flushing CSV to memory cannot fail");
     String::from_utf8(bytes).expect("CSV of UTF-8 strings is UTF-8")

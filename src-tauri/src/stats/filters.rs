@@ -92,7 +92,11 @@ impl Dimension {
     pub fn parse(name: &str) -> Result<Dimension, FilterError> {
         if let Some(key) = name.strip_prefix("prop:") {
             let usable = !key.is_empty() && key.len() <= MAX_PROP_KEY_BYTES && !key.contains(['.', '$']);
-            return if usable { Ok(Dimension::Prop(key.to_string())) } else { Err(FilterError::BadPropKey(key.into())) };
+            return if usable {
+                Ok(Dimension::Prop(key.to_string()))
+            } else {
+                Err(FilterError::BadPropKey(key.into()))
+            };
         }
         if let Some(attribute) = VISIT_ATTRIBUTES.iter().find(|a| **a == name) {
             return Ok(Dimension::Attribute(attribute));

@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(goal_of(&Bson::Document(doc! { "page": "" })), None);
 
         let filter = |text: &str| Filters::parse(text).unwrap().0.remove(0);
-        assert_eq!(goal_filter_condition(&filter("goal==signup"), &goals), doc! { "$or": [{ "event_type": "signup" }] });
+        assert_eq!(
+            goal_filter_condition(&filter("goal==signup"), &goals),
+            doc! { "$or": [{ "event_type": "signup" }] }
+        );
         assert_eq!(goal_filter_condition(&filter("goal==nope"), &goals), doc! { "_id": { "$in": [] } });
         assert_eq!(goal_filter_condition(&filter("goal!=nope"), &goals), doc! {});
         let visits = goal_filter_condition(&filter("goal!~Visit"), &goals);

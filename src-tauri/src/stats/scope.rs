@@ -13,11 +13,11 @@
 use mongodb::Collection;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 
+use super::StatsFilter;
 use super::filters::{Dimension, Filters};
 use super::from_events::{events_match, range};
 use super::goal_match::{goal_filter_condition, site_goals};
 use super::queries::aggregate;
-use super::StatsFilter;
 use crate::storage::{Store, StoreError};
 
 /// The `$match` documents of a request on each collection.
