@@ -3,10 +3,11 @@
 //!
 //! - [`routes`]: one file per group: ingestion (`POST /event`, `POST /events`),
 //!   the tracker script (`GET /script.js`), stats (`/stats`, `/stats/timeseries`,
-//!   `/stats/export.csv`, `/sites`; `/stats/breakdown`, `/stats/realtime`) and operations (`/health`, `/metrics`);
+//!   `/stats/export.csv`, `/sites`; `/stats/breakdown`, `/stats/realtime`) and
+//!   operations (`/health`, `/metrics`);
 //! - [`state`]: what the routes share; [`access`]: the `API_TOKEN` check;
-//!   [`query`]: the stats routes' parameters ([`report_query`]: issue #14's); [`error`]: every refusal as
-//!   `{"error": "..."}`; [`openapi`]: the OpenAPI document's frame;
+//!   [`query`]: the stats routes' parameters ([`report_query`]: issue #14's);
+//!   [`error`]: every refusal as `{"error": "..."}`; [`openapi`]: the OpenAPI document's frame;
 //! - [`server`]: the port, the serve loop and its limits; [`connection_gate`]:
 //!   the caps on connections; [`lingering_close`]: closing so that a refused
 //!   client sees its answer; [`body_deadline`]: a body's total deadline;
