@@ -69,8 +69,12 @@ async fn runs_from_a_dotenv_file_and_answers_the_readme_examples() {
         "events_by_type": [{ "event_type": "page_view", "count": 2 }]
     });
     let stats_match = common::eventually(Duration::from_secs(15), || async {
-        let stats: Value =
+        let mut stats: Value =
             http.get(format!("{base}/stats?site_id=site-001")).send().await.unwrap().json().await.unwrap();
+        // The event figures only: the visit figures (issue #14) are tested in tests/api/breakdown.rs.
+        for visit_figure in ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"] {
+            stats.as_object_mut().map(|figures| figures.remove(visit_figure));
+        }
         stats == expected
     })
     .await;

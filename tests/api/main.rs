@@ -2,6 +2,7 @@
 //! server (see `tests/common`): one database per test, so they run in parallel.
 
 mod batch;
+mod breakdown;
 #[path = "../common/mod.rs"]
 mod common;
 mod desktop;

@@ -24,7 +24,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/sites", &["get"]),
     ("/sites/{site_id}/goals", &["get", "put"]),
     ("/stats", &["get"]),
+    ("/stats/breakdown", &["get"]),
     ("/stats/export.csv", &["get"]),
+    ("/stats/realtime", &["get"]),
     ("/stats/timeseries", &["get"]),
 ];
 
@@ -122,7 +124,6 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
         "Event",
         "ErrorBody",
         "Queued",
-        "SiteStats",
         "PathCount",
         "TypeCount",
         "Timeseries",
@@ -133,6 +134,13 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
         "SiteGoals",
         "Goal",
         "GoalsBody",
+        "SiteReport",
+        "Comparison",
+        "Breakdown",
+        "BreakdownRow",
+        "Realtime",
+        "PageVisitors",
+        "Metric",
     ] {
         assert!(schemas.contains(name), "schema {name} missing from {schemas:?}");
     }
@@ -156,6 +164,8 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_eq!(statuses("/stats/timeseries", "get"), ["200", "400", "401", "403", "503", "504"]);
     assert_eq!(statuses("/stats/export.csv", "get"), ["200", "400", "401", "403", "503", "504"]);
     assert_eq!(statuses("/sites", "get"), ["200", "400", "401", "403", "503", "504"]);
+    assert_eq!(statuses("/stats/breakdown", "get"), ["200", "400", "401", "403", "503", "504"]);
+    assert_eq!(statuses("/stats/realtime", "get"), ["200", "400", "401", "403", "503", "504"]);
     assert_eq!(statuses("/script.js", "get"), ["200", "304", "503"]);
     assert_eq!(statuses("/sites/{site_id}/goals", "get"), ["200", "400", "401", "403", "503"]);
     assert_eq!(statuses("/sites/{site_id}/goals", "put"), ["200", "400", "401", "403", "413", "415", "503"]);
@@ -163,7 +173,15 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_eq!(statuses("/openapi.json", "get"), ["200", "403", "503"]);
     assert_eq!(statuses("/health", "get"), ["200", "503"]);
     assert!(doc["paths"]["/health"]["get"].get("security").is_none(), "load balancers need no token");
-    let guarded = ["/stats", "/stats/timeseries", "/stats/export.csv", "/sites", "/metrics"];
+    let guarded = [
+        "/stats",
+        "/stats/timeseries",
+        "/stats/export.csv",
+        "/stats/breakdown",
+        "/stats/realtime",
+        "/sites",
+        "/metrics",
+    ];
     let guarded = guarded.map(|path| (path, "get")).into_iter().chain([("/sites/{site_id}/goals", "put")]);
     for (path, method) in guarded {
         assert_eq!(doc["paths"][path][method]["security"], json!([{}, { "api_token": [] }]), "{path}");
@@ -175,7 +193,17 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(parameters, ["site_id", "from", "to", "event_type", "interval"]);
+    assert_eq!(parameters, ["site_id", "from", "to", "event_type", "filters", "metric", "interval"]);
+    let parameters = |path: &str| -> Vec<String> {
+        let list = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        list.iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(parameters("/stats"), ["site_id", "from", "to", "event_type", "filters", "compare"]);
+    assert_eq!(
+        parameters("/stats/breakdown"),
+        ["site_id", "from", "to", "event_type", "filters", "dimension", "limit", "page", "format"]
+    );
+    assert_eq!(parameters("/stats/realtime"), ["site_id", "filters"]);
     let parameters: Vec<&str> = doc["paths"]["/sites"]["get"]["parameters"]
         .as_array()
         .unwrap()
@@ -183,8 +211,12 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(parameters, ["limit", "offset"], "/sites is paginated");
-    let site_stats = &doc["components"]["schemas"]["SiteStats"]["properties"];
+    let site_stats = &doc["components"]["schemas"]["SiteReport"]["properties"];
     assert!(site_stats.get("events_by_type_other").is_some(), "the cut of events_by_type is documented");
+    for figure in ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration", "comparison"]
+    {
+        assert!(site_stats.get(figure).is_some(), "/stats documents {figure}");
+    }
     assert!(doc["components"]["schemas"]["SiteList"]["properties"].get("next_offset").is_some());
 
     // Real answers have the documented shapes.
@@ -199,13 +231,26 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_shape(&doc, "Queued", &batch);
     app.drain_queue().await;
     let stats = app.stats("shop").await;
-    assert_shape(&doc, "SiteStats", &stats);
+    assert_shape(&doc, "SiteReport", &stats);
     assert_shape(&doc, "PathCount", &stats["top_paths"][0]);
     assert_shape(&doc, "TypeCount", &stats["events_by_type"][0]);
     let series: Value =
         app.http.get(app.url("/stats/timeseries?site_id=shop")).send().await.unwrap().json().await.unwrap();
     assert_shape(&doc, "Timeseries", &series);
     assert_shape(&doc, "Bucket", &series["buckets"][0]);
+    let rows: Value = app
+        .http
+        .get(app.url("/stats/breakdown?site_id=shop&dimension=page"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_shape(&doc, "Breakdown", &rows);
+    assert_shape(&doc, "BreakdownRow", &rows["rows"][0]);
+    let live: Value = app.http.get(app.url("/stats/realtime?site_id=shop")).send().await.unwrap().json().await.unwrap();
+    assert_shape(&doc, "Realtime", &live);
     let sites: Value = app.http.get(app.url("/sites")).send().await.unwrap().json().await.unwrap();
     assert_shape(&doc, "SiteList", &sites);
     assert_shape(&doc, "SiteSummary", &sites["sites"][0]);

@@ -105,7 +105,7 @@ async fn assert_stats_agree(app: &TestApp, events: &[Sent], site: &str) {
     let top: Vec<(String, u64)> = served.top_paths.iter().map(|p| (p.path.clone(), p.count)).collect();
     let want: Vec<(String, u64)> = ranked.iter().take(10).map(|(p, n)| ((*p).clone(), **n)).collect();
     assert_eq!(top, want, "top paths, ties by path ascending");
-    let http = app.stats(site).await;
+    let http = app.event_stats(site).await;
     assert_eq!(http, serde_json::to_value(&served).unwrap(), "GET /stats serves the same");
 }
 

@@ -375,7 +375,7 @@ async fn bad_ranges_and_intervals_are_400s_naming_the_parameter() {
         ("/stats?site_id=a&to=2026-13-01T00:00:00Z", "to must be an RFC 3339 date-time"),
         ("/stats?site_id=a&from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z", "from must not be after to"),
         ("/stats?site_id=a&event_type=", "event_type must not be empty"),
-        ("/stats/timeseries?site_id=a&interval=week", "interval must be hour or day"),
+        ("/stats/timeseries?site_id=a&interval=week", "interval must be minute, hour or day"),
         ("/stats/timeseries?site_id=a&from=2000-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "range too long"),
         ("/stats/timeseries?interval=day", "site_id is required"),
     ];

@@ -18,7 +18,7 @@ async fn stats_count_events_users_and_rank_paths_with_ties_by_path() {
     app.post_event(event_json("other-site", "/zzz", "u9")).await;
     app.drain_queue().await;
 
-    let stats = app.stats("site-001").await;
+    let stats = app.event_stats("site-001").await;
 
     assert_eq!(
         stats,
@@ -35,16 +35,16 @@ async fn stats_count_events_users_and_rank_paths_with_ties_by_path() {
 async fn stats_count_only_processed_events() {
     let app = spawn_app().await;
     app.post_event(event_json("site-q", "/", "u")).await;
-    assert_eq!(app.stats("site-q").await["total_events"], 0, "still in the queue");
+    assert_eq!(app.event_stats("site-q").await["total_events"], 0, "still in the queue");
     app.drain_queue().await;
-    assert_eq!(app.stats("site-q").await["total_events"], 1);
+    assert_eq!(app.event_stats("site-q").await["total_events"], 1);
 }
 
 #[tokio::test]
 async fn an_unknown_site_has_zeros() {
     let app = spawn_app().await;
     assert_eq!(
-        app.stats("nobody").await,
+        app.event_stats("nobody").await,
         json!({ "total_events": 0, "unique_users": 0, "top_paths": [], "events_by_type": [] })
     );
 }
@@ -68,7 +68,7 @@ async fn an_operator_in_the_query_is_a_plain_site_name() {
     // `site_id[$ne]=x` is how Express's qs would smuggle an operator; here it is no site.
     let response = app.http.get(app.url("/stats?site_id[$ne]=x")).send().await.unwrap();
     assert_json_error(response, 400, "site_id is required").await;
-    assert_eq!(app.stats("{\"$ne\":\"x\"}").await["total_events"], 0);
+    assert_eq!(app.event_stats("{\"$ne\":\"x\"}").await["total_events"], 0);
 }
 
 /// Expected stats computed in memory from the events as sent.
@@ -112,7 +112,7 @@ async fn stats_match_an_independent_computation_over_random_events() {
 
     let mut totals: HashMap<&str, u64> = HashMap::new();
     for site in sites {
-        let actual = app.stats(site).await;
+        let actual = app.event_stats(site).await;
         assert_eq!(actual, expected_stats(&events, site), "site {site}");
         totals.insert(site, actual["total_events"].as_u64().unwrap());
     }

@@ -3,11 +3,11 @@
 //!
 //! - [`routes`]: one file per group: ingestion (`POST /event`, `POST /events`),
 //!   the tracker script (`GET /script.js`), stats (`/stats`, `/stats/timeseries`,
-//!   `/stats/export.csv`, `/sites`), a site's settings (`/sites/{site_id}/goals`)
-//!   and operations (`/health`, `/metrics`);
+//!   `/stats/export.csv`, `/sites`; `/stats/breakdown`, `/stats/realtime`), a
+//!   site's settings (`/sites/{site_id}/goals`) and operations (`/health`, `/metrics`);
 //! - [`state`]: what the routes share; [`access`]: the `API_TOKEN` check;
-//!   [`query`]: the stats routes' parameters; [`error`]: every refusal as
-//!   `{"error": "..."}`; [`openapi`]: the OpenAPI document's frame;
+//!   [`query`]: the stats routes' parameters ([`report_query`]: issue #14's);
+//!   [`error`]: every refusal as `{"error": "..."}`; [`openapi`]: the OpenAPI document's frame;
 //! - [`server`]: the port, the serve loop and its limits; [`connection_gate`]:
 //!   the caps on connections; [`lingering_close`]: closing so that a refused
 //!   client sees its answer; [`body_deadline`]: a body's total deadline;
@@ -26,6 +26,7 @@ pub mod host_check;
 pub mod lingering_close;
 pub mod openapi;
 pub mod query;
+pub mod report_query;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -51,7 +52,7 @@ use utoipa_axum::routes;
 use crate::ingest::{MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES};
 use crate::telemetry::counters::PipelineCounters;
 use openapi::{ApiDoc, HostNotAllowed, Unavailable};
-use routes::{ingest, operations, sites, stats, tracker};
+use routes::{breakdown, ingest, operations, sites, stats, tracker};
 
 pub use error::{ApiError, ErrorBody};
 pub use server::{ApiLimits, BindError, SHUTDOWN_GRACE, bind, serve, serve_with};
@@ -84,6 +85,8 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(stats::site_stats))
         .routes(routes!(stats::site_timeseries))
         .routes(routes!(stats::export_csv))
+        .routes(routes!(breakdown::stats_breakdown))
+        .routes(routes!(breakdown::stats_realtime))
         .routes(routes!(stats::list_sites))
         // A site's goals: up to 100 patterns of 2 KB, past the default body limit.
         .routes(routes!(sites::get_goals, sites::put_goals).layer(DefaultBodyLimit::max(sites::MAX_GOALS_BODY_BYTES)))

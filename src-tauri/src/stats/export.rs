@@ -74,6 +74,7 @@ pub async fn site_csv(store: &Store, request: &ExportRequest) -> Result<String, 
 
     let rfc3339 = |time: DateTime| time.try_to_rfc3339_string().unwrap_or_default();
     let interval_name = match interval {
+        Interval::Minute => "minute",
         Interval::Hour => "hour",
         Interval::Day => "day",
     };
@@ -104,6 +105,19 @@ pub async fn site_csv(store: &Store, request: &ExportRequest) -> Result<String, 
     written.expect("writing CSV to memory cannot fail");
     let bytes = writer.into_inner().expect("flushing CSV to memory cannot fail");
     Ok(String::from_utf8(bytes).expect("CSV of UTF-8 strings is UTF-8"))
+}
+
+/// Rows of cells as CSV text (the breakdowns' download), every cell made
+/// [`inert`] as in the export.
+pub fn csv_table(rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        writer
+            .write_record(row.iter().map(|cell| inert(cell).into_owned()))
+            .expect("writing CSV to memory cannot fail");
+    }
+    let bytes = writer.into_inner().expect("flushing CSV to memory cannot fail");
+    String::from_utf8(bytes).expect("CSV of UTF-8 strings is UTF-8")
 }
 
 /// A cell a spreadsheet shows as text: one that would start a formula gets a leading `'`.

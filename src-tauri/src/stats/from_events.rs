@@ -13,7 +13,12 @@ use crate::storage::{Store, StoreError};
 
 /// A site's stats computed from `events` alone (by the server: see [`super::queries`]).
 pub async fn plain_site_stats(store: &Store, filter: &StatsFilter) -> Result<SiteStats, StoreError> {
-    let matching = events_match(filter, filter.from, filter.to);
+    plain_site_stats_matching(store, events_match(filter, filter.from, filter.to)).await
+}
+
+/// A site's stats over the events `matching` (a filtered request's, see
+/// [`super::scope`]), computed from `events` alone.
+pub(super) async fn plain_site_stats_matching(store: &Store, matching: Document) -> Result<SiteStats, StoreError> {
     let counts = Source { collection: store.events(), stages: event_counts(matching.clone()) };
     let users = Source { collection: store.events(), stages: event_users(matching) };
     site_stats_from(store, &counts, distinct_users(store, &users)).await

@@ -10,16 +10,29 @@
 //! Either way the server computes the figures (top paths, top types, distinct
 //! users) and every query carries the store's time limit: see [`queries`].
 //!
+//! Issue #14's figures over visits (docs/visits.md section 4): [`filters`]
+//! (the `filters=` grammar), [`scope`] (what a request covers on `visits` and
+//! `events`), [`visit_figures`] (`/stats`' visit figures and comparison),
+//! [`breakdown`], [`series`] (time series by metric), [`realtime`], and
+//! [`goal_match`] (the site's goals as the stats read them).
+//!
 //! [`from_rollups`] holds the fast path (the all-time, unfiltered stats from
 //! the ranks the worker keeps: [`from_ranks`]), [`from_events`] the plain aggregation
 //! (and the raw reads the fast path makes of partial hours), [`queries`] how
 //! both ask the server, [`export`] the CSV.
 
+pub mod breakdown;
 pub mod export;
+pub mod filters;
 pub mod from_events;
 mod from_ranks;
 pub mod from_rollups;
+pub mod goal_match;
 mod queries;
+pub mod realtime;
+pub mod scope;
+pub mod series;
+pub mod visit_figures;
 
 use std::collections::{HashMap, HashSet};
 
@@ -117,6 +130,8 @@ pub struct TypeCount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
+    /// One minute (`/stats/timeseries` only, for ranges of a few hours).
+    Minute,
     /// One hour.
     Hour,
     /// One UTC day.
@@ -127,6 +142,7 @@ impl Interval {
     /// The bucket's length in milliseconds.
     pub fn millis(self) -> i64 {
         match self {
+            Interval::Minute => 60_000,
             Interval::Hour => HOUR_MS,
             Interval::Day => 24 * HOUR_MS,
         }
@@ -139,12 +155,25 @@ impl Interval {
 }
 
 /// One bucket of a time series.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Bucket {
     /// The bucket's start, RFC 3339 in UTC.
     pub start: String,
     /// Events in the bucket (and in the asked range).
     pub count: u64,
+    /// The asked `metric` in the bucket (`events` by default: the `count`);
+    /// whole numbers are written without a fraction.
+    #[serde(default, serialize_with = "whole_or_fraction")]
+    pub value: f64,
+}
+
+/// Writes a whole `value` as an integer (`3`, not `3.0`), others as they are.
+fn whole_or_fraction<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        serializer.serialize_i64(*value as i64)
+    } else {
+        serializer.serialize_f64(*value)
+    }
 }
 
 /// One site seen in `events`, with its number of events.
@@ -252,9 +281,13 @@ fn fold_buckets(hourly: HashMap<i64, u64>, interval: Interval, from: DateTime, t
     }
     (first..to.timestamp_millis())
         .step_by(step as usize)
-        .map(|start| Bucket {
-            start: DateTime::from_millis(start).try_to_rfc3339_string().unwrap_or_default(),
-            count: counts.get(&start).copied().unwrap_or(0),
+        .map(|start| {
+            let count = counts.get(&start).copied().unwrap_or(0);
+            Bucket {
+                start: DateTime::from_millis(start).try_to_rfc3339_string().unwrap_or_default(),
+                count,
+                value: count as f64,
+            }
         })
         .collect()
 }

@@ -1,5 +1,6 @@
 //! The routes, one file per group; [`crate::http`] gathers them into one table.
 
+pub mod breakdown;
 pub mod ingest;
 pub mod operations;
 pub mod sites;

@@ -14,9 +14,12 @@ use utoipa::ToSchema;
 use crate::http::error::ApiError;
 use crate::http::openapi::{BadRequest, HostNotAllowed, StatsTimeLimit, Unauthorized, Unavailable};
 use crate::http::query::{IntervalQuery, SitesQuery, StatsQuery, parse_query};
+use crate::http::report_query::{CompareQuery, FiltersQuery, SeriesQuery};
 use crate::http::state::ApiState;
 use crate::stats::export::{self, CSV_CONTENT_TYPE, ExportError, ExportRequest};
-use crate::stats::{self, Bucket, Interval, SiteStats, SiteSummary};
+use crate::stats::series::{Metric, metric_timeseries};
+use crate::stats::visit_figures::{SiteReport, site_report};
+use crate::stats::{self, Bucket, Interval, SiteSummary};
 use crate::storage::StoreError;
 
 /// Longest wait for the stats queries.
@@ -40,21 +43,24 @@ fn stats_error(error: StoreError) -> ApiError {
     }
 }
 
-/// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…]`: exact totals, unique
-/// users, top paths and events per type.
+/// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…][&filters=…][&compare=…]`:
+/// exact totals, unique users, top paths, events per type, and the visit figures.
 ///
 /// Over processed events; an unknown site gives zeros. Top paths: the 10 most
 /// visited, by count descending then path ascending. Event types: the 20 most
 /// counted (same order); past 20, `events_by_type_other` says how many types
-/// were left out and how many events they hold.
+/// were left out and how many events they hold. Visit figures (`visitors`,
+/// `visits`, `views_per_visit`, `bounce_rate`, `visit_duration`) count the
+/// visits starting in the range, `pageviews` the `page_view` events in it.
+/// `filters` narrow every figure; `compare` adds the compared period's figures.
 #[utoipa::path(
     get,
     path = "/stats",
     tag = "stats",
-    params(StatsQuery),
+    params(StatsQuery, FiltersQuery, CompareQuery),
     security((), ("api_token" = [])),
     responses(
-        (status = 200, description = "The site's figures", body = SiteStats),
+        (status = 200, description = "The site's figures", body = SiteReport),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = HostNotAllowed),
@@ -66,10 +72,14 @@ pub async fn site_stats(
     State(state): State<ApiState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, QueryRejection>,
-) -> Result<Json<SiteStats>, ApiError> {
+    filters: Result<Query<FiltersQuery>, QueryRejection>,
+    compare: Result<Query<CompareQuery>, QueryRejection>,
+) -> Result<Json<SiteReport>, ApiError> {
     state.token.authorize(&headers)?;
     let filter = parse_query(query)?.filter()?;
-    Ok(Json(within_stats_timeout(stats::site_stats(&state.store, &filter)).await?))
+    let filters = parse_query(filters)?.filters()?;
+    let compare = parse_query(compare)?.compare(&filter)?;
+    Ok(Json(within_stats_timeout(site_report(&state.store, &filter, &filters, compare)).await?))
 }
 
 /// The answer of `GET /stats/timeseries`.
@@ -79,6 +89,8 @@ pub struct Timeseries {
     pub site_id: String,
     /// The buckets' width.
     pub interval: Interval,
+    /// What each bucket's `value` counts.
+    pub metric: Metric,
     /// The range's start (RFC 3339).
     #[schema(format = DateTime)]
     pub from: String,
@@ -89,17 +101,19 @@ pub struct Timeseries {
     pub buckets: Vec<Bucket>,
 }
 
-/// `GET /stats/timeseries?site_id=…&interval=hour|day[&from][&to][&event_type]`:
-/// events per bucket. Without `to`, up to now; without `from`, the last 24 hours
-/// (hourly) or 30 days (daily).
+/// `GET /stats/timeseries?site_id=…&interval=minute|hour|day[&metric][&from][&to][&event_type][&filters]`:
+/// events and a metric per bucket. Without `to`, up to now; without `from`, the
+/// last 60 minutes (by minute), 24 hours (hourly) or 30 days (daily).
 ///
-/// Buckets are UTC hours or days; the first and last count only what is inside
-/// the range. At most 10,000 buckets.
+/// Buckets are UTC minutes, hours or days; the first and last count only what
+/// is inside the range. At most 10,000 buckets. Each bucket's `count` is its
+/// events, its `value` the `metric` (default `events`): visit metrics count the
+/// visits starting in the bucket.
 #[utoipa::path(
     get,
     path = "/stats/timeseries",
     tag = "stats",
-    params(StatsQuery, IntervalQuery),
+    params(StatsQuery, FiltersQuery, SeriesQuery),
     security((), ("api_token" = [])),
     responses(
         (status = 200, description = "Events per bucket", body = Timeseries),
@@ -114,26 +128,34 @@ pub async fn site_timeseries(
     State(state): State<ApiState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, QueryRejection>,
-    interval: Result<Query<IntervalQuery>, QueryRejection>,
+    filters: Result<Query<FiltersQuery>, QueryRejection>,
+    series: Result<Query<SeriesQuery>, QueryRejection>,
 ) -> Result<Json<Timeseries>, ApiError> {
     state.token.authorize(&headers)?;
     let filter = parse_query(query)?.filter()?;
-    let interval = parse_query(interval)?.interval(Interval::Hour)?;
+    let filters = parse_query(filters)?.filters()?;
+    let series = parse_query(series)?;
+    let (interval, metric) = (series.interval()?, series.metric()?);
     let to = filter.to.unwrap_or_else(DateTime::now);
-    let default_span = if interval == Interval::Hour { 24 } else { 30 } * interval.millis();
+    let default_span = match interval {
+        Interval::Minute => 60,
+        Interval::Hour => 24,
+        Interval::Day => 30,
+    } * interval.millis();
     let from = filter.from.unwrap_or_else(|| DateTime::from_millis(to.timestamp_millis() - default_span));
     if from > to {
         return Err(ApiError::BadQuery("from must not be after to (to is exclusive)".into()));
     }
     if stats::bucket_count(interval, from, to) > stats::MAX_BUCKETS {
         return Err(ApiError::BadQuery(format!(
-            "range too long: at most {} buckets; use interval=day or a shorter range",
+            "range too long: at most {} buckets; use a wider interval (hour, day) or a shorter range",
             stats::MAX_BUCKETS
         )));
     }
-    let buckets = within_stats_timeout(stats::timeseries(&state.store, &filter, interval, from, to)).await?;
+    let series = metric_timeseries(&state.store, &filter, &filters, interval, metric, from, to);
+    let buckets = within_stats_timeout(series).await?;
     let rfc3339 = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
-    Ok(Json(Timeseries { site_id: filter.site_id, interval, from: rfc3339(from), to: rfc3339(to), buckets }))
+    Ok(Json(Timeseries { site_id: filter.site_id, interval, metric, from: rfc3339(from), to: rfc3339(to), buckets }))
 }
 
 /// `GET /stats/export.csv?site_id=…[&from][&to][&event_type][&interval=day|hour]`:
