@@ -9,6 +9,7 @@
 //! tests marked "pipeline" should also be fed through `POST /events` and the
 //! worker (the same events, with the enrichment headers), expecting the same figures.
 
+use analytics_desk::sites::Goal;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
 use serde_json::{Value, json};
@@ -75,9 +76,8 @@ async fn seed(app: &TestApp) {
     let referral = doc! { "source": "news.ycombinator.com", "channel": "Referral", "country": "US" };
     let v4 = [("page_view", "/", "2026-03-09T15:00:00Z", None), ("page_view", "/", "2026-03-09T15:01:00Z", None)];
     visit(app, "carol", referral, &v4).await;
-    let goals =
-        doc! { "_id": "shop", "goals": [{ "event_type": "signup" }, { "page": "/blog/*" }, { "page": "/nowhere" }] };
-    app.store.database().collection::<Document>("sites").insert_one(goals).await.unwrap();
+    let goals = [Goal::event("signup"), Goal::page("/blog/*"), Goal::page("/nowhere")];
+    analytics_desk::sites::save_goals(&app.store, "shop", &goals).await.unwrap();
 }
 
 async fn get(app: &TestApp, path: &str, query: &[(&str, &str)]) -> reqwest::Response {

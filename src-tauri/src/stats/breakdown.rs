@@ -235,14 +235,14 @@ async fn goal_rows(
     let mut rows = Vec::with_capacity(goals.len());
     for goal in goals {
         let pipeline = vec![
-            doc! { "$match": { "$and": [events.clone(), goal.condition()] } },
+            doc! { "$match": { "$and": [events.clone(), goal.filter()] } },
             doc! { "$group": { "_id": "$user_id", "conversions": { "$sum": 1 } } },
             doc! { "$group": { "_id": Bson::Null, "visitors": { "$sum": 1 }, "conversions": { "$sum": "$conversions" } } },
         ];
         let found = aggregate(store, store.events(), pipeline).await?;
         let visitors = found.first().map_or(0, |row| count_of(row.get("visitors")));
         rows.push(BreakdownRow {
-            value: goal.name(),
+            value: goal.name,
             visitors,
             conversions: Some(found.first().map_or(0, |row| count_of(row.get("conversions")))),
             conversion_rate: Some(ratio(visitors * 100, all_visitors, 10.0)),
