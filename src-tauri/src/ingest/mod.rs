@@ -13,6 +13,7 @@ pub mod client_ip;
 pub mod event;
 pub mod group_commit;
 pub mod late_visitors;
+pub mod page_context;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
