@@ -10,6 +10,7 @@
 
 pub mod anonymous_id;
 pub mod client_ip;
+pub mod enrich;
 pub mod event;
 pub mod group_commit;
 pub mod late_visitors;
