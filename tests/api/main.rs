@@ -6,6 +6,7 @@ mod batch;
 mod common;
 mod desktop;
 mod engine;
+mod enrich;
 mod event;
 mod export;
 mod group_commit;
