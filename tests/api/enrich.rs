@@ -39,9 +39,19 @@ fn an_address_in_a_country() -> (IpAddr, String) {
 }
 
 /// `POST path` with `body`, the User-Agent `user_agent` and, if given, an `X-Forwarded-For`.
-async fn post(app: &TestApp, path: &str, body: &Value, user_agent: &str, forwarded_for: Option<&str>) -> reqwest::Response {
-    let mut request =
-        app.http.post(app.url(path)).header("content-type", "text/plain").header("user-agent", user_agent).body(body.to_string());
+async fn post(
+    app: &TestApp,
+    path: &str,
+    body: &Value,
+    user_agent: &str,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .http
+        .post(app.url(path))
+        .header("content-type", "text/plain")
+        .header("user-agent", user_agent)
+        .body(body.to_string());
     if let Some(addresses) = forwarded_for {
         request = request.header("x-forwarded-for", addresses);
     }
@@ -51,10 +61,7 @@ async fn post(app: &TestApp, path: &str, body: &Value, user_agent: &str, forward
 /// The value of `sample` in `/metrics`, 0 when absent.
 async fn metric(app: &TestApp, sample: &str) -> f64 {
     let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter_map(|line| line.strip_prefix(sample)?.trim().parse::<f64>().ok())
-        .next()
-        .unwrap_or(0.0)
+    text.lines().filter_map(|line| line.strip_prefix(sample)?.trim().parse::<f64>().ok()).next().unwrap_or(0.0)
 }
 
 /// The document's keys other than those every queued event has.
@@ -92,8 +99,22 @@ async fn a_browser_event_gets_the_contracts_fields_and_never_its_address_nor_use
     let mut keys = enrichment_keys(event);
     keys.sort_unstable();
     let mut expected = vec![
-        "anonymous", "browser", "browser_version", "channel", "country", "device", "hostname", "os", "props",
-        "referrer", "source", "utm_campaign", "utm_content", "utm_medium", "utm_source", "utm_term",
+        "anonymous",
+        "browser",
+        "browser_version",
+        "channel",
+        "country",
+        "device",
+        "hostname",
+        "os",
+        "props",
+        "referrer",
+        "source",
+        "utm_campaign",
+        "utm_content",
+        "utm_medium",
+        "utm_source",
+        "utm_term",
     ];
     expected.sort_unstable();
     assert_eq!(keys, expected, "exactly the contract's fields: {event:?}");
@@ -132,7 +153,12 @@ async fn firefox_and_iphone_events_get_their_software_and_an_explicit_user_id_is
     assert_eq!(queued.len(), 3);
     let firefox = &queued[0];
     assert_eq!(
-        (firefox.get_str("browser"), firefox.get_str("browser_version"), firefox.get_str("os"), firefox.get_str("device")),
+        (
+            firefox.get_str("browser"),
+            firefox.get_str("browser_version"),
+            firefox.get_str("os"),
+            firefox.get_str("device")
+        ),
         (Ok("Firefox"), Ok("128"), Ok("Linux"), Ok("desktop"))
     );
     assert_eq!(firefox.get_str("channel"), Ok("Direct"), "a self-referral is no source");
@@ -140,7 +166,10 @@ async fn firefox_and_iphone_events_get_their_software_and_an_explicit_user_id_is
         assert!(!firefox.contains_key(absent), "{absent} is absent, not empty: {firefox:?}");
     }
     for event in &queued[1..] {
-        assert_eq!((event.get_str("browser"), event.get_str("os"), event.get_str("device")), (Ok("Safari"), Ok("iOS"), Ok("mobile")));
+        assert_eq!(
+            (event.get_str("browser"), event.get_str("os"), event.get_str("device")),
+            (Ok("Safari"), Ok("iOS"), Ok("mobile"))
+        );
         assert_eq!(event.get_bool("anonymous"), Ok(true));
         assert!(!event.contains_key("hostname"), "no url, no hostname");
     }

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 /// The directory `scripts/install-data-sets.sh` fills: `$ANALYTICS_DESK_CACHE/data-sets`,
 /// else `~/.cache/analytics-desk/data-sets`, else `data-sets` in the working directory.
 pub fn default_data_dir() -> PathBuf {
-    let cache = std::env::var_os("ANALYTICS_DESK_CACHE")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|home| !home.is_empty()).map(|home| Path::new(&home).join(".cache/analytics-desk")));
+    let cache =
+        std::env::var_os("ANALYTICS_DESK_CACHE").filter(|dir| !dir.is_empty()).map(PathBuf::from).or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|home| !home.is_empty())
+                .map(|home| Path::new(&home).join(".cache/analytics-desk"))
+        });
     cache.map(|dir| dir.join("data-sets")).unwrap_or_else(|| PathBuf::from("data-sets"))
 }
 

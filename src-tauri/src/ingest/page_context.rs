@@ -70,10 +70,8 @@ pub fn document_fields(event: ObjectBuilder) -> ObjectBuilder {
             "The page's full URL, absolute http(s). The server reads `hostname` and the `utm_*` parameters (and \
              `ref`) from it and never stores it; `path` stays the path counted.",
         ));
-    let referrer = ObjectBuilder::new()
-        .schema_type(nullable(Type::String))
-        .max_length(Some(MAX_URL_BYTES))
-        .description(Some(
+    let referrer =
+        ObjectBuilder::new().schema_type(nullable(Type::String)).max_length(Some(MAX_URL_BYTES)).description(Some(
             "The page's referrer (`document.referrer`): an absolute URL, or empty for none. Gives `source`, \
              `referrer` and `channel`; a referrer on the page's own host is ignored.",
         ));
@@ -206,7 +204,10 @@ mod tests {
         assert_eq!(context.referrer.unwrap().host_str(), Some("www.google.com"));
         assert_eq!(context.screen_width, Some(1280));
         let props = context.props.unwrap();
-        assert_eq!(props, [("plan".into(), "pro".into()), ("seats".into(), "3".into()), ("trial".into(), "false".into())]);
+        assert_eq!(
+            props,
+            [("plan".into(), "pro".into()), ("seats".into(), "3".into()), ("trial".into(), "false".into())]
+        );
         assert_eq!(parse(json!({})).unwrap(), PageContext::default());
         let empty = parse(json!({"referrer": "", "url": null, "screen_width": null, "props": null})).unwrap();
         assert_eq!(empty, PageContext::default(), "an empty referrer and nulls are absent");
@@ -237,7 +238,10 @@ mod tests {
             (json!({"props": {"k".repeat(65): "x"}}), "must be 1 to 64 bytes"),
             (json!({"props": {"$gt": "x"}}), "must not start with `$`"),
             (json!({"props": {"a.b": "x"}}), "nor hold `.`"),
-            (json!({"props": {"k": {"$gt": ""}}}), "value of \"k\" must be a string (or a number or boolean), got an object"),
+            (
+                json!({"props": {"k": {"$gt": ""}}}),
+                "value of \"k\" must be a string (or a number or boolean), got an object",
+            ),
             (json!({"props": {"k": null}}), "got null"),
             (json!({"props": {"k": "v".repeat(257)}}), "value of \"k\" is too long: at most 256 bytes"),
         ];

@@ -51,11 +51,14 @@ pub fn channel(arrival: Arrival<'_>) -> &'static str {
     }
     let paid = is_paid_medium(&medium);
     let known_name = arrival.known.map(|known| known.name.to_lowercase()).unwrap_or_default();
-    let video = VIDEO_SOURCES.iter().any(|name| source.contains(name) || known_name == *name) || medium.contains("video");
+    let video =
+        VIDEO_SOURCES.iter().any(|name| source.contains(name) || known_name == *name) || medium.contains("video");
     let search = kind == Some(Medium::Search);
     let social = kind == Some(Medium::Social) || SOCIAL_MEDIUMS.contains(&medium.as_str());
     let email = kind == Some(Medium::Email)
-        || ["email", "e-mail", "e_mail", "e mail", "newsletter"].iter().any(|m| medium.contains(m) || source.contains(m));
+        || ["email", "e-mail", "e_mail", "e mail", "newsletter"]
+            .iter()
+            .any(|m| medium.contains(m) || source.contains(m));
 
     if search && paid {
         "Paid Search"

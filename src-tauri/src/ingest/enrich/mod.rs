@@ -69,7 +69,12 @@ impl Enricher {
                 warn!(%error, "referrer list missing: sources are the referrers' domains and channels less precise (run scripts/install-data-sets.sh or set REFERRERS_DB)")
             })
             .unwrap_or_default();
-        info!(referrers = referrers.len(), country = country.is_some(), city = city.is_some(), "enrichment data loaded");
+        info!(
+            referrers = referrers.len(),
+            country = country.is_some(),
+            city = city.is_some(),
+            "enrichment data loaded"
+        );
         Enricher { agents: AgentCache::default(), geo: Geo::new(country, city), referrers }
     }
 
@@ -204,7 +209,9 @@ pub(crate) mod tests {
             "a self-referral is no referrer"
         );
         assert_eq!(
-            source(json!({"url": "https://example.com/?utm_source=newsletter&ref=ph", "referrer": "https://www.google.com/"})),
+            source(
+                json!({"url": "https://example.com/?utm_source=newsletter&ref=ph", "referrer": "https://www.google.com/"})
+            ),
             (owned("newsletter"), owned("google.com"), "Email".into()),
             "utm_source first"
         );
@@ -227,9 +234,11 @@ pub(crate) mod tests {
     #[test]
     fn device_falls_back_to_the_screen_width_and_nothing_is_invented() {
         let enricher = Enricher::default();
-        let fields = enricher.fields(&context(json!({"screen_width": 390})), Client { user_agent: Some("curl/8.5.0"), ip: None });
+        let fields = enricher
+            .fields(&context(json!({"screen_width": 390})), Client { user_agent: Some("curl/8.5.0"), ip: None });
         assert_eq!(fields, mongodb::bson::doc! { "channel": "Direct", "device": "mobile" });
-        let iphone = enricher.fields(&context(json!({"screen_width": 1920})), Client { user_agent: Some(SAFARI_IPHONE), ip: None });
+        let iphone = enricher
+            .fields(&context(json!({"screen_width": 1920})), Client { user_agent: Some(SAFARI_IPHONE), ip: None });
         assert_eq!(iphone.get_str("device"), Ok("mobile"), "the User-Agent first");
     }
 }

@@ -31,10 +31,7 @@ impl PageUrl {
 pub fn read(url: &Url) -> PageUrl {
     let hostname = url.host_str().map(|host| host.trim_end_matches('.').to_ascii_lowercase()).filter(|h| !h.is_empty());
     let parameter = |name: &str| {
-        url.query_pairs()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| clean(&value))
-            .filter(|value| !value.is_empty())
+        url.query_pairs().find(|(key, _)| key == name).map(|(_, value)| clean(&value)).filter(|value| !value.is_empty())
     };
     let utm = UTM_PARAMETERS.iter().filter_map(|name| Some((*name, parameter(name)?))).collect();
     PageUrl { hostname, utm, ref_param: parameter("ref") }

@@ -116,7 +116,8 @@ impl Referrers {
     /// `google.co.uk`).
     pub fn by_url(&self, referrer: &Url) -> Option<&KnownSource> {
         let host = referrer.host_str()?.trim_end_matches('.').to_ascii_lowercase();
-        let segments: Vec<&str> = referrer.path_segments().map(|s| s.filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+        let segments: Vec<&str> =
+            referrer.path_segments().map(|s| s.filter(|s| !s.is_empty()).collect()).unwrap_or_default();
         for depth in (1..=segments.len().min(3)).rev() {
             if let Some(known) = self.by_domain.get(&format!("{host}/{}", segments[..depth].join("/"))) {
                 return Some(known);
@@ -210,7 +211,10 @@ pub(crate) mod tests {
 
     #[test]
     fn referrers_are_stored_without_scheme_query_fragment_nor_www() {
-        assert_eq!(normalise(&url("https://news.ycombinator.com/item?id=1#c")).as_deref(), Some("news.ycombinator.com/item"));
+        assert_eq!(
+            normalise(&url("https://news.ycombinator.com/item?id=1#c")).as_deref(),
+            Some("news.ycombinator.com/item")
+        );
         assert_eq!(normalise(&url("https://WWW.Google.com/")).as_deref(), Some("google.com"));
         assert_eq!(normalise(&url("http://blog.example.org/a/b/")).as_deref(), Some("blog.example.org/a/b"));
         assert_eq!(normalise(&url("android-app://com.google.android.gm/")).as_deref(), Some("com.google.android.gm"));
