@@ -2,6 +2,9 @@
 //! a site's visitors send few distinct User-Agents, so most events skip the
 //! bot patterns and the parser. Bounded: when full it starts afresh, so a
 //! client sending endless odd User-Agents costs memory only up to the bound.
+//! Measured (release, this 2-core machine, 2026-11-30): ~14.6 µs to classify
+//! a browser's User-Agent (woothee ~13.8 µs, the crawler patterns ~0.8 µs),
+//! ~0.17 µs for a remembered one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
