@@ -230,3 +230,23 @@ async fn bad_page_context_is_refused_naming_the_field_and_stores_nothing() {
     }
     assert_eq!(app.queue_count().await, 0);
 }
+
+#[tokio::test]
+async fn without_the_data_sets_events_are_still_accepted_with_less_enrichment() {
+    let app = spawn_app_with(|c| {
+        c.trusted_proxies = "127.0.0.1".parse().unwrap();
+        c.data_sets.country_db = "/nonexistent/country.mmdb".into();
+        c.data_sets.referrers = "/nonexistent/referrers.json".into();
+    })
+    .await;
+    let (ip, _) = an_address_in_a_country();
+    let body = json!({"site_id": "s", "event_type": "page_view", "path": "/",
+        "referrer": "https://www.google.com/search?q=x"});
+    let response = post(&app, "/event", &body, FIREFOX_LINUX, Some(&ip.to_string())).await;
+    assert_eq!(response.status(), 200);
+    let queued = app.queued().await;
+    assert!(!queued[0].contains_key("country"), "no country database, no country: {:?}", queued[0]);
+    assert_eq!(queued[0].get_str("source"), Ok("google.com"), "no referrer list: the referrer's domain");
+    assert_eq!(queued[0].get_str("channel"), Ok("Referral"));
+    assert_eq!(queued[0].get_str("browser"), Ok("Firefox"), "the User-Agent needs no data file");
+}
