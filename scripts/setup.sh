@@ -15,3 +15,6 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 "$here/install-secantus.sh" >/dev/null
+
+# The enrichment data sets (country, referrers), read by the API at start.
+"$here/install-data-sets.sh" >/dev/null

@@ -231,6 +231,7 @@ fn generate_events(n: usize, rng: &mut StdRng) -> Vec<Document> {
                 user_id: Some(format!("user-{}", rng.random_range(0..USERS))),
                 event_id: None,
                 timestamp: Some(DateTime::from_millis(week_ago + rng.random_range(0..7 * 86_400_000))),
+                context: Default::default(),
             };
             event.into_queue_document(ObjectId::new(), DateTime::now()).expect("the event has a user_id")
         })

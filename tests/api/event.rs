@@ -18,7 +18,9 @@ async fn a_valid_event_is_queued_with_the_contract_fields() {
     assert_eq!(queued.len(), 1);
     let event = &queued[0];
     let keys: Vec<&str> = event.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["_id", "site_id", "event_type", "path", "user_id", "timestamp", "ingested_at"]);
+    // The seed's fields, and `channel` (always set by enrichment: `Direct` without a source).
+    assert_eq!(keys, ["_id", "site_id", "event_type", "path", "user_id", "timestamp", "ingested_at", "channel"]);
+    assert_eq!(event.get_str("channel").unwrap(), "Direct");
     assert!(matches!(event.get("_id"), Some(Bson::ObjectId(_))));
     assert_eq!(event.get_str("site_id").unwrap(), "site-001");
     assert_eq!(event.get_str("event_type").unwrap(), "page_view");

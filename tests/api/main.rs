@@ -7,6 +7,7 @@ mod breakdown;
 mod common;
 mod desktop;
 mod engine;
+mod enrich;
 mod event;
 mod export;
 mod goals;

@@ -183,6 +183,9 @@ before(async () => {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       // A public-looking host name for the page, to show that only local pages are ignored.
       '--host-resolver-rules=MAP shop.test 127.0.0.1',
+      // Headless Chromium says "HeadlessChrome", which the API drops as a bot (issue #14):
+      // present this test's browser as the desktop Chrome it stands for.
+      '--user-agent=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36',
     ],
   });
 });

@@ -5,6 +5,7 @@
 //! Also here: [`trusted_proxies`] (`TRUSTED_PROXIES`, parsed with the rest) and
 //! [`desktop_settings`] (the desktop app's saved settings, which become a [`Config`]).
 
+pub mod data_sets;
 pub mod desktop_settings;
 pub mod trusted_proxies;
 pub mod url_secrets;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use mongodb::options::ConnectionString;
 
+pub use data_sets::DataSets;
 pub use trusted_proxies::TrustedProxies;
 
 /// The database used when `MONGO_URL` names none (`mongodb://host:27017/`).
@@ -87,6 +89,8 @@ pub struct Config {
     /// database stops the query's work and the client gets a 504. Not read from
     /// the environment: the default suits every deployment; tests set a tiny one.
     pub stats_query_time_limit: Duration,
+    /// The enrichment data sets' paths (`COUNTRY_DB`, `REFERRERS_DB`, `GEOIP_DB`).
+    pub data_sets: DataSets,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             max_connections: 4096,
             max_connections_per_client: 512,
             stats_query_time_limit: DEFAULT_STATS_QUERY_TIME_LIMIT,
+            data_sets: DataSets::default(),
         }
     }
 }
@@ -248,6 +253,7 @@ impl Config {
             max_connections,
             max_connections_per_client,
             stats_query_time_limit: DEFAULT_STATS_QUERY_TIME_LIMIT,
+            data_sets: DataSets::from_vars(var),
         })
     }
 
@@ -293,6 +299,7 @@ impl fmt::Debug for Config {
             .field("body_deadline", &self.body_deadline)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_client", &self.max_connections_per_client)
+            .field("data_sets", &self.data_sets)
             .finish()
     }
 }

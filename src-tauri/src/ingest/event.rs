@@ -2,10 +2,12 @@
 //! [`NewEvent`] (and that of `POST /events` into a list of them, each element
 //! checked by the same rules), and an event into the document stored in the queue.
 //!
-//! Only the named string fields (`user_id` and `event_id` optional) and an
-//! optional timestamp (within [`timestamp_window`]) get through: a client can
-//! never put an operator (`{"$gt": ""}`), a nested document or a field of its
-//! own into the database.
+//! Only the named string fields (`user_id` and `event_id` optional), an
+//! optional timestamp (within [`timestamp_window`]) and the optional page
+//! context ([`super::page_context`]: `url`, `referrer`, `screen_width`, `props`
+//! of plain strings) get through: a client can never put an operator
+//! (`{"$gt": ""}`), a nested document of its own shape or a field of its own
+//! into the database.
 
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
@@ -14,6 +16,8 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use utoipa::openapi::RefOr;
+
+use super::page_context::{self, PageContext};
 use utoipa::openapi::schema::{
     AdditionalProperties, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
@@ -81,6 +85,8 @@ pub struct NewEvent {
     pub event_id: Option<String>,
     /// When the event happened, if the client said so.
     pub timestamp: Option<DateTime>,
+    /// The page's URL, referrer, screen width and custom properties, when sent.
+    pub context: PageContext,
 }
 
 /// The body of `POST /event`, and each element of `POST /events`, in the OpenAPI
@@ -116,8 +122,7 @@ impl utoipa::PartialSchema for EventBody {
             .schema_type(Type::String)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
             .description(describe("timestamp"));
-        event
-            .property("timestamp", timestamp)
+        page_context::document_fields(event.property("timestamp", timestamp))
             .examples([serde_json::json!({
                 "site_id": "site-001", "event_type": "page_view", "path": "/pricing", "user_id": "user-123"
             })])
@@ -168,6 +173,14 @@ pub enum EventError {
     /// A field holds a control character (NUL, newline, ...).
     #[error("{0} must not contain control characters")]
     ControlCharacter(&'static str),
+    /// A page-context field (`url`, `referrer`, `screen_width`, `props`) is not acceptable.
+    #[error("{field} {message}")]
+    BadField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
     /// `timestamp` is not an RFC 3339 date-time.
     #[error("timestamp must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got {0:?}")]
     BadTimestamp(String),
@@ -197,6 +210,10 @@ struct RawEvent {
     user_id: Option<Value>,
     event_id: Option<Value>,
     timestamp: Option<Value>,
+    url: Option<Value>,
+    referrer: Option<Value>,
+    screen_width: Option<Value>,
+    props: Option<Value>,
 }
 
 /// Why the body of `POST /events` is refused as a whole, or which element is wrong.
@@ -279,7 +296,9 @@ fn parse_event_json(text: &str) -> Result<NewEvent, EventError> {
         Some(other) => return Err(EventError::NotAString { field: "timestamp", found: json_type(&other) }),
     };
 
-    Ok(NewEvent { site_id, event_type, path, user_id, event_id, timestamp })
+    let context = PageContext::parse(raw.url, raw.referrer, raw.screen_width, raw.props)?;
+
+    Ok(NewEvent { site_id, event_type, path, user_id, event_id, timestamp, context })
 }
 
 /// The timestamps accepted when the server's clock reads `now`: from
@@ -329,7 +348,8 @@ fn required_string(field: &'static str, value: Option<Value>, max: usize) -> Res
     Ok(s)
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// A JSON value's type, as the error messages name it.
+pub(super) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -360,6 +380,9 @@ impl NewEvent {
         // partial, over the events that have one.
         if let Some(event_id) = self.event_id {
             document.insert("event_id", event_id);
+        }
+        if let Some(props) = self.context.props_document() {
+            document.insert("props", props);
         }
         Ok(document)
     }
@@ -424,6 +447,24 @@ mod tests {
             let error = parse_event(body.as_bytes()).expect_err(&body).to_string();
             assert!(error.contains(expected), "{body}: {error}");
         }
+    }
+
+    #[test]
+    fn page_context_is_optional_and_only_props_are_queued() {
+        let body = VALID.replace(
+            '}',
+            r#","url":"https://example.com/pricing?utm_source=news","referrer":"","screen_width":390,"props":{"plan":"pro"}}"#,
+        );
+        let event = parse_event(body.as_bytes()).unwrap();
+        assert_eq!(event.path, "/pricing", "path stays the path sent");
+        assert_eq!(event.context.screen_width, Some(390));
+        let document = event.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
+        assert_eq!(document.get_document("props").unwrap().get_str("plan"), Ok("pro"));
+        for never in ["url", "referrer", "screen_width"] {
+            assert!(!document.contains_key(never), "{never} is read by enrichment, not stored");
+        }
+        let error = parse_event(VALID.replace('}', r#","url":"pricing"}"#).as_bytes()).unwrap_err().to_string();
+        assert!(error.starts_with("url must be an absolute http(s) URL"), "{error}");
     }
 
     #[test]
@@ -557,6 +598,9 @@ mod tests {
         }
         assert_eq!(schema["properties"]["user_id"]["type"], serde_json::json!(["string", "null"]));
         assert_eq!(schema["properties"]["timestamp"]["format"], "date-time");
+        assert_eq!(schema["properties"]["url"]["maxLength"], page_context::MAX_URL_BYTES);
+        assert_eq!(schema["properties"]["screen_width"]["maximum"], page_context::MAX_SCREEN_WIDTH);
+        assert_eq!(schema["properties"]["props"]["maxProperties"], page_context::MAX_PROPS);
         let example = serde_json::to_vec(&schema["examples"][0]).unwrap();
         assert!(parse_event(&example).is_ok(), "the example is a valid event");
     }
@@ -592,6 +636,8 @@ mod fuzz {
             Just("user_id".to_string()),
             Just("timestamp".to_string()),
             Just("event_id".to_string()),
+            Just("props".to_string()),
+            Just("url".to_string()),
             Just("$gt".to_string()),
             Just("$where".to_string()),
             "[a-z_$.]{0,8}",
@@ -629,8 +675,12 @@ mod fuzz {
         }
         let identified = NewEvent { user_id: event.user_id.clone().or(Some("anonymous".into())), ..event.clone() };
         let document = identified.into_queue_document(ObjectId::new(), DateTime::now()).unwrap();
-        assert_eq!(document.len(), 7 + usize::from(event.event_id.is_some()));
-        for (_, value) in &document {
+        let has_props = event.context.props_document().is_some();
+        assert_eq!(document.len(), 7 + usize::from(event.event_id.is_some()) + usize::from(has_props));
+        if let Ok(props) = document.get_document("props") {
+            assert!(props.values().all(|value| matches!(value, mongodb::bson::Bson::String(_))), "{props:?}");
+        }
+        for (_, value) in document.iter().filter(|(key, _)| *key != "props") {
             assert!(
                 matches!(
                     value,
@@ -660,7 +710,8 @@ mod fuzz {
                     let object = value.as_object().expect("only objects are accepted");
                     for key in object.keys() {
                         prop_assert!(
-                            ["site_id", "event_type", "path", "user_id", "event_id", "timestamp"].contains(&key.as_str())
+                            ["site_id", "event_type", "path", "user_id", "event_id", "timestamp", "url", "referrer",
+                             "screen_width", "props"].contains(&key.as_str())
                         );
                     }
                     prop_assert_eq!(object["site_id"].as_str(), Some(event.site_id.as_str()));

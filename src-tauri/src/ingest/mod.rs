@@ -1,18 +1,22 @@
 //! Ingest: what happens to an event between the request and the queue. In
 //! order, in [`Ingest::submit_event`] (and [`Ingest::submit_batch`], element by
-//! element): the body is parsed and validated ([`event`]), its site checked
-//! against `ALLOWED_SITES`, an anonymous visitor id derived when it has no
-//! `user_id` ([`anonymous_id`], from the client's address: [`client_ip`]), and
-//! its queue document group-committed into the queue collection
+//! element): the body is parsed and validated ([`event`], [`page_context`]),
+//! its site checked against `ALLOWED_SITES`, a bot's events dropped
+//! ([`enrich`]: answered, counted, never stored), an anonymous visitor id
+//! derived when it has no `user_id` ([`anonymous_id`], from the client's
+//! address: [`client_ip`]), the enrichment fields added ([`enrich`]), and its
+//! queue document group-committed into the queue collection
 //! ([`group_commit`]). Only then is it acknowledged.
 //!
 //! The HTTP layer only reads the request and shapes the answer.
 
 pub mod anonymous_id;
 pub mod client_ip;
+pub mod enrich;
 pub mod event;
 pub mod group_commit;
 pub mod late_visitors;
+pub mod page_context;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -27,8 +31,10 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::storage::{Store, StoreError};
-use crate::telemetry::counters::PipelineCounters;
+use crate::telemetry::counters::{DropReason, PipelineCounters};
 use anonymous_id::{AnonymousVisitors, SaltError};
+use enrich::bots::BotKind;
+use enrich::{Client, Enricher};
 use group_commit::{QueueWriteError, QueueWriter};
 
 pub use client_ip::client_ip;
@@ -48,6 +54,20 @@ pub struct Sender<'a> {
     pub peer: Option<IpAddr>,
     /// The request's headers.
     pub headers: &'a HeaderMap,
+}
+
+/// What became of submitted events that were accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// This many events are stored in the queue.
+    Queued(usize),
+    /// Sent by a bot: this many events were dropped, nothing stored.
+    Ignored {
+        /// The kind of bot.
+        bot: BotKind,
+        /// How many events were dropped.
+        count: usize,
+    },
 }
 
 /// Why submitted events were not queued. Nothing of a refused submission is stored.
@@ -93,8 +113,10 @@ pub struct Ingest {
     visitors: Arc<AnonymousVisitors>,
     /// Group-commits queue documents.
     queue_writer: QueueWriter,
-    /// Counts the events queued.
+    /// Counts the events queued and dropped.
     counters: Arc<PipelineCounters>,
+    /// Drops bots' events and enriches the others (data sets loaded once).
+    enricher: Arc<Enricher>,
 }
 
 impl Ingest {
@@ -106,24 +128,31 @@ impl Ingest {
             visitors: Arc::new(AnonymousVisitors::new(store.database(), config.trusted_proxies.clone())),
             queue_writer: QueueWriter::spawn(store.queue().clone()),
             counters,
+            enricher: Arc::new(Enricher::load(&config.data_sets)),
         }
     }
 
     /// Takes one event (the raw body of `POST /event`) from `sender`: parsed,
-    /// site checked, anonymous id derived if needed, and queued. Returns once
-    /// the queue insert is acknowledged (journaled).
-    pub async fn submit_event(&self, body: &[u8], sender: Sender<'_>) -> Result<(), SubmitError> {
+    /// site checked, dropped if a bot sent it, anonymous id derived if needed,
+    /// enriched, and queued. Returns once the queue insert is acknowledged (journaled).
+    pub async fn submit_event(&self, body: &[u8], sender: Sender<'_>) -> Result<Submitted, SubmitError> {
         let event = event::parse_event(body)?;
         self.check_site(&event.site_id)?;
-        let document = self.queue_document(event, sender, DateTime::now()).await?;
-        self.queue(vec![document]).await
+        let client = self.client(sender);
+        if let Some(bot) = self.drop_if_bot(client, 1) {
+            return Ok(Submitted::Ignored { bot, count: 1 });
+        }
+        let document = self.queue_document(event, sender, client, DateTime::now()).await?;
+        self.queue(vec![document]).await?;
+        Ok(Submitted::Queued(1))
     }
 
     /// Takes a batch (the elements of a `POST /events` body, from
     /// [`event::split_batch`]) from `sender`, all or nothing: every element
     /// parsed and every site checked before any anonymous id is derived (a
-    /// refusal is cheap), then one insert for all. Returns how many were queued.
-    pub async fn submit_batch(&self, elements: Vec<&RawValue>, sender: Sender<'_>) -> Result<usize, SubmitError> {
+    /// refusal is cheap), then one insert for all. Returns how many were queued,
+    /// or, when a bot sent the batch (one request, one User-Agent), how many were dropped.
+    pub async fn submit_batch(&self, elements: Vec<&RawValue>, sender: Sender<'_>) -> Result<Submitted, SubmitError> {
         let in_batch = |index: usize, error: SubmitError| SubmitError::InBatch { index, error: Box::new(error) };
         let events = elements
             .into_iter()
@@ -133,14 +162,36 @@ impl Ingest {
         for (index, event) in events.iter().enumerate() {
             self.check_site(&event.site_id).map_err(|e| in_batch(index, e))?;
         }
+        let client = self.client(sender);
+        if let Some(bot) = self.drop_if_bot(client, events.len()) {
+            return Ok(Submitted::Ignored { bot, count: events.len() });
+        }
         let ingested_at = DateTime::now();
         let mut documents = Vec::with_capacity(events.len());
         for event in events {
-            documents.push(self.queue_document(event, sender, ingested_at).await?);
+            documents.push(self.queue_document(event, sender, client, ingested_at).await?);
         }
         let count = documents.len();
         self.queue(documents).await?;
-        Ok(count)
+        Ok(Submitted::Queued(count))
+    }
+
+    /// What enrichment reads of the sender: its User-Agent and address (never stored).
+    fn client<'a>(&self, sender: Sender<'a>) -> Client<'a> {
+        let user_agent = sender.headers.get(axum::http::header::USER_AGENT).and_then(|value| value.to_str().ok());
+        let ip = sender.peer.map(|peer| client_ip(peer, sender.headers, &self.visitors.trusted_proxies));
+        Client { user_agent, ip }
+    }
+
+    /// The bot that sent `count` events from `client`, counted as dropped; `None` for a visitor.
+    fn drop_if_bot(&self, client: Client<'_>, count: usize) -> Option<BotKind> {
+        let bot = self.enricher.bot(client.user_agent)?;
+        let reason = match bot {
+            BotKind::Crawler => DropReason::Crawler,
+            BotKind::Headless => DropReason::Headless,
+        };
+        self.counters.add_dropped(reason, count as u64);
+        Some(bot)
     }
 
     /// Refuses a site not in `ALLOWED_SITES` (when set).
@@ -152,17 +203,25 @@ impl Ingest {
     }
 
     /// The queue document of a validated event, with an anonymous `user_id`
-    /// derived when it has none.
+    /// derived when it has none (and `anonymous: true`), and its enrichment fields.
     async fn queue_document(
         &self,
         mut event: NewEvent,
         sender: Sender<'_>,
+        client: Client<'_>,
         ingested_at: DateTime,
     ) -> Result<Document, SubmitError> {
-        if event.user_id.is_none() {
+        let anonymous = event.user_id.is_none();
+        if anonymous {
             event.user_id = Some(self.anonymous_user_id(&event.site_id, sender, ingested_at).await?);
         }
-        Ok(event.into_queue_document(ObjectId::new(), ingested_at)?)
+        let enrichment = self.enricher.fields(&event.context, client);
+        let mut document = event.into_queue_document(ObjectId::new(), ingested_at)?;
+        document.extend(enrichment);
+        if anonymous {
+            document.insert("anonymous", true);
+        }
+        Ok(document)
     }
 
     /// The anonymous id of `sender` for `site_id` (see [`anonymous_id`]).

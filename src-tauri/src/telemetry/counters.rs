@@ -67,6 +67,31 @@ impl EncodeLabelValue for RefusalReason {
     }
 }
 
+/// Why the API dropped events it accepted (answered `ignored`, nothing stored):
+/// the `reason` label of `analytics_events_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Sent by a crawler (the crawler data set).
+    Crawler,
+    /// Sent by a headless or automated browser.
+    Headless,
+}
+
+impl EncodeLabelValue for DropReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let value = match self {
+            DropReason::Crawler => "crawler",
+            DropReason::Headless => "headless",
+        };
+        std::fmt::Write::write_str(encoder, value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DropLabels {
+    reason: DropReason,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RefusalLabels {
     reason: RefusalReason,
@@ -91,6 +116,7 @@ pub struct PipelineCounters {
     events_received: Counter,
     events_refused: Family<RefusalLabels, Counter>,
     events_queued: Counter,
+    events_dropped: Family<DropLabels, Counter>,
     events_processed: Counter,
     batches_processed: Counter,
     batch_conflicts: Counter,
@@ -122,6 +148,7 @@ impl Default for PipelineCounters {
             events_received: Counter::default(),
             events_refused: Family::default(),
             events_queued: Counter::default(),
+            events_dropped: Family::default(),
             events_processed: Counter::default(),
             batches_processed: Counter::default(),
             batch_conflicts: Counter::default(),
@@ -144,6 +171,11 @@ impl Default for PipelineCounters {
             "events_refused",
             "Events refused by the API, by reason (a refused batch counts all its events)",
             counters.events_refused.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Events accepted but not stored, by reason: sent by bots (crawlers, headless browsers)",
+            counters.events_dropped.clone(),
         );
         registry.register(
             "events_queued",
@@ -226,6 +258,11 @@ impl PipelineCounters {
     /// Counts events the API refused, and why.
     pub fn add_refused(&self, reason: RefusalReason, n: u64) {
         self.events_refused.get_or_create(&RefusalLabels { reason }).inc_by(n);
+    }
+
+    /// Counts events dropped at ingestion (answered `ignored`), by reason.
+    pub fn add_dropped(&self, reason: DropReason, n: u64) {
+        self.events_dropped.get_or_create(&DropLabels { reason }).inc_by(n);
     }
 
     /// Counts events acknowledged by the API.

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::http::error::ApiError;
 use crate::http::openapi::{BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unavailable, UnsupportedMediaType};
 use crate::http::state::ApiState;
-use crate::ingest::{self, EventBody, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, Sender};
+use crate::ingest::{self, EventBody, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, Sender, Submitted};
 use crate::telemetry::counters::PipelineCounters;
 
 /// `OPTIONS /event`: the CORS preflight of a browser about to send an event.
@@ -51,12 +51,42 @@ pub async fn events_preflight() -> StatusCode {
 /// The answer to an accepted `POST /event` or `POST /events`.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Queued {
-    /// Always `queued`: the events are stored in the queue (journaled).
+    /// `queued`: the events are stored in the queue (journaled); `ignored`:
+    /// a bot sent them, nothing is stored (202).
     #[schema(value_type = String, example = "queued")]
     pub status: &'static str,
+    /// Why they were ignored: `bot` (absent when queued).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "bot")]
+    pub reason: Option<&'static str>,
     /// How many events a batch stored (absent for `POST /event`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<usize>,
+    /// How many events of a batch were ignored (present only when some were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<usize>,
+}
+
+impl Queued {
+    /// The answer and its status: 200 when queued, 202 when ignored. `batch`:
+    /// the answer to `POST /events`, which always says how many were queued.
+    fn answer(submitted: Submitted, batch: bool) -> (StatusCode, Json<Queued>) {
+        match submitted {
+            Submitted::Queued(count) => (
+                StatusCode::OK,
+                Json(Queued { status: "queued", reason: None, count: batch.then_some(count), ignored: None }),
+            ),
+            Submitted::Ignored { count, .. } => (
+                StatusCode::ACCEPTED,
+                Json(Queued {
+                    status: "ignored",
+                    reason: Some("bot"),
+                    count: batch.then_some(0),
+                    ignored: batch.then_some(count),
+                }),
+            ),
+        }
+    }
 }
 
 /// `POST /event`: validate, insert into the queue, and only then say "queued".
@@ -74,6 +104,9 @@ pub struct Queued {
     responses(
         (status = 200, description = "Stored in the queue (journaled)", body = Queued,
             example = json!({ "status": "queued" })),
+        (status = 202, description = "Sent by a bot (crawler or headless browser): not stored, counted in \
+                                      `analytics_events_dropped_total`", body = Queued,
+            example = json!({ "status": "ignored", "reason": "bot" })),
         (status = 400, response = BadRequest),
         (status = 403, response = Forbidden),
         (status = 408, response = RequestTimeout),
@@ -87,12 +120,12 @@ pub async fn record_event(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Queued>, ApiError> {
+) -> Result<(StatusCode, Json<Queued>), ApiError> {
     let outcome = async {
         check_json_content_type(&headers)?;
         let body = read_body(body, MAX_BODY_BYTES)?;
-        state.ingest.submit_event(&body, sender(&peer, &headers)).await?;
-        Ok(Json(Queued { status: "queued", count: None }))
+        let submitted = state.ingest.submit_event(&body, sender(&peer, &headers)).await?;
+        Ok(Queued::answer(submitted, false))
     }
     .await;
     count_submission(&state.counters, 1, &outcome);
@@ -115,6 +148,9 @@ pub async fn record_event(
     responses(
         (status = 200, description = "All stored in the queue (journaled), in one insert", body = Queued,
             example = json!({ "status": "queued", "count": 2 })),
+        (status = 202, description = "Sent by a bot (crawler or headless browser): none stored, all counted in \
+                                      `analytics_events_dropped_total`", body = Queued,
+            example = json!({ "status": "ignored", "reason": "bot", "count": 0, "ignored": 2 })),
         (status = 400, response = BadRequest),
         (status = 403, response = Forbidden),
         (status = 408, response = RequestTimeout),
@@ -128,7 +164,7 @@ pub async fn record_events(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Queued>, ApiError> {
+) -> Result<(StatusCode, Json<Queued>), ApiError> {
     // A body that does not read as an array counts as one event in the metrics.
     let mut submitted = 1;
     let outcome = async {
@@ -136,8 +172,8 @@ pub async fn record_events(
         let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
         let elements = ingest::event::split_batch(&body).map_err(ingest::SubmitError::from)?;
         submitted = elements.len();
-        let count = state.ingest.submit_batch(elements, sender(&peer, &headers)).await?;
-        Ok(Json(Queued { status: "queued", count: Some(count) }))
+        let submitted = state.ingest.submit_batch(elements, sender(&peer, &headers)).await?;
+        Ok(Queued::answer(submitted, true))
     }
     .await;
     count_submission(&state.counters, submitted, &outcome);

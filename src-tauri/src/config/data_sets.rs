@@ -1,0 +1,70 @@
+//! Where the enrichment data sets are (issue #14): the bundled country
+//! database (`COUNTRY_DB`), the referrer list (`REFERRERS_DB`), and a user's own
+//! GeoLite2-City (`GEOIP_DB`). Only paths: `ingest::enrich` opens them at start.
+
+use std::path::{Path, PathBuf};
+
+/// The directory `scripts/install-data-sets.sh` fills: `$ANALYTICS_DESK_CACHE/data-sets`,
+/// else `~/.cache/analytics-desk/data-sets`, else `data-sets` in the working directory.
+pub fn default_data_dir() -> PathBuf {
+    let cache =
+        std::env::var_os("ANALYTICS_DESK_CACHE").filter(|dir| !dir.is_empty()).map(PathBuf::from).or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|home| !home.is_empty())
+                .map(|home| Path::new(&home).join(".cache/analytics-desk"))
+        });
+    cache.map(|dir| dir.join("data-sets")).unwrap_or_else(|| PathBuf::from("data-sets"))
+}
+
+/// The enrichment data sets' paths. A missing file is not an error here: that
+/// enrichment is skipped, with one warning at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSets {
+    /// IP → country (`COUNTRY_DB`; default `country.mmdb` in [`default_data_dir`]).
+    pub country_db: PathBuf,
+    /// Referrer domain → source and medium (`REFERRERS_DB`; default `referrers.json` there).
+    pub referrers: PathBuf,
+    /// A user-supplied GeoLite2-City (or GeoIP2-City) database giving region and
+    /// city, and the country first (`GEOIP_DB`); none by default, as it is not redistributable.
+    pub geoip_city_db: Option<PathBuf>,
+}
+
+impl Default for DataSets {
+    fn default() -> Self {
+        let dir = default_data_dir();
+        DataSets { country_db: dir.join("country.mmdb"), referrers: dir.join("referrers.json"), geoip_city_db: None }
+    }
+}
+
+impl DataSets {
+    /// The defaults, with each variable that `var` finds (set and not blank) replacing its path.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> DataSets {
+        let defaults = DataSets::default();
+        DataSets {
+            country_db: var("COUNTRY_DB").map(PathBuf::from).unwrap_or(defaults.country_db),
+            referrers: var("REFERRERS_DB").map(PathBuf::from).unwrap_or(defaults.referrers),
+            geoip_city_db: var("GEOIP_DB").map(PathBuf::from),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_replace_the_default_paths() {
+        let none = DataSets::from_vars(|_| None);
+        assert_eq!(none, DataSets::default());
+        assert!(none.country_db.ends_with("data-sets/country.mmdb"), "{:?}", none.country_db);
+        assert_eq!(none.geoip_city_db, None, "no city database unless the user gives one");
+        let set = DataSets::from_vars(|name| match name {
+            "COUNTRY_DB" => Some("/x/c.mmdb".into()),
+            "GEOIP_DB" => Some("/x/GeoLite2-City.mmdb".into()),
+            _ => None,
+        });
+        assert_eq!(set.country_db, PathBuf::from("/x/c.mmdb"));
+        assert_eq!(set.geoip_city_db, Some(PathBuf::from("/x/GeoLite2-City.mmdb")));
+        assert_eq!(set.referrers, none.referrers);
+    }
+}
