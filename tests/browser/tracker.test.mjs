@@ -33,7 +33,7 @@ const CONTROL_SITE = 'control-site';
 // set this to true once that parser is merged: the tests that need the server
 // to store the tracker's events then run (and the probe test below fails until
 // this matches what the server does).
-const PARSER_MERGED = false;
+const PARSER_MERGED = true;
 const NEEDS_PARSER = !PARSER_MERGED && 'needs the #14 parser (url, referrer, screen_width, props): set PARSER_MERGED';
 
 const children = [];
