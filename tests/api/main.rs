@@ -28,6 +28,7 @@ mod slow_bodies;
 mod stats;
 mod tls;
 mod tracker;
+mod traffic;
 mod variety;
 mod visitor;
 mod worker;
