@@ -30,7 +30,10 @@ const MEMBER_SHARE: f64 = 0.1;
 const VISITS_PER_VISITOR: f64 = 3.3;
 
 /// (referrer, source, channel, utm_campaign) of a visit's first event; `None`s are absent fields.
-const ORIGINS: [(Option<&str>, Option<&str>, &str, Option<&str>); 6] = [
+type Origin = (Option<&'static str>, Option<&'static str>, &'static str, Option<&'static str>);
+
+/// Where visits come from (Google twice: the most common source, as on real sites).
+const ORIGINS: [Origin; 6] = [
     (None, None, "Direct", None),
     (Some("google.com/search"), Some("Google"), "Organic Search", None),
     (Some("google.com/search"), Some("Google"), "Organic Search", None),
