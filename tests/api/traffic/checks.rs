@@ -86,7 +86,8 @@ pub async fn send(app: &TestApp, events: &[&Sent]) {
     );
 }
 
-/// `PUT /sites/{site}/goals`, then `GET` gives them back.
+/// `PUT /sites/{site}/goals` with `{"goals": [...]}` (the body's shape is
+/// this test's reading of the contract), then `GET` gives them back.
 pub async fn put_goals(app: &TestApp, site: &str, goals: &[super::truth::Goal]) {
     let body = json!({ "goals": goals.iter().map(|g| g.to_json()).collect::<Vec<_>>() });
     let path = format!("/sites/{site}/goals");

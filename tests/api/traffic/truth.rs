@@ -15,7 +15,10 @@
 //!   `source`, `Direct` for `channel`);
 //! - `!=` and `!~` match a missing value, `==` and `=~` never do; a value with
 //!   `*` is a whole-value wildcard (`*` any run of characters, `/` included);
-//! - a goal's row is named by [`goal_name`].
+//! - a goal's row is named by [`goal_name`], and a goal without conversions
+//!   in the query has no row;
+//! - `bounced` is a single-event visit (the contract's rule, not the issue's
+//!   "one pageview").
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
