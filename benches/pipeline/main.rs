@@ -27,6 +27,13 @@
 //! p50 and the API's peak memory over 100,000 events of distinct paths and users
 //! and 5,000 types (see `phases::variety`; `BENCH_BASELINE_BINARY` adds an older
 //! binary's API beside ours, over the same data).
+//! (g) `visits` (issue #14, after variety): at each stats size, realistic visitors
+//! (`visitors`: ~1 distinct per 10 events, anonymous ids new every day) and the
+//! stats API's new queries (all time, a whole day, breakdowns, a filter) timed
+//! beside a plain aggregation over `events` (see `phases::visits`).
+//! (h) `ingest_enriched` (issue #14, each round after ingest): `POST /event` as the
+//! tracker sends it, so every event is enriched (see `phases::enriched_ingest`).
+//! Routes and fields not there yet are reported "not available".
 //!
 //! It prints progress as it goes, then a table of medians, ratios (ours / seed) and
 //! the issue's targets, also written to `$CARGO_TARGET_DIR/bench-results.md`. Service
@@ -39,13 +46,14 @@
 //! `WRK_SCRIPT` (default `../shared/tools/post_event.lua` from the repo root) set.
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` (10 per wrk run), `BENCH_STATS_SIZES`
 //! (`10k,100k,1M`), `BENCH_PHASES` (a comma list of `ingest`, `batch`, `drain`,
-//! `stats`, `visibility`, `variety`; all by default), and `BENCH_QUICK=1` for a smoke run (1 round, 3 s of wrk, 10k
+//! `stats`, `visibility`, `variety`, `visits`, `ingest_enriched`; all by default), and `BENCH_QUICK=1` for a smoke run (1 round, 3 s of wrk, 10k
 //! events for stats, a drain of 20k); explicit knobs win over `BENCH_QUICK`.
 //!
 //! This file holds `main` and the order of the phases. The modules, lowest first
 //! (each imports only those above it in this list):
 //! - `settings`, `systems`, `numbers`, `dataset`: the knobs, the two systems,
 //!   percentiles and formatting, the generated events and the stats they must give;
+//!   `visitors`: the realistic visitor traffic of issue #14 and its tally;
 //! - `processes`: child processes, the database server, one system's deployment;
 //! - `wrk`: running wrk and parsing what it reports;
 //! - `harness`: [`Bench`], what every phase works through;
@@ -62,6 +70,7 @@ mod queue_watch;
 mod report;
 mod settings;
 mod systems;
+mod visitors;
 mod wrk;
 
 use dataset::Timestamps;
@@ -95,6 +104,10 @@ impl Bench {
                     let run = self.post_event_load(system, round).await;
                     results.ingest.get_mut(system).push(run);
                 }
+            }
+            if self.settings.runs("ingest_enriched") {
+                let run = self.enriched_post_event_load(round).await;
+                results.ingest_enriched.push(run);
             }
             if self.settings.runs("batch") {
                 results.raw_insert_journaled.push(self.raw_insert_rate(true, round).await);
@@ -130,6 +143,16 @@ impl Bench {
         if self.settings.runs("variety") {
             self.progress("== hostile variety: GET /stats over 100,000 paths and users, 5,000 types");
             results.variety = Some(self.hostile_variety().await);
+        }
+        if self.settings.runs("visits") {
+            for &size in &self.settings.stats_sizes.clone() {
+                self.progress(format!(
+                    "== visitors: the stats API over {} events of realistic visitors",
+                    grouped(size as f64)
+                ));
+                let run = self.visits_at_scale(size).await;
+                results.visits.push(run);
+            }
         }
         if self.settings.runs("visibility") {
             self.progress("== visibility of one event in /stats, service idle");

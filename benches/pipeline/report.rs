@@ -11,10 +11,12 @@ use crate::harness::Bench;
 use crate::numbers::{grouped, median, milliseconds, percentile, ratio, shown, yes_no};
 use crate::phases::batch_ingest::BatchRun;
 use crate::phases::drain::DrainRun;
+use crate::phases::enriched_ingest::TARGET_SHARE;
 use crate::phases::post_event::IngestRun;
 use crate::phases::stats::{STATS_SAMPLES, STATS_WARMUPS, StatsRun};
 use crate::phases::variety::VarietyRun;
 use crate::phases::visibility::VisibilityRun;
+use crate::phases::visits::VisitsRun;
 use crate::processes::load_average;
 use crate::settings::{BATCH_SIZE, POLL_MS};
 use crate::systems::{BySystem, System};
@@ -39,6 +41,10 @@ pub struct Results {
     pub visibility: BySystem<VisibilityRun>,
     /// Hostile variety (issue #13), when that phase ran.
     pub variety: Option<VarietyRun>,
+    /// `POST /event` with enrichment (issue #14), per round, or why it could not run.
+    pub ingest_enriched: Vec<Result<IngestRun, String>>,
+    /// The stats API over realistic visitors (issue #14), per size.
+    pub visits: Vec<VisitsRun>,
 }
 
 impl Bench {
@@ -257,6 +263,10 @@ impl Bench {
         if let Some(variety) = &results.variety {
             out.push_str(&variety.report());
         }
+        out.push_str(&enriched_report(results));
+        for run in &results.visits {
+            out.push_str(&run.report());
+        }
         out
     }
 
@@ -286,4 +296,32 @@ impl Bench {
             println!("no warnings or errors in the service logs");
         }
     }
+}
+
+/// The section of `POST /event` with enrichment: its median rate beside the
+/// plain one of the same rounds (when the `ingest` phase ran too).
+fn enriched_report(results: &Results) -> String {
+    if results.ingest_enriched.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n### POST /event with enrichment (issue #14), ours\n\n");
+    let rates: Vec<f64> =
+        results.ingest_enriched.iter().filter_map(|r| r.as_ref().ok()).map(|r| r.requests_per_sec).collect();
+    if let Some(Err(reason)) = results.ingest_enriched.iter().find(|r| r.is_err()) {
+        let _ = writeln!(out, "{reason}");
+    }
+    if rates.is_empty() {
+        return out;
+    }
+    let plain: Vec<f64> = results.ingest.ours.iter().map(|r| r.requests_per_sec).collect();
+    let (enriched, plain) = (median(&rates), median(&plain));
+    let _ = writeln!(
+        out,
+        "| enriched req/s | plain req/s | share | target |\n|---|---|---|---|\n| {} | {} | {} | ≥ {:.0}% |",
+        shown(enriched, grouped),
+        shown(plain, grouped),
+        shown(ratio(enriched, plain), |r| format!("{:.0}%", r * 100.0)),
+        TARGET_SHARE * 100.0,
+    );
+    out
 }

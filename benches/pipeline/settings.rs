@@ -82,7 +82,7 @@ impl Settings {
 }
 
 /// The phases `BENCH_PHASES` may name.
-const PHASES: [&str; 6] = ["ingest", "batch", "drain", "stats", "visibility", "variety"];
+const PHASES: [&str; 8] = ["ingest", "batch", "drain", "stats", "visibility", "variety", "visits", "ingest_enriched"];
 
 /// `10000`, `10k` or `1M`.
 fn parse_size(text: &str) -> usize {

@@ -31,6 +31,7 @@ mod slow_bodies;
 mod stats;
 mod tls;
 mod tracker;
+mod traffic;
 mod variety;
 mod visitor;
 mod worker;

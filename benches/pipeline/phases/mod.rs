@@ -4,7 +4,9 @@
 
 pub mod batch_ingest;
 pub mod drain;
+pub mod enriched_ingest;
 pub mod post_event;
 pub mod stats;
 pub mod variety;
 pub mod visibility;
+pub mod visits;

@@ -2,6 +2,7 @@
 //! non-2xx answers, the queue's count checked against wrk's, and the API process's
 //! memory idle (`VmRSS`) and at peak (`VmHWM`).
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::Bench;
@@ -27,13 +28,19 @@ pub struct IngestRun {
 impl Bench {
     /// Loads `system`'s API with wrk's `post_event.lua` for the run's seconds.
     pub async fn post_event_load(&mut self, system: System, round: usize) -> IngestRun {
-        let label = format!("r{round}-post-{}", system.name());
+        let script = self.settings.wrk_script.clone();
+        self.post_event_load_with(system, round, &script, "post").await
+    }
+
+    /// Loads `system`'s API with the wrk `script` for the run's seconds (`kind` names its logs).
+    pub async fn post_event_load_with(&mut self, system: System, round: usize, script: &Path, kind: &str) -> IngestRun {
+        let label = format!("r{round}-{kind}-{}", system.name());
         let database = self.fresh_database(&label);
         let mut deployment = self.deploy(system, Part::Api, &database, &label).await;
         tokio::time::sleep(IDLE_SETTLE).await;
         let idle_rss_mb = memory_mb(deployment.api_pid(), "VmRSS");
         let url = format!("{}/event", deployment.base_url());
-        let wrk = wrk::run(&url, &self.settings.wrk_script, self.settings.wrk_seconds).await;
+        let wrk = wrk::run(&url, script, self.settings.wrk_seconds).await;
         let queued = settled_count(&database.collection(QUEUE)).await;
         deployment.assert_running();
         let peak_rss_mb = memory_mb(deployment.api_pid(), "VmHWM");
@@ -44,7 +51,7 @@ impl Bench {
         let at_most = wrk.requests + WRK_CONNECTIONS + wrk.timeouts;
         let queue_check_passed = (acknowledged..=at_most).contains(&queued);
         self.progress(format!(
-            "{} POST /event: {} req/s ({} requests in {:.1} s, {} non-2xx{}); memory {:.1} MB idle, {:.1} MB peak",
+            "{} POST /event ({kind}): {} req/s ({} requests in {:.1} s, {} non-2xx{}); memory {:.1} MB idle, {:.1} MB peak",
             system.name(),
             grouped(wrk.requests_per_sec),
             grouped(wrk.requests as f64),
