@@ -117,6 +117,10 @@ impl Worker {
         }
         let moved = batch.len();
         let ids = prepare_for_events(&mut batch);
+        let db = self.store.database();
+        let limits = self.store.write_limits().await?;
+        // Before the insert: the events go in with their visit's id and attributes.
+        rollups::visits::keep_visits(db, session, &mut batch, lane, &limits).await?;
         let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
         match events.insert_many(&batch).session(&mut *session).await {
@@ -135,8 +139,6 @@ impl Worker {
             // held more than the batch: start again from a fresh read.
             return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
         }
-        let db = self.store.database();
-        let limits = self.store.write_limits().await?;
         deltas.add_counts(db, Some(&mut *session), lane, &limits).await?;
         // Visitors last, one lane at a time until its commit: a lane then finds
         // the visitors the other just recorded among the known ones, instead of
