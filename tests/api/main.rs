@@ -30,4 +30,5 @@ mod tls;
 mod tracker;
 mod variety;
 mod visitor;
+mod visits;
 mod worker;

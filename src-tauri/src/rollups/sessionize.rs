@@ -177,7 +177,8 @@ pub fn merge(stored: Vec<Visit>, mut hits: Vec<Hit>) -> Vec<Merged> {
         Block::Stored(visit) => visit.entry.order(),
         Block::New(hit) => hit.order(),
     };
-    let mut blocks: Vec<Block> = stored.into_iter().map(Block::Stored).chain(hits.into_iter().map(Block::New)).collect();
+    let mut blocks: Vec<Block> =
+        stored.into_iter().map(Block::Stored).chain(hits.into_iter().map(Block::New)).collect();
     blocks.sort_by_key(|block| start(block));
 
     let mut merged: Vec<Merged> = Vec::new();
@@ -193,7 +194,11 @@ pub fn merge(stored: Vec<Visit>, mut hits: Vec<Hit>) -> Vec<Merged> {
         if !joins {
             merged.extend(current.take());
         }
-        let run = current.get_or_insert_with(|| Merged { visit: block_visit.clone(), replaced: Vec::new(), hits: Vec::new() });
+        let run = current.get_or_insert_with(|| Merged {
+            visit: block_visit.clone(),
+            replaced: Vec::new(),
+            hits: Vec::new(),
+        });
         let first_of_run = run.replaced.is_empty() && run.hits.is_empty();
         if !first_of_run {
             run.visit.absorb(&block_visit);

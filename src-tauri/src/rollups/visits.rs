@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{DateTime, Document, RawDocument, RawDocumentBuf, doc};
+use mongodb::bson::{Bson, DateTime, Document, RawDocument, RawDocumentBuf, doc};
 use mongodb::{ClientSession, Database};
 
 use super::daily::{DailyDeltas, run_updates};
@@ -144,10 +144,56 @@ pub async fn merge_into_stored(
     kept.merged = deleted.len();
     run_updates(db, session, VISITS, writes, limits).await?;
     if !deleted.is_empty() {
-        db.collection::<Document>(VISITS).delete_many(doc! { "_id": { "$in": deleted } }).session(&mut *session).await?;
+        db.collection::<Document>(VISITS)
+            .delete_many(doc! { "_id": { "$in": deleted } })
+            .session(&mut *session)
+            .await?;
     }
     daily.apply(db, session, shard, limits).await?;
     Ok((kept, runs))
+}
+
+/// Retention, within `session`'s transaction: deletes up to `chunk` visits
+/// starting before `cutoff`, taking them off the daily rollups (shard 0);
+/// the last chunk (fewer found) also deletes the daily rows of the whole days
+/// before the cutoff's, all zero by then. Returns the visits found.
+pub async fn delete_visits_before(
+    db: &Database,
+    session: &mut ClientSession,
+    cutoff: DateTime,
+    chunk: usize,
+    limits: &WriteLimits,
+) -> Result<usize, StoreError> {
+    let visits = db.collection::<Document>(VISITS);
+    let old = doc! { "start": { "$lt": cutoff } };
+    let find = visits.find(old).limit(chunk as i64);
+    let found: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+    let mut daily = DailyDeltas::default();
+    let mut svs = Vec::new();
+    // All found go, even one unreadable (then counted nowhere).
+    let ids: Vec<Bson> = found.iter().filter_map(|document| document.get("_id").cloned()).collect();
+    for document in &found {
+        let (Ok(site), Ok(user), Some(visit)) =
+            (document.get_str("site_id"), document.get_str("user_id"), visit_of(document))
+        else {
+            continue;
+        };
+        daily.count(site, user, &visit, -1);
+        svs.push(visitor_key(site, user));
+    }
+    svs.sort();
+    svs.dedup();
+    fence(db, session, &svs, limits).await?;
+    daily.apply(db, session, 0, limits).await?;
+    if !ids.is_empty() {
+        visits.delete_many(doc! { "_id": { "$in": &ids } }).session(&mut *session).await?;
+    }
+    if found.len() < chunk {
+        let whole_days = DateTime::from_millis(super::daily::day_of(cutoff.timestamp_millis()));
+        let before = doc! { "day": { "$lt": whole_days } };
+        db.collection::<Document>(super::daily::DAILY).delete_many(before).session(&mut *session).await?;
+    }
+    Ok(found.len())
 }
 
 /// Touches each visitor's fence (see the module's comment).
@@ -178,7 +224,8 @@ async fn load_near(
             "end": { "$gte": DateTime::from_millis(low - VISIT_GAP_MS) },
             "start": { "$lte": DateTime::from_millis(high + VISIT_GAP_MS) },
         };
-        let found: Vec<Document> = visits.find(near).session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+        let found: Vec<Document> =
+            visits.find(near).session(&mut *session).await?.stream(&mut *session).try_collect().await?;
         for document in found {
             if let (Ok(sv), Some(visit)) = (document.get_str("sv"), visit_of(&document)) {
                 by_visitor.entry(sv.to_string()).or_default().push(visit);
@@ -217,7 +264,10 @@ async fn rewrite_stored_events(
     if !unset.is_empty() {
         update.insert("$unset", unset);
     }
-    db.collection::<Document>(crate::config::EVENTS_COLLECTION).update_many(filter, update).session(&mut *session).await?;
+    db.collection::<Document>(crate::config::EVENTS_COLLECTION)
+        .update_many(filter, update)
+        .session(&mut *session)
+        .await?;
     Ok(())
 }
 

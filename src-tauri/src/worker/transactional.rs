@@ -49,6 +49,8 @@ impl Worker {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // One transaction of this worker at a time keeps visits (see `Lanes::visits_turn`).
+            let _visits_turn = self.lanes.visits_turn.lock().await;
             session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
             let (batch, mut claim) = match self.read_claimed(Some(&mut *session), lane).await {
                 Ok(read) => read,
