@@ -309,17 +309,23 @@ async fn racing_workers_in_small_batches_keep_the_visits_of_all_events_at_once_a
         .collect();
     app.post_in_batches(&events, 50).await;
 
+    // Two workers, the first with both its lanes: batches side by side.
     let (a, b) = (app.worker(7), app.worker(7));
-    let drain = |worker: analytics_desk::worker::Worker| async move {
+    let drain = |worker: analytics_desk::worker::Worker, lane: Option<u32>| async move {
         let mut moved = 0;
         loop {
-            match worker.process_batch().await.expect("batch moved") {
+            let batch = match lane {
+                Some(lane) => worker.process_lane_batch(lane).await,
+                None => worker.process_batch().await,
+            };
+            match batch.expect("batch moved") {
                 0 => return moved,
                 n => moved += n,
             }
         }
     };
-    let (moved_a, moved_b) = tokio::join!(drain(a), drain(b));
+    let (moved_a0, moved_a1, moved_b) = tokio::join!(drain(a.clone(), Some(0)), drain(a, Some(1)), drain(b, None));
+    let (moved_a, moved_b) = (moved_a0 + moved_a1, moved_b);
     // A worker that met too many conflicts leaves the rest: finish it.
     app.drain_queue().await;
     assert!(moved_a + moved_b <= events.len());
