@@ -123,11 +123,23 @@ impl DailyDeltas {
         session: &mut ClientSession,
     ) -> Result<((Vec<Document>, Vec<String>), BTreeMap<(String, i64), (i64, i64)>), StoreError> {
         let id = |site: &str, day: i64, user: &str| key(&[site, &day.to_string(), user]);
+        // Only days whose visits change (a visit extended changes none, the
+        // common case), and their neighbours for `carried` (anonymous ids only).
+        let changed: Vec<(&(String, String), bool, BTreeMap<i64, i64>)> = self
+            .presences
+            .iter()
+            .map(|(visitor, (anonymous, days))| {
+                (visitor, *anonymous, days.iter().filter(|(_, delta)| **delta != 0).map(|(d, n)| (*d, *n)).collect())
+            })
+            .filter(|(_, _, days): &(_, _, BTreeMap<i64, i64>)| !days.is_empty())
+            .collect();
         let mut wanted: BTreeSet<String> = BTreeSet::new();
-        for ((site, user), (_, days)) in &self.presences {
+        for ((site, user), anonymous, days) in &changed {
             for day in days.keys() {
-                for around in [day - DAY_MS, *day, day + DAY_MS] {
-                    wanted.insert(id(site, around, user));
+                wanted.insert(id(site, *day, user));
+                if *anonymous {
+                    wanted.insert(id(site, day - DAY_MS, user));
+                    wanted.insert(id(site, day + DAY_MS, user));
                 }
             }
         }
@@ -146,16 +158,17 @@ impl DailyDeltas {
         let mut writes = Vec::new();
         let mut gone = Vec::new();
         let mut anonymous_days: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
-        for ((site, user), (anonymous, days)) in &self.presences {
+        for ((site, user), anonymous, days) in &changed {
+            let (anonymous, days) = (*anonymous, days);
             let was = |day: i64| before.get(&id(site, day, user)).copied().unwrap_or(0) > 0;
             let is = |day: i64| {
                 before.get(&id(site, day, user)).copied().unwrap_or(0) + days.get(&day).copied().unwrap_or(0) > 0
             };
-            for (&day, &delta) in days.iter().filter(|(_, delta)| **delta != 0) {
+            for (&day, &delta) in days {
                 let visits = before.get(&id(site, day, user)).copied().unwrap_or(0) + delta;
                 if visits > 0 {
                     let mut fields = doc! { "site_id": site, "day": DateTime::from_millis(day), "user_id": user };
-                    if *anonymous {
+                    if anonymous {
                         fields.insert("anonymous", true);
                     }
                     fields.insert("visits", visits);
@@ -164,7 +177,7 @@ impl DailyDeltas {
                     gone.push(id(site, day, user));
                 }
             }
-            if !*anonymous {
+            if !anonymous {
                 continue;
             }
             for &day in days.keys() {
