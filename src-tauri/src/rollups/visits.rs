@@ -252,10 +252,17 @@ async fn rewrite_stored_events(
         "user_id": user,
         "visit_id": { "$in": ids },
     };
-    let mut set = doc! { "visit_id": run.visit.id };
+    let events = db.collection::<Document>(crate::config::EVENTS_COLLECTION);
+    events.update_many(filter, labelling(&run.visit)).session(&mut *session).await?;
+    Ok(())
+}
+
+/// The update giving stored events `visit`'s id and attributes (their own removed).
+fn labelling(visit: &Visit) -> Document {
+    let mut set = doc! { "visit_id": visit.id };
     let mut unset = Document::new();
     for name in ATTRIBUTES {
-        match run.visit.attributes.get(name) {
+        match visit.attributes.get(name) {
             Some(value) => set.insert(name, value.as_str()),
             None => unset.insert(name, ""),
         };
@@ -264,11 +271,39 @@ async fn rewrite_stored_events(
     if !unset.is_empty() {
         update.insert("$unset", unset);
     }
-    db.collection::<Document>(crate::config::EVENTS_COLLECTION)
-        .update_many(filter, update)
-        .session(&mut *session)
-        .await?;
-    Ok(())
+    update
+}
+
+/// A rebuild chunk's part, within its (fenced) transaction: the chunk's stored
+/// events merged into the visits rebuilt so far (any order gives the same
+/// visits), their daily rollups counted into shard 0, and the events labelled.
+pub async fn rebuild_chunk(
+    db: &Database,
+    session: &mut ClientSession,
+    events: &[RawDocumentBuf],
+    limits: &WriteLimits,
+) -> Result<(), StoreError> {
+    let mut visitors: BTreeMap<(String, String), Vec<Hit>> = BTreeMap::new();
+    for event in events {
+        if let Some((site, user, hit)) = hit_of(event) {
+            visitors.entry((site, user)).or_default().push(hit);
+        }
+    }
+    let (_, runs) = merge_into_stored(db, session, visitors, 0, limits).await?;
+    let labels = runs
+        .iter()
+        .map(|(_, run)| doc! { "q": { "_id": { "$in": &run.hits } }, "u": labelling(&run.visit), "multi": true })
+        .collect();
+    run_updates(db, session, crate::config::EVENTS_COLLECTION, labels, limits).await
+}
+
+/// The fields of an event the visits read (a rebuild's projection).
+pub fn projection() -> Document {
+    let mut fields = doc! { "site_id": 1, "user_id": 1, "timestamp": 1, "path": 1, "event_type": 1 };
+    for name in ["hostname", "anonymous"].into_iter().chain(ATTRIBUTES) {
+        fields.insert(name, 1);
+    }
+    fields
 }
 
 /// `event` with `visit_id` and the visit's attributes in place of its own
