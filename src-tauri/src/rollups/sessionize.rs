@@ -319,10 +319,10 @@ mod tests {
             for window in cuts.windows(2) {
                 let batch = arrival[window[0]..window[1]].to_vec();
                 if batch.is_empty() { continue; }
-                // What the worker loads: visits within the gap of the batch's span.
-                let (low, high) = (batch.iter().map(|h| h.at).min().unwrap(), batch.iter().map(|h| h.at).max().unwrap());
-                let (near, far): (Vec<Visit>, Vec<Visit>) = stored.into_iter()
-                    .partition(|v| v.exit.at >= low - VISIT_GAP_MS && v.entry.at <= high + VISIT_GAP_MS);
+                // What the worker loads: visits within the gap of one of the batch's events.
+                let (near, far): (Vec<Visit>, Vec<Visit>) = stored.into_iter().partition(|v| {
+                    batch.iter().any(|h| v.exit.at >= h.at - VISIT_GAP_MS && v.entry.at <= h.at + VISIT_GAP_MS)
+                });
                 stored = far;
                 let untouched: Vec<Visit> = near.clone();
                 let runs = merge(near, batch);

@@ -115,7 +115,7 @@ pub async fn merge_into_stored(
     let high = visitors.values().flatten().map(|hit| hit.at).max().unwrap_or(low);
     let svs: Vec<String> = visitors.keys().map(|(site, user)| visitor_key(site, user)).collect();
     fence(db, session, &svs, limits).await?;
-    let mut stored = load_near(db, session, &svs, low, high).await?;
+    let mut stored = load_near(db, session, &visitors, low, high).await?;
 
     let mut runs = Vec::new();
     for ((site, user), hits) in visitors {
@@ -207,22 +207,35 @@ pub(super) async fn fence(
     run_updates(db, session, VISIT_FENCES, touches.collect(), limits).await
 }
 
-/// The stored visits of `svs` that can touch events from `low` to `high`
-/// (their span comes within the gap), by visitor.
+/// The stored visits that can touch `visitors`' hits (a span within the gap of
+/// one of them), by visitor: `$in` and the batch's whole span bound the index
+/// scan, a clause per visitor and run of close hits keeps the answer to
+/// those (a batch of a long history would otherwise bring back every visit
+/// of its visitors).
 async fn load_near(
     db: &Database,
     session: &mut ClientSession,
-    svs: &[String],
+    visitors: &BTreeMap<(String, String), Vec<Hit>>,
     low: i64,
     high: i64,
 ) -> Result<HashMap<String, Vec<Visit>>, StoreError> {
     let mut by_visitor: HashMap<String, Vec<Visit>> = HashMap::new();
     let visits = db.collection::<Document>(VISITS);
-    for chunk in svs.chunks(1_000) {
+    let visitors: Vec<_> = visitors.iter().collect();
+    for chunk in visitors.chunks(500) {
+        let svs: Vec<String> = chunk.iter().map(|((site, user), _)| visitor_key(site, user)).collect();
+        let mut near_hits = Vec::new();
+        for (sv, (_, hits)) in svs.iter().zip(chunk) {
+            for (from, to) in windows(hits) {
+                let clause = doc! { "sv": sv, "end": { "$gte": DateTime::from_millis(from) }, "start": { "$lte": DateTime::from_millis(to) } };
+                near_hits.push(clause);
+            }
+        }
         let near = doc! {
-            "sv": { "$in": chunk },
+            "sv": { "$in": &svs },
             "end": { "$gte": DateTime::from_millis(low - VISIT_GAP_MS) },
             "start": { "$lte": DateTime::from_millis(high + VISIT_GAP_MS) },
+            "$or": near_hits,
         };
         let found: Vec<Document> =
             visits.find(near).session(&mut *session).await?.stream(&mut *session).try_collect().await?;
@@ -233,6 +246,22 @@ async fn load_near(
         }
     }
     Ok(by_visitor)
+}
+
+/// The time windows a stored visit must reach into to join one of `hits`
+/// (each hit's gap either side), overlapping ones joined.
+fn windows(hits: &[Hit]) -> Vec<(i64, i64)> {
+    let mut times: Vec<i64> = hits.iter().map(|hit| hit.at).collect();
+    times.sort_unstable();
+    let mut windows: Vec<(i64, i64)> = Vec::new();
+    for at in times {
+        let (from, to) = (at - VISIT_GAP_MS, at + VISIT_GAP_MS);
+        match windows.last_mut() {
+            Some(last) if from <= last.1 => last.1 = to,
+            _ => windows.push((from, to)),
+        }
+    }
+    windows
 }
 
 /// Rewrites the stored events of the visits `run` replaced: the kept visit's
