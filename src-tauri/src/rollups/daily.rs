@@ -197,8 +197,24 @@ impl DailyDeltas {
     }
 }
 
+/// A statement refused because a concurrent transaction wrote the same
+/// document (a duplicate key on an upsert, a write conflict): the transaction
+/// is to be retried on a fresh snapshot, like a conflict. Carried as the
+/// driver's custom error in [`StoreError::Operation`].
+#[derive(Debug, Clone)]
+pub struct ConcurrentWrite(pub String);
+
+/// True when `error` is a [`ConcurrentWrite`].
+pub fn is_concurrent_write(error: &StoreError) -> bool {
+    matches!(error, StoreError::Operation(error) if error.get_custom::<ConcurrentWrite>().is_some())
+}
+
+/// Duplicate key, write conflict.
+const CONCURRENT_CODES: [i32; 2] = [11000, 112];
+
 /// Runs `updates` on `collection` in as many commands as `limits` need; a
-/// refused statement fails the whole.
+/// refused statement fails the whole ([`ConcurrentWrite`] when a concurrent
+/// transaction caused it).
 pub(super) async fn run_updates(
     db: &Database,
     session: &mut ClientSession,
@@ -215,7 +231,12 @@ pub(super) async fn run_updates(
         if let Ok(errors) = reply.get_array("writeErrors")
             && !errors.is_empty()
         {
-            return Err(StoreError::Refused(format!("update of {collection} refused: {errors:?}")));
+            let code = |e: &Bson| e.as_document().and_then(|e| e.get_i32("code").ok());
+            let message = format!("update of {collection} refused: {errors:?}");
+            if errors.iter().filter_map(code).all(|c| CONCURRENT_CODES.contains(&c)) {
+                return Err(StoreError::Operation(mongodb::error::Error::custom(ConcurrentWrite(message))));
+            }
+            return Err(StoreError::Refused(message));
         }
     }
     Ok(())

@@ -156,8 +156,10 @@ async fn purge_visits(
         match outcome {
             Ok(deleted) if deleted < limits.chunk => return Ok(()),
             Ok(_) => attempt = 0,
-            Err(StoreError::Operation(error))
-                if attempt < limits.attempts && error.contains_label(TRANSIENT_TRANSACTION_ERROR) =>
+            Err(error)
+                if attempt < limits.attempts
+                    && (rollups::daily::is_concurrent_write(&error)
+                        || matches!(&error, StoreError::Operation(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR))) =>
             {
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
             }

@@ -122,7 +122,17 @@ impl Worker {
         let db = self.store.database();
         let limits = self.store.write_limits().await?;
         // Before the insert: the events go in with their visit's id and attributes.
-        rollups::visits::keep_visits(db, session, &mut batch, lane, &limits).await?;
+        match rollups::visits::keep_visits(db, session, &mut batch, lane, &limits).await {
+            Ok(_) => {}
+            // A visit, visitor or day written by a concurrent batch: retry.
+            Err(error) if rollups::daily::is_concurrent_write(&error) => {
+                return Err(TransactionError::Conflict("visits written by a concurrent batch".into()));
+            }
+            Err(StoreError::Operation(error)) if only_duplicate_keys(&error) => {
+                return Err(TransactionError::Conflict("a visit written by a concurrent batch".into()));
+            }
+            Err(error) => return Err(error.into()),
+        }
         let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
         match events.insert_many(&batch).session(&mut *session).await {
