@@ -242,7 +242,7 @@ mod tests {
             id: ObjectId::from_bytes(bytes),
             at: at_minutes * MINUTE,
             path: path.to_string(),
-            page_view: n % 3 != 0,
+            page_view: !n.is_multiple_of(3),
             hostname: Some("example.com".into()),
             attributes: Attributes::from([("source", source.to_string())]),
             anonymous: false,
