@@ -332,6 +332,8 @@ async fn assert_moved_exactly_once(store: &Store, queued: &[Document], since: Da
         assert!(*processed_at >= since && *processed_at <= now, "processed_at {processed_at} outside the run");
         let mut without = moved.clone();
         without.remove("processed_at");
+        // Its visit (docs/visits.md §2), kept where transactions are.
+        without.remove("visit_id");
         assert_eq!(&without, original, "an event is stored exactly as it was queued, plus processed_at");
     }
 
@@ -340,6 +342,15 @@ async fn assert_moved_exactly_once(store: &Store, queued: &[Document], since: Da
     let expected = expected_stats(queued);
     let transactional = store.supports_transactions().await.expect("hello");
     assert_eq!(rollups::are_ready(store).await.expect("meta"), transactional, "rollups ready iff transactions");
+    if transactional {
+        // Every event in exactly one visit, whatever was killed: none counted twice.
+        let visits = store.database().collection::<Document>(rollups::visits::VISITS);
+        let sums = [doc! { "$group": { "_id": null, "events": { "$sum": "$events" } } }];
+        let sum: Vec<Document> = visits.aggregate(sums).await.expect("sum").try_collect().await.expect("read");
+        let in_visits = sum.first().map_or(0, |s| s.get_i64("events").unwrap_or(0));
+        assert_eq!(in_visits, events.len() as i64, "events counted in visits");
+        assert!(events.iter().all(|e| e.get_object_id("visit_id").is_ok()), "every event carries its visit");
+    }
     for (site, want) in &expected {
         let filter = StatsFilter::site(site);
         let got = stats::site_stats(store, &filter).await.expect("site stats");

@@ -34,4 +34,5 @@ mod tracker;
 mod traffic;
 mod variety;
 mod visitor;
+mod visits;
 mod worker;

@@ -43,6 +43,8 @@ async fn batches_move_events_with_processed_at_and_empty_the_queue() {
         assert!(processed_at >= before && processed_at <= DateTime::now());
         let mut without = moved.clone();
         without.remove("processed_at");
+        // Its visit (docs/visits.md §2): the one field the worker adds beside `processed_at`.
+        assert!(without.remove("visit_id").is_some(), "visit_id set");
         assert_eq!(&without, original, "every queue field kept, _id included");
     }
 }

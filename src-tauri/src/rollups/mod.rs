@@ -35,10 +35,13 @@
 //! worker need not look up again, [`rebuild`] the readiness marker and the
 //! rebuild from `events`.
 
+pub mod daily;
 pub mod deltas;
 pub mod known_visitors;
 pub mod ranks;
 pub mod rebuild;
+pub mod sessionize;
+pub mod visits;
 
 use std::time::Duration;
 
@@ -82,6 +85,10 @@ pub const COLLECTIONS: [&str; 10] = [
     ranks::SITE_RANKS,
     ranks::PENDING,
 ];
+
+/// The visits and their daily rollups (see [`visits`], [`daily`]): created
+/// up front like the others, and rebuilt from `events` with them.
+pub const VISIT_COLLECTIONS: [&str; 4] = [visits::VISITS, visits::VISIT_FENCES, daily::DAILY, daily::DAILY_VISITORS];
 
 /// One hour in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -133,7 +140,8 @@ pub fn shard_of(document: &Document) -> u32 {
 /// first write conflicts with the other lane's batch doing the same.
 pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
     let existing = db.list_collection_names().await?;
-    for collection in COLLECTIONS.into_iter().filter(|c| !existing.iter().any(|e| e == c)) {
+    let all = COLLECTIONS.into_iter().chain(VISIT_COLLECTIONS);
+    for collection in all.filter(|c| !existing.iter().any(|e| e == c)) {
         match db.create_collection(collection).await {
             Ok(()) => {}
             // Created meanwhile by another process starting up.
@@ -154,6 +162,13 @@ pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
         (SITES, doc! { "site_id": 1 }),
         (ranks::SITE_RANKS, doc! { "site_id": 1 }),
         (ranks::PENDING, doc! { "site_id": 1 }),
+        // A batch's visitors' visits near its events; a site's visits by start
+        // (stats), and all by start (retention).
+        (visits::VISITS, doc! { "sv": 1, "end": 1 }),
+        (visits::VISITS, doc! { "site_id": 1, "start": 1 }),
+        (visits::VISITS, doc! { "start": 1 }),
+        (daily::DAILY, doc! { "site_id": 1, "day": 1 }),
+        (daily::DAILY_VISITORS, doc! { "site_id": 1, "anonymous": 1, "day": 1 }),
     ];
     for (collection, keys) in indexes {
         db.collection::<Document>(collection).create_index(index(keys)).await?;

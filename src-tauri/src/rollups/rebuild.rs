@@ -15,7 +15,7 @@ use mongodb::error::TRANSIENT_TRANSACTION_ERROR;
 use mongodb::{ClientSession, Database};
 use tracing::{info, warn};
 
-use super::{COLLECTIONS, META, REBUILD_LEASE, RankDeltas, RollupDeltas};
+use super::{COLLECTIONS, META, REBUILD_LEASE, RankDeltas, RollupDeltas, VISIT_COLLECTIONS};
 use crate::storage::{Store, StoreError, is_duplicate_key};
 
 /// Events read from `events` per step (one transaction) of a rebuild.
@@ -186,8 +186,8 @@ impl From<mongodb::error::Error> for RebuildError {
 enum Step<'a> {
     /// Deletes up to a chunk of a rollup collection's documents.
     Clear(&'a str),
-    /// Adds a chunk of events' counts (and ranks).
-    Add(&'a RollupDeltas<'a>, &'a RankDeltas<'a>),
+    /// Adds a chunk of events' counts (and ranks), and merges them into the visits.
+    Add(&'a RollupDeltas<'a>, &'a RankDeltas<'a>, &'a [RawDocumentBuf]),
 }
 
 /// Conflicting attempts at a fenced step before the rebuild gives up (the
@@ -201,14 +201,15 @@ const FENCED_ATTEMPTS: u32 = 5;
 /// nothing since. Runs while no worker moves batches.
 async fn rebuild(store: &Store, epoch: ObjectId, options: &RebuildOptions) -> Result<(), RebuildError> {
     let mut session = store.client().start_session().await?;
-    for collection in COLLECTIONS {
+    for collection in COLLECTIONS.into_iter().chain(VISIT_COLLECTIONS) {
         while fenced(store, &mut session, epoch, options, &Step::Clear(collection)).await? == options.chunk {}
     }
     let total = store.events().estimated_document_count().await?;
     if total > 0 {
         info!(events = total, "building the stats rollups from existing events (once)");
     }
-    let projection = doc! { "site_id": 1, "event_type": 1, "path": 1, "user_id": 1, "timestamp": 1 };
+    // The rollups' fields and the visits' (which include them).
+    let projection = super::visits::projection();
     let events = store.events().clone_with_type::<RawDocumentBuf>();
     let mut cursor = events.find(doc! {}).projection(projection).await?;
     let mut chunk = Vec::with_capacity(options.chunk);
@@ -224,7 +225,7 @@ async fn rebuild(store: &Store, epoch: ObjectId, options: &RebuildOptions) -> Re
             }
             let deltas = RollupDeltas::of(chunk.iter().map(|event| &**event));
             let ranks = RankDeltas::of(chunk.iter().map(|event| &**event));
-            fenced(store, &mut session, epoch, options, &Step::Add(&deltas, &ranks)).await?;
+            fenced(store, &mut session, epoch, options, &Step::Add(&deltas, &ranks, &chunk)).await?;
             drop((deltas, ranks));
             chunk.clear();
         }
@@ -300,10 +301,11 @@ async fn fenced_within(
             }
             Ok(found.len())
         }
-        Step::Add(deltas, ranks) => {
+        Step::Add(deltas, ranks, events) => {
             let limits = store.write_limits().await?;
             deltas.apply(db, Some(&mut *session), None, 0, &limits).await?;
             ranks.apply(db, session).await?;
+            super::visits::rebuild_chunk(db, session, events, &limits).await?;
             Ok(0)
         }
     }

@@ -1,6 +1,13 @@
 //! Moving a batch without transactions (a standalone `mongod`): insert, then
 //! delete; a re-run meets the same `_id`s, refused by the `_id` index and
 //! ignored, so `events` stays exact.
+//!
+//! Visits (`rollups::visits`) are not kept in this mode: without a
+//! transaction a crash between their writes would count a visit twice or
+//! lose it, and the rollups they feed are marked not ready here anyway. Events
+//! moved this way carry no `visit_id`; figures of visits must then be
+//! sessionised from `events` (a rebuild, once transactions are available,
+//! makes the visits from them).
 
 use mongodb::bson::{RawDocumentBuf, doc};
 use tracing::debug;

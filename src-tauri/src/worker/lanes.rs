@@ -97,6 +97,10 @@ pub(super) struct Lanes {
     pub(super) visitors: Arc<tokio::sync::Mutex<()>>,
     /// A committed batch left rank counts pending: the next batch folds them first.
     pub(super) rank_fold_due: AtomicBool,
+    /// Held by a batch transaction from its start to its commit: the batches
+    /// of one worker then never change the same visitor's visits side by side
+    /// (their transactions would conflict, see `rollups::visits`).
+    pub(super) visits_turn: tokio::sync::Mutex<()>,
 }
 
 impl Lanes {

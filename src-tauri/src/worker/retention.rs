@@ -113,6 +113,7 @@ pub async fn purge(
     let mut report = PurgeReport::default();
     if transactional {
         purge_hours(store, cutoff, limits, cancel, &mut report, &mut after_chunk).await?;
+        purge_visits(store, cutoff, limits, cancel, &mut report).await?;
     } else {
         purge_plainly(store, cutoff, limits, cancel, &mut report, &mut after_chunk).await?;
     }
@@ -126,6 +127,51 @@ pub async fn purge(
         );
     }
     Ok(report)
+}
+
+/// With rollups: deletes the visits starting before `cutoff` with their share
+/// of the daily rollups, a chunk per transaction (their later events stay).
+async fn purge_visits(
+    store: &Store,
+    cutoff: DateTime,
+    limits: &PurgeLimits,
+    cancel: &CancellationToken,
+    report: &mut PurgeReport,
+) -> Result<(), StoreError> {
+    let mut session = store.client().start_session().await?;
+    let write_limits = store.write_limits().await?;
+    let mut attempt = 0;
+    while !cancel.is_cancelled() {
+        attempt += 1;
+        session.start_transaction().write_concern(store.durable_write_concern().clone()).await?;
+        let db = store.database();
+        let outcome =
+            match rollups::visits::delete_visits_before(db, &mut session, cutoff, limits.chunk, &write_limits).await {
+                Ok(deleted) => session.commit_transaction().await.map(|()| deleted).map_err(StoreError::from),
+                Err(error) => {
+                    let _ = session.abort_transaction().await;
+                    Err(error)
+                }
+            };
+        match outcome {
+            Ok(deleted) if deleted < limits.chunk => return Ok(()),
+            Ok(_) => attempt = 0,
+            Err(error)
+                if attempt < limits.attempts
+                    && (rollups::daily::is_concurrent_write(&error)
+                        || matches!(&error, StoreError::Operation(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR))) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(error) => {
+                report.failed_hours += 1;
+                warn!(%error, "retention: could not delete old visits; retried at the next purge");
+                return Ok(());
+            }
+        }
+    }
+    report.cancelled = true;
+    Ok(())
 }
 
 /// Without rollups: deletes the expired events by `_id`, a chunk at a time.

@@ -49,6 +49,8 @@ impl Worker {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // One transaction of this worker at a time keeps visits (see `Lanes::visits_turn`).
+            let _visits_turn = self.lanes.visits_turn.lock().await;
             session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
             let (batch, mut claim) = match self.read_claimed(Some(&mut *session), lane).await {
                 Ok(read) => read,
@@ -117,6 +119,20 @@ impl Worker {
         }
         let moved = batch.len();
         let ids = prepare_for_events(&mut batch);
+        let db = self.store.database();
+        let limits = self.store.write_limits().await?;
+        // Before the insert: the events go in with their visit's id and attributes.
+        match rollups::visits::keep_visits(db, session, &mut batch, lane, &limits).await {
+            Ok(_) => {}
+            // A visit, visitor or day written by a concurrent batch: retry.
+            Err(error) if rollups::daily::is_concurrent_write(&error) => {
+                return Err(TransactionError::Conflict("visits written by a concurrent batch".into()));
+            }
+            Err(StoreError::Operation(error)) if only_duplicate_keys(&error) => {
+                return Err(TransactionError::Conflict("a visit written by a concurrent batch".into()));
+            }
+            Err(error) => return Err(error.into()),
+        }
         let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
         match events.insert_many(&batch).session(&mut *session).await {
@@ -135,8 +151,6 @@ impl Worker {
             // held more than the batch: start again from a fresh read.
             return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
         }
-        let db = self.store.database();
-        let limits = self.store.write_limits().await?;
         deltas.add_counts(db, Some(&mut *session), lane, &limits).await?;
         // Visitors last, one lane at a time until its commit: a lane then finds
         // the visitors the other just recorded among the known ones, instead of

@@ -1,0 +1,441 @@
+//! Visits kept by the worker in a batch's transaction (`docs/visits.md` §2):
+//! the batch's events are read as [`Hit`]s, the stored visits that can touch
+//! them loaded (one query), merged ([`sessionize::merge`]), written back
+//! (changed and new visits, merged ones deleted), the batch's events given
+//! their `visit_id` and visit attributes before they are inserted, the stored
+//! events of a changed visit rewritten (only late events cause that), and the
+//! daily rollups changed by the same visits ([`DailyDeltas`]).
+//!
+//! Two transactions changing one visitor's visits at the same time would each
+//! miss the other's (MongoDB only detects write-write conflicts): each touches
+//! the visitor's fence (`visit_fences`, `_id` = `sv`) first, so the second
+//! conflicts and is retried on a fresh snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Bson, DateTime, Document, RawDocument, RawDocumentBuf, doc};
+use mongodb::{ClientSession, Database};
+
+use super::daily::{DailyDeltas, run_updates};
+use super::key;
+use super::sessionize::{ATTRIBUTES, Attributes, Edge, Hit, Merged, VISIT_GAP_MS, Visit, merge};
+use crate::storage::{StoreError, WriteLimits};
+
+/// One document per visit.
+pub const VISITS: &str = "visits";
+/// One document per visitor with visits: written by every transaction that
+/// changes the visitor's visits, so that two such transactions conflict.
+pub const VISIT_FENCES: &str = "visit_fences";
+
+/// The `sv` of a visitor: its site and user, as one indexed key.
+pub fn visitor_key(site_id: &str, user_id: &str) -> String {
+    key(&[site_id, user_id])
+}
+
+/// Reads an event (queue or `events` document) as a [`Hit`] with its site and
+/// user; `None` for one the visits cannot place (no `ObjectId` `_id`, no date
+/// `timestamp`, no string site or user: never queued by our API).
+pub fn hit_of(event: &RawDocument) -> Option<(String, String, Hit)> {
+    let text = |field| event.get_str(field).ok().map(str::to_string);
+    let mut attributes = Attributes::new();
+    for name in ATTRIBUTES {
+        if let Some(value) = text(name) {
+            attributes.insert(name, value);
+        }
+    }
+    let hit = Hit {
+        id: event.get_object_id("_id").ok()?,
+        at: event.get_datetime("timestamp").ok()?.timestamp_millis(),
+        path: text("path").unwrap_or_default(),
+        page_view: event.get_str("event_type").ok() == Some("page_view"),
+        hostname: text("hostname"),
+        attributes,
+        anonymous: event.get_bool("anonymous").ok() == Some(true),
+    };
+    Some((text("site_id")?, text("user_id")?, hit))
+}
+
+/// What keeping a batch's visits did, for tests and logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VisitsKept {
+    /// Visits written (new or changed).
+    pub written: usize,
+    /// Visits deleted (merged into another).
+    pub merged: usize,
+    /// Visits whose stored events were rewritten.
+    pub rewritten: usize,
+}
+
+/// Keeps the visits of `batch` (queue documents about to be inserted into
+/// `events`) within `session`'s transaction, and gives each event its
+/// `visit_id` and visit attributes; the daily rollups go into shard `shard`.
+pub async fn keep_visits(
+    db: &Database,
+    session: &mut ClientSession,
+    batch: &mut [RawDocumentBuf],
+    shard: u32,
+    limits: &WriteLimits,
+) -> Result<VisitsKept, StoreError> {
+    let mut visitors: BTreeMap<(String, String), Vec<Hit>> = BTreeMap::new();
+    for event in batch.iter() {
+        if let Some((site, user, hit)) = hit_of(event) {
+            visitors.entry((site, user)).or_default().push(hit);
+        }
+    }
+    let (kept, runs) = merge_into_stored(db, session, visitors, shard, limits).await?;
+    // The batch's events take their visit's id and attributes.
+    let mut of_event: HashMap<ObjectId, (ObjectId, &Attributes)> = HashMap::new();
+    for (_, run) in &runs {
+        for hit in &run.hits {
+            of_event.insert(*hit, (run.visit.id, &run.visit.attributes));
+        }
+    }
+    for event in batch.iter_mut() {
+        if let Some((visit_id, attributes)) = event.get_object_id("_id").ok().and_then(|id| of_event.get(&id)) {
+            *event = with_visit(event, *visit_id, attributes);
+        }
+    }
+    Ok(kept)
+}
+
+/// Fences the visitors, loads their stored visits near the hits, merges, and
+/// writes visits, stored events' rewrites and daily rollups. Returns the runs
+/// (with their site and user) for the caller to label its events.
+pub async fn merge_into_stored(
+    db: &Database,
+    session: &mut ClientSession,
+    visitors: BTreeMap<(String, String), Vec<Hit>>,
+    shard: u32,
+    limits: &WriteLimits,
+) -> Result<(VisitsKept, Vec<((String, String), Merged)>), StoreError> {
+    let mut kept = VisitsKept::default();
+    let Some(low) = visitors.values().flatten().map(|hit| hit.at).min() else { return Ok((kept, Vec::new())) };
+    let high = visitors.values().flatten().map(|hit| hit.at).max().unwrap_or(low);
+    let svs: Vec<String> = visitors.keys().map(|(site, user)| visitor_key(site, user)).collect();
+    fence(db, session, &svs, limits).await?;
+    let mut stored = load_near(db, session, &visitors, low, high).await?;
+
+    let mut runs = Vec::new();
+    for ((site, user), hits) in visitors {
+        let near = stored.remove(&visitor_key(&site, &user)).unwrap_or_default();
+        for run in merge(near, hits) {
+            runs.push(((site.clone(), user.clone()), run));
+        }
+    }
+    let mut daily = DailyDeltas::default();
+    let mut writes = Vec::new();
+    let mut deleted: Vec<ObjectId> = Vec::new();
+    for ((site, user), run) in &runs {
+        for old in &run.replaced {
+            daily.count(site, user, old, -1);
+        }
+        daily.count(site, user, &run.visit, 1);
+        deleted.extend(run.deleted().map(|old| old.id));
+        let document = visit_document(site, user, &run.visit);
+        writes.push(doc! { "q": { "_id": run.visit.id }, "u": document, "upsert": true });
+        if run.rewrites_stored_events() {
+            rewrite_stored_events(db, session, site, user, run).await?;
+            kept.rewritten += 1;
+        }
+    }
+    kept.written = writes.len();
+    kept.merged = deleted.len();
+    run_updates(db, session, VISITS, writes, limits).await?;
+    if !deleted.is_empty() {
+        db.collection::<Document>(VISITS)
+            .delete_many(doc! { "_id": { "$in": deleted } })
+            .session(&mut *session)
+            .await?;
+    }
+    daily.apply(db, session, shard, limits).await?;
+    Ok((kept, runs))
+}
+
+/// Retention, within `session`'s transaction: deletes up to `chunk` visits
+/// starting before `cutoff`, taking them off the daily rollups (shard 0);
+/// the last chunk (fewer found) also deletes the daily rows of the whole days
+/// before the cutoff's, all zero by then. Returns the visits found.
+pub async fn delete_visits_before(
+    db: &Database,
+    session: &mut ClientSession,
+    cutoff: DateTime,
+    chunk: usize,
+    limits: &WriteLimits,
+) -> Result<usize, StoreError> {
+    let visits = db.collection::<Document>(VISITS);
+    let old = doc! { "start": { "$lt": cutoff } };
+    let find = visits.find(old).limit(chunk as i64);
+    let found: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+    let mut daily = DailyDeltas::default();
+    let mut svs = Vec::new();
+    // All found go, even one unreadable (then counted nowhere).
+    let ids: Vec<Bson> = found.iter().filter_map(|document| document.get("_id").cloned()).collect();
+    for document in &found {
+        let (Ok(site), Ok(user), Some(visit)) =
+            (document.get_str("site_id"), document.get_str("user_id"), visit_of(document))
+        else {
+            continue;
+        };
+        daily.count(site, user, &visit, -1);
+        svs.push(visitor_key(site, user));
+    }
+    svs.sort();
+    svs.dedup();
+    fence(db, session, &svs, limits).await?;
+    daily.apply(db, session, 0, limits).await?;
+    if !ids.is_empty() {
+        visits.delete_many(doc! { "_id": { "$in": &ids } }).session(&mut *session).await?;
+    }
+    if found.len() < chunk {
+        let whole_days = DateTime::from_millis(super::daily::day_of(cutoff.timestamp_millis()));
+        let before = doc! { "day": { "$lt": whole_days } };
+        db.collection::<Document>(super::daily::DAILY).delete_many(before).session(&mut *session).await?;
+    }
+    Ok(found.len())
+}
+
+/// Touches each visitor's fence (see the module's comment).
+pub(super) async fn fence(
+    db: &Database,
+    session: &mut ClientSession,
+    svs: &[String],
+    limits: &WriteLimits,
+) -> Result<(), StoreError> {
+    let touches = svs.iter().map(|sv| doc! { "q": { "_id": sv }, "u": { "$inc": { "n": 1 } }, "upsert": true });
+    run_updates(db, session, VISIT_FENCES, touches.collect(), limits).await
+}
+
+/// The stored visits that can touch `visitors`' hits (a span within the gap of
+/// one of them), by visitor: `$in` and the batch's whole span bound the index
+/// scan, a clause per visitor and run of close hits keeps the answer to
+/// those (a batch of a long history would otherwise bring back every visit
+/// of its visitors).
+async fn load_near(
+    db: &Database,
+    session: &mut ClientSession,
+    visitors: &BTreeMap<(String, String), Vec<Hit>>,
+    low: i64,
+    high: i64,
+) -> Result<HashMap<String, Vec<Visit>>, StoreError> {
+    let mut by_visitor: HashMap<String, Vec<Visit>> = HashMap::new();
+    let visits = db.collection::<Document>(VISITS);
+    let visitors: Vec<_> = visitors.iter().collect();
+    for chunk in visitors.chunks(500) {
+        let svs: Vec<String> = chunk.iter().map(|((site, user), _)| visitor_key(site, user)).collect();
+        let mut near_hits = Vec::new();
+        for (sv, (_, hits)) in svs.iter().zip(chunk) {
+            for (from, to) in windows(hits) {
+                let clause = doc! { "sv": sv, "end": { "$gte": DateTime::from_millis(from) }, "start": { "$lte": DateTime::from_millis(to) } };
+                near_hits.push(clause);
+            }
+        }
+        let near = doc! {
+            "sv": { "$in": &svs },
+            "end": { "$gte": DateTime::from_millis(low - VISIT_GAP_MS) },
+            "start": { "$lte": DateTime::from_millis(high + VISIT_GAP_MS) },
+            "$or": near_hits,
+        };
+        let found: Vec<Document> =
+            visits.find(near).session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+        for document in found {
+            if let (Ok(sv), Some(visit)) = (document.get_str("sv"), visit_of(&document)) {
+                by_visitor.entry(sv.to_string()).or_default().push(visit);
+            }
+        }
+    }
+    Ok(by_visitor)
+}
+
+/// The time windows a stored visit must reach into to join one of `hits`
+/// (each hit's gap either side), overlapping ones joined.
+fn windows(hits: &[Hit]) -> Vec<(i64, i64)> {
+    let mut times: Vec<i64> = hits.iter().map(|hit| hit.at).collect();
+    times.sort_unstable();
+    let mut windows: Vec<(i64, i64)> = Vec::new();
+    for at in times {
+        let (from, to) = (at - VISIT_GAP_MS, at + VISIT_GAP_MS);
+        match windows.last_mut() {
+            Some(last) if from <= last.1 => last.1 = to,
+            _ => windows.push((from, to)),
+        }
+    }
+    windows
+}
+
+/// Rewrites the stored events of the visits `run` replaced: the kept visit's
+/// id and attributes (their `timestamp`s lie within the visit: the index
+/// `{site_id, timestamp}` finds them).
+async fn rewrite_stored_events(
+    db: &Database,
+    session: &mut ClientSession,
+    site: &str,
+    user: &str,
+    run: &Merged,
+) -> Result<(), StoreError> {
+    let ids: Vec<ObjectId> = run.replaced.iter().map(|old| old.id).collect();
+    let filter = doc! {
+        "site_id": site,
+        "timestamp": { "$gte": DateTime::from_millis(run.visit.entry.at), "$lte": DateTime::from_millis(run.visit.exit.at) },
+        "user_id": user,
+        "visit_id": { "$in": ids },
+    };
+    let events = db.collection::<Document>(crate::config::EVENTS_COLLECTION);
+    events.update_many(filter, labelling(&run.visit)).session(&mut *session).await?;
+    Ok(())
+}
+
+/// The update giving stored events `visit`'s id and attributes (their own removed).
+fn labelling(visit: &Visit) -> Document {
+    let mut set = doc! { "visit_id": visit.id };
+    let mut unset = Document::new();
+    for name in ATTRIBUTES {
+        match visit.attributes.get(name) {
+            Some(value) => set.insert(name, value.as_str()),
+            None => unset.insert(name, ""),
+        };
+    }
+    let mut update = doc! { "$set": set };
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
+    }
+    update
+}
+
+/// A rebuild chunk's part, within its (fenced) transaction: the chunk's stored
+/// events merged into the visits rebuilt so far (any order gives the same
+/// visits), their daily rollups counted into shard 0, and the events labelled.
+pub async fn rebuild_chunk(
+    db: &Database,
+    session: &mut ClientSession,
+    events: &[RawDocumentBuf],
+    limits: &WriteLimits,
+) -> Result<(), StoreError> {
+    let mut visitors: BTreeMap<(String, String), Vec<Hit>> = BTreeMap::new();
+    for event in events {
+        if let Some((site, user, hit)) = hit_of(event) {
+            visitors.entry((site, user)).or_default().push(hit);
+        }
+    }
+    let (_, runs) = merge_into_stored(db, session, visitors, 0, limits).await?;
+    let labels = runs
+        .iter()
+        .map(|(_, run)| doc! { "q": { "_id": { "$in": &run.hits } }, "u": labelling(&run.visit), "multi": true })
+        .collect();
+    run_updates(db, session, crate::config::EVENTS_COLLECTION, labels, limits).await
+}
+
+/// The fields of an event the visits read (a rebuild's projection).
+pub fn projection() -> Document {
+    let mut fields = doc! { "site_id": 1, "user_id": 1, "timestamp": 1, "path": 1, "event_type": 1 };
+    for name in ["hostname", "anonymous"].into_iter().chain(ATTRIBUTES) {
+        fields.insert(name, 1);
+    }
+    fields
+}
+
+/// `event` with `visit_id` and the visit's attributes in place of its own
+/// (copied element by element: the rest stays raw).
+fn with_visit(event: &RawDocument, visit_id: ObjectId, attributes: &Attributes) -> RawDocumentBuf {
+    let mut labelled = RawDocumentBuf::new();
+    for element in event.iter().flatten() {
+        let (name, value) = element;
+        if name == "visit_id" || ATTRIBUTES.contains(&name) {
+            continue;
+        }
+        labelled.append_ref(name, value);
+    }
+    labelled.append("visit_id", visit_id);
+    for (name, value) in attributes {
+        labelled.append(*name, value.as_str());
+    }
+    labelled
+}
+
+/// The document of `visit` (see `docs/visits.md` §2). `entry_id` / `exit_id`
+/// (the first and last event's `_id`) order events of the same millisecond.
+pub fn visit_document(site: &str, user: &str, visit: &Visit) -> Document {
+    let mut document = doc! { "site_id": site, "user_id": user };
+    if visit.anonymous {
+        document.insert("anonymous", true);
+    }
+    document.insert("sv", visitor_key(site, user));
+    document.insert("start", DateTime::from_millis(visit.entry.at));
+    document.insert("end", DateTime::from_millis(visit.exit.at));
+    document.insert("entry_page", visit.entry.path.as_str());
+    document.insert("exit_page", visit.exit.path.as_str());
+    document.insert("entry_id", visit.entry.id);
+    document.insert("exit_id", visit.exit.id);
+    document.insert("pageviews", visit.pageviews as i64);
+    document.insert("events", visit.events as i64);
+    document.insert("duration_ms", visit.duration_ms());
+    document.insert("bounced", visit.bounced());
+    if let Some(hostname) = &visit.hostname {
+        document.insert("hostname", hostname.as_str());
+    }
+    for (name, value) in &visit.attributes {
+        document.insert(*name, value.as_str());
+    }
+    document
+}
+
+/// Reads a stored visit document back; `None` for one not written by
+/// [`visit_document`].
+pub fn visit_of(document: &Document) -> Option<Visit> {
+    let date = |field| document.get_datetime(field).ok().map(|at| at.timestamp_millis());
+    let text = |field| document.get_str(field).ok().map(str::to_string);
+    let id = document.get_object_id("_id").ok()?;
+    let mut attributes = Attributes::new();
+    for name in ATTRIBUTES {
+        if let Some(value) = text(name) {
+            attributes.insert(name, value);
+        }
+    }
+    Some(Visit {
+        id,
+        entry: Edge {
+            at: date("start")?,
+            id: document.get_object_id("entry_id").unwrap_or(id),
+            path: text("entry_page").unwrap_or_default(),
+        },
+        exit: Edge {
+            at: date("end")?,
+            id: document.get_object_id("exit_id").unwrap_or(id),
+            path: text("exit_page").unwrap_or_default(),
+        },
+        pageviews: super::count_of(document.get("pageviews")),
+        events: super::count_of(document.get("events")).max(1),
+        hostname: text("hostname"),
+        attributes,
+        anonymous: document.get_bool("anonymous") == Ok(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelling_replaces_the_events_own_attributes_and_keeps_the_rest() {
+        let event = doc! {
+            "_id": ObjectId::new(), "site_id": "s", "user_id": "u", "path": "/x", "source": "Own",
+            "timestamp": DateTime::from_millis(5), "device": "mobile",
+        };
+        let raw = RawDocumentBuf::from_document(&event).unwrap();
+        let visit = ObjectId::new();
+        let attributes = Attributes::from([("source", "Google".to_string())]);
+        let labelled = with_visit(&raw, visit, &attributes).to_document().unwrap();
+        assert_eq!(labelled.get_object_id("visit_id"), Ok(visit));
+        assert_eq!(labelled.get_str("source"), Ok("Google"));
+        assert!(labelled.get("device").is_none(), "the visit has no device: the event neither");
+        assert_eq!((labelled.get_str("path"), labelled.get_str("site_id")), (Ok("/x"), Ok("s")));
+        let (_, _, hit) = hit_of(&raw).unwrap();
+        let visit = Visit::of(&hit);
+        let stored = visit_of(&visit_document("s", "u", &visit)).is_none();
+        assert!(stored, "a document without `_id` is not a stored visit");
+        let mut document = visit_document("s", "u", &visit);
+        document.insert("_id", visit.id);
+        assert_eq!(visit_of(&document), Some(visit));
+    }
+}
