@@ -4,9 +4,9 @@
 //! `timestamp`), beside the event figures of [`super::site_stats`]; and the
 //! comparison with the previous period or the year before.
 //!
-//! The unfiltered figures have one seam for a faster source:
-//! [`unfiltered_visit_sums`], where the daily rollups (docs/visits.md section 3)
-//! plug in.
+//! Unfiltered, over whole UTC days (or all time), the visit sums come from the
+//! daily rollups ([`unfiltered_visit_sums`], docs/visits.md section 3) and the
+//! pageviews from the event figures, which the rollups give too.
 
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use serde::Serialize;
@@ -16,7 +16,8 @@ use super::from_events::plain_site_stats_matching;
 use super::queries::{aggregate, count};
 use super::scope::{self, Scope, VISITS};
 use super::{OtherTypes, PathCount, SiteStats, StatsFilter, TypeCount};
-use crate::rollups::count_of;
+use crate::rollups::daily::DAY_MS;
+use crate::rollups::{self, count_of};
 use crate::storage::{Store, StoreError};
 
 /// The sums the visit figures are made of: what an aggregation over `visits`
@@ -102,39 +103,68 @@ pub async fn visit_sums(store: &Store, matching: &Document) -> Result<VisitSums,
     }))
 }
 
-/// The seam of the daily rollups' fast path: the unfiltered sums of `site_id`'s
-/// visits starting in `[from, to)`, when a faster source than `visits` can give
-/// them exactly (whole UTC days: `daily_figures(store, site, from_day, to_day)`).
-/// `None` sends the caller to the exact aggregation over `visits`.
+/// The daily rollups' fast path: the unfiltered sums of `site_id`'s visits
+/// starting in `[from, to)`, when the rollups are ready and both bounds are
+/// UTC midnights (or open), read from a few documents per day
+/// ([`rollups::daily::daily_figures`], exact). `None` sends the caller to the
+/// exact aggregation over `visits` (a range cutting a day, or rollups not ready).
 pub async fn unfiltered_visit_sums(
-    _store: &Store,
-    _site_id: &str,
-    _from: Option<DateTime>,
-    _to: Option<DateTime>,
+    store: &Store,
+    site_id: &str,
+    from: Option<DateTime>,
+    to: Option<DateTime>,
 ) -> Result<Option<VisitSums>, StoreError> {
-    Ok(None)
+    let whole_day = |bound: Option<DateTime>| bound.is_none_or(|time| time.timestamp_millis().rem_euclid(DAY_MS) == 0);
+    if !(whole_day(from) && whole_day(to)) || !rollups::are_ready(store).await? {
+        return Ok(None);
+    }
+    let daily = rollups::daily::daily_figures(store, site_id, from, to).await?;
+    Ok(Some(VisitSums {
+        visitors: daily.visitors,
+        visits: daily.visits,
+        bounces: daily.bounces,
+        duration_ms: daily.duration_ms,
+        visit_pageviews: daily.visit_pageviews,
+    }))
 }
 
 /// The visit figures of `scope` (`unfiltered`: no filter narrows it, so the
-/// fast path may answer).
+/// fast path may give the sums).
 pub async fn visit_figures(
     store: &Store,
     filter: &StatsFilter,
     scope: &Scope,
     unfiltered: bool,
 ) -> Result<VisitFigures, StoreError> {
+    let (pageviews, sums) = tokio::try_join!(pageviews_of(store, scope), sums_of(store, filter, scope, unfiltered))?;
+    Ok(sums.figures(pageviews))
+}
+
+/// The `page_view` events of `scope`.
+async fn pageviews_of(store: &Store, scope: &Scope) -> Result<u64, StoreError> {
     let mut pageviews_match = scope.events.clone();
     // The legacy `event_type` parameter and the filters sit under `$and`: no clash.
     pageviews_match.insert("event_type", "page_view");
-    let pageviews = count(store, store.events(), pageviews_match);
-    let sums = async {
-        if unfiltered && let Some(sums) = unfiltered_visit_sums(store, &filter.site_id, filter.from, filter.to).await? {
-            return Ok(sums);
-        }
-        visit_sums(store, &scope.visits).await
-    };
-    let (pageviews, sums) = tokio::try_join!(pageviews, sums)?;
-    Ok(sums.figures(pageviews))
+    count(store, store.events(), pageviews_match).await
+}
+
+/// The visit sums of `scope`: from the daily rollups when `unfiltered` and
+/// they can answer, else aggregated over `visits`.
+async fn sums_of(store: &Store, filter: &StatsFilter, scope: &Scope, unfiltered: bool) -> Result<VisitSums, StoreError> {
+    if unfiltered && let Some(sums) = unfiltered_visit_sums(store, &filter.site_id, filter.from, filter.to).await? {
+        return Ok(sums);
+    }
+    visit_sums(store, &scope.visits).await
+}
+
+/// The `page_view` events among event figures, when they say it: listed, or
+/// absent while every type is listed (then none).
+fn listed_pageviews(stats: &SiteStats) -> Option<u64> {
+    match stats.events_by_type.iter().find(|row| row.event_type == "page_view") {
+        Some(row) => Some(row.count),
+        None if stats.events_by_type_other.is_none() => Some(0),
+        None => None,
+    }
 }
 
 /// The period a comparison sets beside the asked one.
@@ -281,6 +311,15 @@ async fn figures_of(
     filters: &Filters,
 ) -> Result<(SiteStats, VisitFigures), StoreError> {
     let scope = scope::resolve(store, filter, filters).await?;
+    if filters.is_empty() && filter.event_type.is_none() {
+        // Unfiltered: the event figures (from the rollups) also give the pageviews.
+        let (stats, sums) = tokio::try_join!(super::site_stats(store, filter), sums_of(store, filter, &scope, true))?;
+        let pageviews = match listed_pageviews(&stats) {
+            Some(pageviews) => pageviews,
+            None => pageviews_of(store, &scope).await?,
+        };
+        return Ok((stats, sums.figures(pageviews)));
+    }
     let stats = async {
         if filters.is_empty() {
             super::site_stats(store, filter).await
@@ -288,7 +327,7 @@ async fn figures_of(
             plain_site_stats_matching(store, scope.events.clone()).await
         }
     };
-    tokio::try_join!(stats, visit_figures(store, filter, &scope, filters.is_empty() && filter.event_type.is_none()))
+    tokio::try_join!(stats, visit_figures(store, filter, &scope, false))
 }
 
 #[cfg(test)]
