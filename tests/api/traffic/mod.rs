@@ -6,8 +6,8 @@
 //! API compared with an independent truth model (`truth`), under two racing
 //! workers, a worker stopped and restarted, and retention.
 //!
-//! The HTTP tests use only the API of docs/visits.md; they are ignored until
-//! the parts of #14 are merged (the lead removes the `ignore`). The truth model
+//! The HTTP tests use only the API of docs/visits.md. Each draws a random
+//! seed (printed; `TRAFFIC_SEED=<n>` replays it). The truth model
 //! and the generator are tested on their own (`truth_tests`, `generator`).
 
 mod checks;
@@ -45,10 +45,17 @@ async fn traffic_app() -> TestApp {
     .await
 }
 
-/// Today's traffic: the three whole days before today, from a random seed (printed).
+/// The seed of a test's traffic: `TRAFFIC_SEED` when set (to replay a
+/// failure), else a random one; printed, so a failure shows it.
+fn traffic_seed() -> u64 {
+    let seed = std::env::var("TRAFFIC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("traffic seed {seed} (replay with TRAFFIC_SEED={seed})");
+    seed
+}
+
+/// Today's traffic: the three whole days before today, from [`traffic_seed`].
 fn todays_traffic() -> (u64, Traffic) {
-    let seed: u64 = rand::random();
-    eprintln!("traffic seed {seed}");
+    let seed = traffic_seed();
     (seed, generate(seed, midnight_days_ago(DAYS)))
 }
 
@@ -198,6 +205,9 @@ async fn traffic_figures_are_exact_after_retention() {
     let (_, traffic) = todays_traffic();
     let mut truth = Truth::new(traffic.events(), traffic.goals.clone());
     let app = traffic_app().await;
+    for (site, goals) in &traffic.goals {
+        put_goals(&app, site, goals).await;
+    }
     send(&app, &on_time(&traffic)).await;
     send(&app, &late(&traffic)).await;
     app.drain_queue().await;
@@ -243,9 +253,7 @@ async fn realtime_counts_the_visitors_of_the_last_five_minutes() {
     let app = traffic_app().await;
     let now = DateTime::now().timestamp_millis();
     // Recent traffic (some older than 5 minutes, which must not count) for one site.
-    let seed: u64 = rand::random();
-    eprintln!("traffic seed {seed}");
-    let mut traffic = generate(seed, 0);
+    let mut traffic = generate(traffic_seed(), 0);
     traffic.sent.retain(|s| s.event.site == "alpha" && !s.is_bot());
     traffic.sent.truncate(60);
     for (i, sent) in traffic.sent.iter_mut().enumerate() {
