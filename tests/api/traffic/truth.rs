@@ -441,7 +441,8 @@ impl Truth {
     /// and events too, wherever those fall).
     fn visit_row_figures(&self, visits: &[usize]) -> Figures {
         let visitors: BTreeSet<&str> = visits.iter().map(|&v| self.visits[v].visitor.as_str()).collect();
-        let mut figures = Figures { visitors: visitors.len() as u64, visits: visits.len() as u64, ..Figures::default() };
+        let mut figures =
+            Figures { visitors: visitors.len() as u64, visits: visits.len() as u64, ..Figures::default() };
         for &v in visits {
             let visit = &self.visits[v];
             figures.bounces += u64::from(visit.events == 1);
