@@ -216,6 +216,20 @@ async fn filters_narrow_every_figure_on_the_right_collection() {
     );
 }
 
+/// A regression: an event-level filter keeps the visits holding a selected
+/// event, and the selected events are the range's: a visit starting in the
+/// range whose matching event comes after `to` is not selected.
+#[tokio::test]
+async fn an_event_level_filter_selects_visits_by_their_events_in_the_range() {
+    let app = spawn_app().await;
+    let v = [("page_view", "/", "2026-03-10T23:50:00Z", None), ("page_view", "/after", "2026-03-11T00:10:00Z", None)];
+    visit(&app, "dave", doc! { "channel": "Direct" }, &v).await;
+    assert_eq!(figures(&day_stats(&app, "page==/after").await), (vec![0, 0, 0, 0, 0], vec![0.0, 0.0], 0));
+    assert_eq!(figures(&day_stats(&app, "page==/").await), (vec![1, 1, 1, 1, 1], vec![2.0, 0.0], 1200));
+    let all_time = json(&app, "/stats", &[("site_id", "shop"), ("filters", "page==/after")]).await;
+    assert_eq!(figures(&all_time), (vec![1, 1, 1, 1, 1], vec![2.0, 0.0], 1200), "the whole visit's figures");
+}
+
 async fn breakdown(app: &TestApp, dimension: &str, more: &[(&str, &str)]) -> Value {
     let mut query = vec![
         ("site_id", "shop"),

@@ -76,8 +76,9 @@ pub async fn resolve(store: &Store, filter: &StatsFilter, filters: &Filters) -> 
     let mut visits = visits_match(&filter.site_id, filter.from, filter.to);
     let mut events = events_match(&StatsFilter { event_type: None, ..filter.clone() }, filter.from, filter.to);
     if !conditions.event_level.is_empty() {
-        // Visits starting in the range have their events at or after `from`.
-        let mut selected = events_match(&StatsFilter::site(&filter.site_id), filter.from, None);
+        // The selected events are the range's (a visit starting in it holding a
+        // matching event only after `to` is not selected).
+        let mut selected = events_match(&StatsFilter::site(&filter.site_id), filter.from, filter.to);
         and(&mut selected, conditions.on_events.clone());
         let ids = visit_ids(store, store.events(), selected, "$visit_id").await?;
         conditions.on_visits.push(doc! { "_id": { "$in": ids } });

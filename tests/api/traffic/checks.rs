@@ -87,7 +87,9 @@ pub async fn send(app: &TestApp, events: &[&Sent]) {
 }
 
 /// `PUT /sites/{site}/goals` with `{"goals": [...]}` (the body's shape is
-/// this test's reading of the contract), then `GET` gives them back.
+/// this test's reading of the contract), then `GET` gives them back, each
+/// with its default display `name` (docs/visits.md §4: the event type, or
+/// `Visit <page>`), which the breakdown's goal rows are named by.
 pub async fn put_goals(app: &TestApp, site: &str, goals: &[super::truth::Goal]) {
     let body = json!({ "goals": goals.iter().map(|g| g.to_json()).collect::<Vec<_>>() });
     let path = format!("/sites/{site}/goals");
@@ -95,7 +97,15 @@ pub async fn put_goals(app: &TestApp, site: &str, goals: &[super::truth::Goal]) 
     let status = response.status();
     assert!(status.is_success(), "PUT {path}: {status} {}", response.text().await.unwrap());
     let back = get_json(app, &path, &[]).await;
-    assert_eq!(back["goals"], body["goals"], "the goals read back");
+    let named: Vec<Value> = goals
+        .iter()
+        .map(|g| {
+            let mut goal = g.to_json();
+            goal["name"] = json!(super::truth::goal_name(g));
+            goal
+        })
+        .collect();
+    assert_eq!(back["goals"], json!(named), "the goals read back, with their default names");
 }
 
 fn number(answer: &Value, field: &str, context: &str) -> f64 {

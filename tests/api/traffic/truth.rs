@@ -9,14 +9,19 @@
 //! - a range selects visits by `start` and events by `timestamp`; an
 //!   event-level filter keeps the visits (started in range) holding at least
 //!   one selected event, and a selected event is in the range too;
-//! - a breakdown row is the query with one more filter `dimension == value`
-//!   (so its visitors are those of its visits), and lists every value with a
-//!   visit or an event; a missing value is `(none)` (`Direct / None` for
+//! - a visit-level breakdown row (`source`, `entry_page`, ...) groups the
+//!   query's visits by their value: one row per value with a visit, its
+//!   figures those of its visits, whole (`pageviews`, `events`: Σ over them);
+//! - an event-level row (`page`, `hostname`, `event_type`, `prop:<key>`)
+//!   groups the query's events (in range): visitors are the distinct visitors
+//!   of its events; a missing value is `(none)` (`Direct / None` for
 //!   `source`, `Direct` for `channel`);
 //! - `!=` and `!~` match a missing value, `==` and `=~` never do; a value with
 //!   `*` is a whole-value wildcard (`*` any run of characters, `/` included);
-//! - a goal's row is named by [`goal_name`], and a goal without conversions
-//!   in the query has no row;
+//! - a goal's row is named by [`goal_name`]; every goal of the site has one
+//!   (0 when nothing converts); its visitors are the distinct visitors of its
+//!   conversions (the query's matching events), its rate those over the
+//!   query's visitors;
 //! - `bounced` is a single-event visit (the contract's rule, not the issue's
 //!   "one pageview").
 
@@ -287,13 +292,6 @@ pub struct Realtime {
     pub pages: BTreeMap<String, u64>,
 }
 
-/// An extra condition of a breakdown row.
-enum Extra<'a> {
-    None,
-    Value(&'a str, &'a str),
-    Goal(&'a Goal),
-}
-
 /// The generated events, their visits, the sites' goals and what retention deleted.
 pub struct Truth {
     pub events: Vec<Event>,
@@ -353,19 +351,20 @@ impl Truth {
         }
     }
 
-    /// The events and visits a query (and a row's extra condition) selects.
-    fn select(&self, q: &Query, extra: &Extra) -> (Vec<usize>, Vec<usize>) {
+    /// The events and visits a query selects.
+    fn select(&self, q: &Query) -> (Vec<usize>, Vec<usize>) {
+        // An entry/exit page filter holds on a visit still stored (retention
+        // keeps a deleted visit's later events, which then have no entry page).
+        let visit_pages = q.filters.iter().any(|f| matches!(f.dimension.as_str(), "entry_page" | "exit_page"));
         let visit_ok = |v: usize| {
             let visit = &self.visits[v];
-            q.filters.iter().filter(|f| f.is_visit_level()).all(|f| f.matches(visit.value(&f.dimension).as_deref()))
-                && match extra {
-                    Extra::Value(d, value) if VISIT_DIMENSIONS.contains(d) => shown(d, visit.value(d)) == *value,
-                    _ => true,
-                }
+            (!visit_pages || visit.kept)
+                && q.filters
+                    .iter()
+                    .filter(|f| f.is_visit_level())
+                    .all(|f| f.matches(visit.value(&f.dimension).as_deref()))
         };
-        let event_level = q.filters.iter().any(|f| !f.is_visit_level())
-            || matches!(extra, Extra::Goal(_))
-            || matches!(extra, Extra::Value(d, _) if !VISIT_DIMENSIONS.contains(d));
+        let event_level = q.filters.iter().any(|f| !f.is_visit_level());
         let events: Vec<usize> = (0..self.events.len())
             .filter(|&i| self.kept[i] && self.events[i].site == q.site && q.in_range(self.events[i].millis))
             .filter(|&i| visit_ok(self.visit_of[i]))
@@ -374,11 +373,6 @@ impl Truth {
                     .iter()
                     .filter(|f| !f.is_visit_level())
                     .all(|f| f.matches(self.event_value(i, &f.dimension).as_deref()))
-            })
-            .filter(|&i| match extra {
-                Extra::Goal(goal) => goal.matches(&self.events[i]),
-                Extra::Value(d, value) if !VISIT_DIMENSIONS.contains(d) => shown(d, self.event_value(i, d)) == *value,
-                _ => true,
             })
             .collect();
         let holding: BTreeSet<usize> = events.iter().map(|&i| self.visit_of[i]).collect();
@@ -389,8 +383,9 @@ impl Truth {
         (events, visits)
     }
 
-    fn figures_of(&self, q: &Query, extra: &Extra) -> Figures {
-        let (events, visits) = self.select(q, extra);
+    /// `GET /stats`'s figures.
+    pub fn figures(&self, q: &Query) -> Figures {
+        let (events, visits) = self.select(q);
         let visitors: BTreeSet<&str> = visits.iter().map(|&v| self.visits[v].visitor.as_str()).collect();
         let mut figures = Figures {
             visitors: visitors.len() as u64,
@@ -405,43 +400,69 @@ impl Truth {
             figures.duration_ms += visit.end - visit.start;
             figures.visit_pageviews += visit.pageviews;
         }
-        if matches!(extra, Extra::Goal(_)) {
-            figures.conversions = figures.events;
-        }
         figures
-    }
-
-    /// `GET /stats`'s figures.
-    pub fn figures(&self, q: &Query) -> Figures {
-        self.figures_of(q, &Extra::None)
     }
 
     /// Every row of `GET /stats/breakdown?dimension=`, sorted (visitors desc, value asc).
     pub fn breakdown(&self, q: &Query, dimension: &str) -> Vec<Row> {
-        let (events, visits) = self.select(q, &Extra::None);
+        let (events, visits) = self.select(q);
         let mut rows = Vec::new();
         if dimension == "goal" {
             let total = self.figures(q).visitors;
             for goal in self.goals.get(&q.site).into_iter().flatten() {
-                let figures = self.figures_of(q, &Extra::Goal(goal));
-                if figures.conversions > 0 {
-                    let rate = if total == 0 { 0.0 } else { 100.0 * figures.visitors as f64 / total as f64 };
-                    rows.push(Row { value: goal_name(goal), figures, conversion_rate: Some(rate) });
-                }
+                let converted: Vec<usize> = events.iter().copied().filter(|&i| goal.matches(&self.events[i])).collect();
+                let figures = self.event_row_figures(&converted);
+                let rate = if total == 0 { 0.0 } else { 100.0 * figures.visitors as f64 / total as f64 };
+                let figures = Figures { conversions: figures.events, ..figures };
+                rows.push(Row { value: goal_name(goal), figures, conversion_rate: Some(rate) });
+            }
+        } else if VISIT_DIMENSIONS.contains(&dimension) {
+            let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for &v in &visits {
+                groups.entry(shown(dimension, self.visits[v].value(dimension))).or_default().push(v);
+            }
+            for (value, visits) in groups {
+                rows.push(Row { value, figures: self.visit_row_figures(&visits), conversion_rate: None });
             }
         } else {
-            let mut values: BTreeSet<String> =
-                events.iter().map(|&i| shown(dimension, self.event_value(i, dimension))).collect();
-            if VISIT_DIMENSIONS.contains(&dimension) {
-                values.extend(visits.iter().map(|&v| shown(dimension, self.visits[v].value(dimension))));
+            let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for &i in &events {
+                groups.entry(shown(dimension, self.event_value(i, dimension))).or_default().push(i);
             }
-            for value in values {
-                let figures = self.figures_of(q, &Extra::Value(dimension, &value));
-                rows.push(Row { value, figures, conversion_rate: None });
+            for (value, events) in groups {
+                rows.push(Row { value, figures: self.event_row_figures(&events), conversion_rate: None });
             }
         }
         rows.sort_by(|a, b| b.figures.visitors.cmp(&a.figures.visitors).then_with(|| a.value.cmp(&b.value)));
         rows
+    }
+
+    /// A visit-level row: the figures of its visits, whole (their pageviews
+    /// and events too, wherever those fall).
+    fn visit_row_figures(&self, visits: &[usize]) -> Figures {
+        let visitors: BTreeSet<&str> = visits.iter().map(|&v| self.visits[v].visitor.as_str()).collect();
+        let mut figures =
+            Figures { visitors: visitors.len() as u64, visits: visits.len() as u64, ..Figures::default() };
+        for &v in visits {
+            let visit = &self.visits[v];
+            figures.bounces += u64::from(visit.events == 1);
+            figures.duration_ms += visit.end - visit.start;
+            figures.visit_pageviews += visit.pageviews;
+            figures.pageviews += visit.pageviews;
+            figures.events += visit.events;
+        }
+        figures
+    }
+
+    /// An event-level row: its events, their pageviews and distinct visitors.
+    fn event_row_figures(&self, events: &[usize]) -> Figures {
+        let visitors: BTreeSet<&str> = events.iter().map(|&i| self.events[i].visitor.as_str()).collect();
+        Figures {
+            visitors: visitors.len() as u64,
+            events: events.len() as u64,
+            pageviews: events.iter().filter(|&&i| self.events[i].event_type == "page_view").count() as u64,
+            ..Figures::default()
+        }
     }
 
     /// The buckets of `GET /stats/timeseries` over `[from, to)`: (start, figures of the bucket's part of the range).
@@ -457,22 +478,26 @@ impl Truth {
         buckets
     }
 
-    /// `GET /stats/realtime` at `now`: visitors of the events in the last 5 minutes, and their pages.
+    /// `GET /stats/realtime` at `now`: visitors of the events in the last 5
+    /// minutes, and the page each is on (the path of their latest event, by
+    /// timestamp, ties by arrival), so each visitor counts on one page.
     pub fn realtime(&self, site: &str, now: i64) -> Realtime {
-        let recent: Vec<&Event> = (0..self.events.len())
+        let mut latest: BTreeMap<&str, &Event> = BTreeMap::new();
+        let recent = (0..self.events.len())
             .filter(|&i| self.kept[i])
             .map(|i| &self.events[i])
-            .filter(|e| e.site == site && e.millis > now - REALTIME_MS && e.millis <= now)
-            .collect();
-        let visitors: BTreeSet<&str> = recent.iter().map(|e| e.visitor.as_str()).collect();
-        let mut pages: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
-        for e in &recent {
-            pages.entry(e.path.clone()).or_default().insert(&e.visitor);
+            .filter(|e| e.site == site && e.millis > now - REALTIME_MS && e.millis <= now);
+        for e in recent {
+            let newest = latest.entry(&e.visitor).or_insert(e);
+            if (e.millis, e.seq) > (newest.millis, newest.seq) {
+                *newest = e;
+            }
         }
-        Realtime {
-            visitors: visitors.len() as u64,
-            pages: pages.into_iter().map(|(page, who)| (page, who.len() as u64)).collect(),
+        let mut pages: BTreeMap<String, u64> = BTreeMap::new();
+        for e in latest.values() {
+            *pages.entry(e.path.clone()).or_default() += 1;
         }
+        Realtime { visitors: latest.len() as u64, pages }
     }
 }
 

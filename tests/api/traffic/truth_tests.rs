@@ -171,6 +171,40 @@ fn goals_count_conversions_converting_visitors_and_their_rate() {
 }
 
 #[test]
+fn rows_in_a_range_whole_visits_for_visit_level_events_in_range_for_event_level_every_goal() {
+    let mut goals = HashMap::new();
+    goals.insert("s".to_string(), vec![Goal::EventType("signup".into()), Goal::Page("/blog/*".into())]);
+    // a: 23:50 (google) → 00:10 /pricing → 00:20 signup, across midnight; b: 00:30 (bing) → 00:40 /blog/x.
+    let t = Truth::new(
+        vec![
+            view(1, "a", -10, "/", Some("google")),
+            view(2, "a", 10, "/pricing", None),
+            custom(3, "a", 20, "signup", "pro"),
+            view(4, "b", 30, "/", Some("bing")),
+            view(5, "b", 40, "/blog/x", None),
+        ],
+        goals,
+    );
+    let day_two = Query::site("s").range(DAY, 2 * DAY);
+    let sources: Vec<_> = t
+        .breakdown(&day_two, "source")
+        .iter()
+        .map(|r| (r.value.clone(), r.figures.visitors, r.figures.visits, r.figures.pageviews, r.figures.events))
+        .collect();
+    assert_eq!(sources, [("bing".to_string(), 1, 1, 2, 2)], "a's visit started the day before: no row");
+    let all_sources = t.breakdown(&Query::site("s"), "source");
+    assert_eq!((all_sources[1].value.as_str(), all_sources[1].figures.pageviews), ("google", 2), "the whole visit's");
+    let pages: Vec<_> = t.breakdown(&day_two, "page").iter().map(|r| (r.value.clone(), r.figures.visitors)).collect();
+    assert_eq!(pages, [("/", 1), ("/blog/x", 1), ("/pricing", 1)].map(|(p, n)| (p.to_string(), n)), "a counts");
+    let goals: Vec<_> = t
+        .breakdown(&day_two.clone().filter(Filter::new("source", Op::Is, &["bing"])), "goal")
+        .iter()
+        .map(|r| (r.value.clone(), r.figures.visitors, r.figures.conversions, r.conversion_rate))
+        .collect();
+    assert_eq!(goals, [("Visit /blog/*".to_string(), 1, 1, Some(100.0)), ("signup".to_string(), 0, 0, Some(0.0))]);
+}
+
+#[test]
 fn retention_drops_visits_started_before_the_cutoff_but_counts_their_later_events() {
     let mut t = truth(vec![view(1, "a", 0, "/", None), view(2, "a", 20, "/b", None), view(3, "b", 30, "/", None)]);
     t.apply_retention(DAY + 10 * MIN);
@@ -189,6 +223,21 @@ fn timeseries_buckets_cut_the_range_and_realtime_sees_five_minutes() {
     let rt = t.realtime("s", now);
     assert_eq!(rt.visitors, 2);
     assert_eq!(rt.pages.into_iter().collect::<Vec<_>>(), [("/".to_string(), 1), ("/b".to_string(), 1)]);
+}
+
+#[test]
+fn realtime_counts_each_visitor_once_on_the_page_of_their_latest_event() {
+    // a: /b then /c (arriving first) then / at the same minute as /c but later
+    // in arrival; b: /c. Only the latest event's page counts.
+    let t = truth(vec![
+        view(3, "a", 72, "/c", None),
+        view(1, "a", 70, "/b", None),
+        view(4, "a", 72, "/", None),
+        view(2, "b", 71, "/c", None),
+    ]);
+    let rt = t.realtime("s", DAY + 74 * MIN);
+    assert_eq!(rt.visitors, 2);
+    assert_eq!(rt.pages.into_iter().collect::<Vec<_>>(), [("/".to_string(), 1), ("/c".to_string(), 1)]);
 }
 
 #[test]
