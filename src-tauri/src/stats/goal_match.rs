@@ -33,8 +33,7 @@ fn goal_of(value: &Bson) -> Option<Goal> {
 /// goal it selects by name (`==`, `=~`), or on none of them (`!=`, `!~`). A
 /// name that is no goal of the site selects nothing.
 pub fn goal_filter_condition(filter: &Filter, goals: &[Goal]) -> Document {
-    let named: Vec<Document> =
-        goals.iter().filter(|goal| filter.selects_name(&goal.name)).map(Goal::filter).collect();
+    let named: Vec<Document> = goals.iter().filter(|goal| filter.selects_name(&goal.name)).map(Goal::filter).collect();
     match (filter.operator, named.is_empty()) {
         (Operator::Is | Operator::Matches, true) => doc! { "_id": { "$in": [] } },
         (Operator::Is | Operator::Matches, false) => doc! { "$or": named },

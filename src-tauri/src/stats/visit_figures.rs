@@ -150,7 +150,12 @@ async fn pageviews_of(store: &Store, scope: &Scope) -> Result<u64, StoreError> {
 
 /// The visit sums of `scope`: from the daily rollups when `unfiltered` and
 /// they can answer, else aggregated over `visits`.
-async fn sums_of(store: &Store, filter: &StatsFilter, scope: &Scope, unfiltered: bool) -> Result<VisitSums, StoreError> {
+async fn sums_of(
+    store: &Store,
+    filter: &StatsFilter,
+    scope: &Scope,
+    unfiltered: bool,
+) -> Result<VisitSums, StoreError> {
     if unfiltered && let Some(sums) = unfiltered_visit_sums(store, &filter.site_id, filter.from, filter.to).await? {
         return Ok(sums);
     }
