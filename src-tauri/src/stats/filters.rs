@@ -20,24 +20,9 @@ pub const MAX_FILTERS: usize = 20;
 /// Longest `prop:` key.
 pub const MAX_PROP_KEY_BYTES: usize = 64;
 
-/// The visit attributes: kept on `visits` and copied onto each of the visit's `events`.
-pub const VISIT_ATTRIBUTES: [&str; 15] = [
-    "source",
-    "referrer",
-    "channel",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "country",
-    "region",
-    "city",
-    "browser",
-    "browser_version",
-    "os",
-    "device",
-];
+/// The visit attributes: kept on `visits` and copied onto each of the visit's
+/// `events` (the worker's list, so that what is kept and what is filtered agree).
+pub use crate::rollups::sessionize::ATTRIBUTES as VISIT_ATTRIBUTES;
 
 /// A dimension of the stats: what a filter tests and a breakdown groups by.
 #[derive(Debug, Clone, PartialEq, Eq)]
