@@ -28,13 +28,6 @@ const POLL_MS = 50;
 const DATABASE = 'tracker_browser_test';
 // The site of the control events, which prove that nothing more is on its way.
 const CONTROL_SITE = 'control-site';
-// Issue #14: the tracker sends url, referrer, screen_width and props, which the
-// server refuses until its parser takes them (another engineer's part). LEAD:
-// set this to true once that parser is merged: the tests that need the server
-// to store the tracker's events then run (and the probe test below fails until
-// this matches what the server does).
-const PARSER_MERGED = true;
-const NEEDS_PARSER = !PARSER_MERGED && 'needs the #14 parser (url, referrer, screen_width, props): set PARSER_MERGED';
 
 const children = [];
 let workDir;
@@ -281,7 +274,7 @@ function expectedUserId(salt, site, ip, userAgent) {
   return hash.digest('hex').slice(0, 32);
 }
 
-test('page views on load and SPA navigation, and custom events, stored exactly once with one anonymous id', { skip: NEEDS_PARSER }, async () => {
+test('page views on load and SPA navigation, and custom events, stored exactly once with one anonymous id', async () => {
   const page = await openPage();
   const { context, tab, posts } = page;
   await tab.goto(`http://127.0.0.1:${pagePort}/?v=spa`);
@@ -393,10 +386,10 @@ test('nothing is sent from a local page without data-include-localhost, under DN
     const { context, tab, posts } = page;
     await tab.goto(url);
     await tab.waitForFunction(() => window.analytics);
-    if (PARSER_MERGED) await eventually(`${site}'s page view`, async () => (await processedCount(site)) === 1);
+    await eventually(`${site}'s page view`, async () => (await processedCount(site)) === 1);
     await controlArrives(page);
     assert.deepEqual(posts.map((p) => JSON.parse(p.body).site_id), [site], `one page view sent for ${site}, nothing more`);
-    if (PARSER_MERGED) assert.equal((await storedEvents(site)).length, 1, `one page view stored for ${site}, nothing more`);
+    assert.equal((await storedEvents(site)).length, 1, `one page view stored for ${site}, nothing more`);
     await context.close();
   }
 
@@ -406,7 +399,7 @@ test('nothing is sent from a local page without data-include-localhost, under DN
   }
   const all = await mongo.db(DATABASE).collection('events').distinct('site_id');
   assert.ok(!all.includes(null) && !all.includes(''), JSON.stringify(all));
-  if (PARSER_MERGED) assert.equal((await storedEvents('public-site'))[0].path, '/');
+  assert.equal((await storedEvents('public-site'))[0].path, '/');
   assert.deepEqual(pageErrors.splice(0), [], 'no script error on any page');
 });
 
@@ -526,18 +519,7 @@ test('the extensions send outbound link clicks and file downloads with their url
   await missing.context.close();
 });
 
-test('the probe: the server takes the fields the tracker sends exactly when PARSER_MERGED says so', async () => {
-  const body = JSON.stringify({
-    site_id: 'probe-site', event_type: 'page_view', path: '/', url: 'http://shop.test/?utm_source=x',
-    referrer: 'https://news.example/item', screen_width: 1280, props: { plan: 'pro' },
-  });
-  const response = await fetch(`http://127.0.0.1:${apiPort}/event`, { method: 'POST', body, headers: { 'content-type': 'text/plain' } });
-  const answer = await response.text();
-  assert.equal(response.ok, PARSER_MERGED,
-    `the server answered ${response.status} ${answer}: ${PARSER_MERGED ? 'the parser refuses the tracker fields' : 'the parser takes them now: set PARSER_MERGED = true'}`);
-});
-
-test('after the #14 merge: the server stores the tracker fields (referrer of the first view, props, hostname)', { skip: NEEDS_PARSER }, async () => {
+test('the server stores the tracker fields (referrer of the first view, props, hostname)', async () => {
   const page = await openPage();
   const { context, tab } = page;
   const landing = `http://127.0.0.1:${pagePort}/landing?v=stored&utm_source=news`;
