@@ -71,7 +71,7 @@ impl DailyDeltas {
     }
 
     /// Writes the deltas within `session`'s transaction, into shard `shard` of
-    /// `stats_daily`. The callers fence each visitor (see
+    /// `stats_daily`. The callers hold the visits fence (see
     /// [`super::visits`]), so the presences read here cannot change under it.
     pub async fn apply(
         &self,

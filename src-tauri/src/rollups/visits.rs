@@ -8,8 +8,14 @@
 //!
 //! Two transactions changing one visitor's visits at the same time would each
 //! miss the other's (MongoDB only detects write-write conflicts): each touches
-//! the visitor's fence (`visit_fences`, `_id` = `sv`) first, so the second
-//! conflicts and is retried on a fresh snapshot.
+//! the one visits fence (`visit_fences`, `_id` = [`VISITS_FENCE_ID`]) first,
+//! so the second conflicts and is retried on a fresh snapshot. One document,
+//! not one per visitor: batches of one queue share their visitors anyway (and
+//! the queue's head, and the daily rows), so per-visitor fences made every
+//! pair of batches conflict all the same, only later and dearer (hundreds of
+//! upserts per batch; measured: four workers' losers spent their time there
+//! and the winner took 4 s a batch). The worker takes the fence before its
+//! read ([`take_fence`]), so a batch that must wait loses in one write.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,9 +31,11 @@ use crate::storage::{StoreError, WriteLimits};
 
 /// One document per visit.
 pub const VISITS: &str = "visits";
-/// One document per visitor with visits: written by every transaction that
-/// changes the visitor's visits, so that two such transactions conflict.
+/// Holds the visits fence: written by every transaction that changes visits,
+/// so that two such transactions conflict.
 pub const VISIT_FENCES: &str = "visit_fences";
+/// The `_id` of the one fence document in [`VISIT_FENCES`].
+pub const VISITS_FENCE_ID: &str = "visits";
 
 /// The `sv` of a visitor: its site and user, as one indexed key.
 pub fn visitor_key(site_id: &str, user_id: &str) -> String {
@@ -100,7 +108,7 @@ pub async fn keep_visits(
     Ok(kept)
 }
 
-/// Fences the visitors, loads their stored visits near the hits, merges, and
+/// Takes the visits fence, loads the visitors' stored visits near the hits, merges, and
 /// writes visits, stored events' rewrites and daily rollups. Returns the runs
 /// (with their site and user) for the caller to label its events.
 pub async fn merge_into_stored(
@@ -113,8 +121,7 @@ pub async fn merge_into_stored(
     let mut kept = VisitsKept::default();
     let Some(low) = visitors.values().flatten().map(|hit| hit.at).min() else { return Ok((kept, Vec::new())) };
     let high = visitors.values().flatten().map(|hit| hit.at).max().unwrap_or(low);
-    let svs: Vec<String> = visitors.keys().map(|(site, user)| visitor_key(site, user)).collect();
-    fence(db, session, &svs, limits).await?;
+    take_fence(db, session, limits).await?;
     let mut stored = load_near(db, session, &visitors, low, high).await?;
 
     let mut runs = Vec::new();
@@ -169,7 +176,6 @@ pub async fn delete_visits_before(
     let find = visits.find(old).limit(chunk as i64);
     let found: Vec<Document> = find.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
     let mut daily = DailyDeltas::default();
-    let mut svs = Vec::new();
     // All found go, even one unreadable (then counted nowhere).
     let ids: Vec<Bson> = found.iter().filter_map(|document| document.get("_id").cloned()).collect();
     for document in &found {
@@ -179,11 +185,8 @@ pub async fn delete_visits_before(
             continue;
         };
         daily.count(site, user, &visit, -1);
-        svs.push(visitor_key(site, user));
     }
-    svs.sort();
-    svs.dedup();
-    fence(db, session, &svs, limits).await?;
+    take_fence(db, session, limits).await?;
     daily.apply(db, session, 0, limits).await?;
     if !ids.is_empty() {
         visits.delete_many(doc! { "_id": { "$in": &ids } }).session(&mut *session).await?;
@@ -196,22 +199,24 @@ pub async fn delete_visits_before(
     Ok(found.len())
 }
 
-/// Touches each visitor's fence (see the module's comment).
-pub(super) async fn fence(
-    db: &Database,
-    session: &mut ClientSession,
-    svs: &[String],
-    limits: &WriteLimits,
-) -> Result<(), StoreError> {
-    let touches = svs.iter().map(|sv| doc! { "q": { "_id": sv }, "u": { "$inc": { "n": 1 } }, "upsert": true });
-    run_updates(db, session, VISIT_FENCES, touches.collect(), limits).await
+/// Touches the visits fence (see the module's comment) within `session`'s
+/// transaction: the first writer holds it until its commit or abort, and any
+/// other transaction touching it meanwhile fails with a write conflict (or a
+/// duplicate key, the very first time), to be retried on a fresh snapshot.
+pub async fn take_fence(db: &Database, session: &mut ClientSession, limits: &WriteLimits) -> Result<(), StoreError> {
+    let touch = doc! { "q": { "_id": VISITS_FENCE_ID }, "u": { "$inc": { "n": 1 } }, "upsert": true };
+    run_updates(db, session, VISIT_FENCES, vec![touch], limits).await
 }
 
 /// The stored visits that can touch `visitors`' hits (a span within the gap of
 /// one of them), by visitor: `$in` and the batch's whole span bound the index
-/// scan, a clause per visitor and run of close hits keeps the answer to
-/// those (a batch of a long history would otherwise bring back every visit
-/// of its visitors).
+/// scan. A batch spanning more than [`NARROW_SPAN_MS`] (a long history) adds
+/// a clause per visitor and run of close hits, which keeps the answer to
+/// those (it would otherwise bring back every visit of its visitors); a live
+/// batch spans minutes, the clauses would filter out next to nothing, and
+/// their `$or` of hundreds of branches cost most of the query (measured: 400
+/// of a 1,000-event batch's 900 ms in a debug build). `merge` takes any
+/// stored visits beyond those that touch the hits.
 async fn load_near(
     db: &Database,
     session: &mut ClientSession,
@@ -222,21 +227,24 @@ async fn load_near(
     let mut by_visitor: HashMap<String, Vec<Visit>> = HashMap::new();
     let visits = db.collection::<Document>(VISITS);
     let visitors: Vec<_> = visitors.iter().collect();
+    let narrow = high - low <= NARROW_SPAN_MS;
     for chunk in visitors.chunks(500) {
         let svs: Vec<String> = chunk.iter().map(|((site, user), _)| visitor_key(site, user)).collect();
         let mut near_hits = Vec::new();
-        for (sv, (_, hits)) in svs.iter().zip(chunk) {
+        for (sv, (_, hits)) in svs.iter().zip(chunk).filter(|_| !narrow) {
             for (from, to) in windows(hits) {
                 let clause = doc! { "sv": sv, "end": { "$gte": DateTime::from_millis(from) }, "start": { "$lte": DateTime::from_millis(to) } };
                 near_hits.push(clause);
             }
         }
-        let near = doc! {
+        let mut near = doc! {
             "sv": { "$in": &svs },
             "end": { "$gte": DateTime::from_millis(low - VISIT_GAP_MS) },
             "start": { "$lte": DateTime::from_millis(high + VISIT_GAP_MS) },
-            "$or": near_hits,
         };
+        if !narrow {
+            near.insert("$or", near_hits);
+        }
         let found: Vec<Document> =
             visits.find(near).session(&mut *session).await?.stream(&mut *session).try_collect().await?;
         for document in found {
@@ -247,6 +255,11 @@ async fn load_near(
     }
     Ok(by_visitor)
 }
+
+/// The widest span of a batch's hits for which [`load_near`] asks for every
+/// visit of its visitors over the span (see there): three hours of a live
+/// backlog hold a few visits per visitor.
+const NARROW_SPAN_MS: i64 = 3 * 3_600_000;
 
 /// The time windows a stored visit must reach into to join one of `hits`
 /// (each hit's gap either side), overlapping ones joined.
@@ -439,3 +452,4 @@ mod tests {
         assert_eq!(visit_of(&document), Some(visit));
     }
 }
+

@@ -101,6 +101,9 @@ pub(super) struct Lanes {
     /// of one worker then never change the same visitor's visits side by side
     /// (their transactions would conflict, see `rollups::visits`).
     pub(super) visits_turn: tokio::sync::Mutex<()>,
+    /// Batch transactions that conflicted since the last commit: the longer
+    /// another worker keeps the queue, the longer this one waits to retry.
+    pub(super) conflict_streak: std::sync::atomic::AtomicU32,
 }
 
 impl Lanes {
