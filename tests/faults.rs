@@ -647,10 +647,28 @@ async fn four_workers_draining_one_queue_lose_and_double_nothing() {
     for chunk in queued.chunks(2_000) {
         store.queue().insert_many(chunk.to_vec()).await.expect("queue a chunk");
     }
-    let drained = common::eventually(Duration::from_secs(90), || async { count(store.queue()).await == 0 }).await;
+    // Steady progress is what is asserted, not a speed: visits are kept by one
+    // batch at a time (docs/visits.md), so four workers drain at about one's
+    // rate. The queue must shrink within every 60 s, and be empty within 10 min.
+    let mut left = count(store.queue()).await;
+    let mut drained = left == 0;
+    while !drained && drain_started.elapsed() < Duration::from_secs(600) {
+        let before = left;
+        let shrank =
+            common::eventually(Duration::from_secs(60), || async { count(store.queue()).await < before }).await;
+        if !shrank {
+            break;
+        }
+        left = count(store.queue()).await;
+        drained = left == 0;
+    }
     let drain_took = drain_started.elapsed();
     let logs: Vec<String> = workers.iter().map(|(w, _)| format!("--- {}:\n{}", w.name, w.log_tail(15))).collect();
-    assert!(drained, "four workers did not empty the queue in 90 s; logs:\n{}", logs.join("\n"));
+    assert!(
+        drained,
+        "four workers stopped making progress ({left} still queued after {drain_took:?}); logs:\n{}",
+        logs.join("\n")
+    );
 
     // Each worker's own count: events and batches it moved, transactions that conflicted.
     let mut moved = Vec::new();

@@ -452,4 +452,3 @@ mod tests {
         assert_eq!(visit_of(&document), Some(visit));
     }
 }
-
