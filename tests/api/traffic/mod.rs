@@ -59,6 +59,17 @@ fn todays_traffic() -> (u64, Traffic) {
     (seed, generate(seed, midnight_days_ago(DAYS)))
 }
 
+/// Today's traffic (and its seed), its truth, and an app holding its sites' goals.
+async fn traffic_with_its_app() -> (u64, Traffic, Truth, TestApp) {
+    let (seed, traffic) = todays_traffic();
+    let truth = Truth::new(traffic.events(), traffic.goals.clone());
+    let app = traffic_app().await;
+    for (site, goals) in &traffic.goals {
+        put_goals(&app, site, goals).await;
+    }
+    (seed, traffic, truth, app)
+}
+
 fn on_time(traffic: &Traffic) -> Vec<&Sent> {
     traffic.sent.iter().filter(|s| !s.late).collect()
 }
@@ -154,12 +165,7 @@ async fn check_everything(app: &TestApp, truth: &Truth, first_day: i64, rng: &mu
 
 #[tokio::test]
 async fn traffic_figures_are_exact_with_two_racing_workers() {
-    let (seed, traffic) = todays_traffic();
-    let truth = Truth::new(traffic.events(), traffic.goals.clone());
-    let app = traffic_app().await;
-    for (site, goals) in &traffic.goals {
-        put_goals(&app, site, goals).await;
-    }
+    let (seed, traffic, truth, app) = traffic_with_its_app().await;
 
     send(&app, &on_time(&traffic)).await;
     let (a, b) = race_two_workers(&app).await;
@@ -175,12 +181,7 @@ async fn traffic_figures_are_exact_with_two_racing_workers() {
 
 #[tokio::test]
 async fn traffic_figures_are_exact_when_the_worker_stops_and_restarts_midway() {
-    let (seed, traffic) = todays_traffic();
-    let truth = Truth::new(traffic.events(), traffic.goals.clone());
-    let app = traffic_app().await;
-    for (site, goals) in &traffic.goals {
-        put_goals(&app, site, goals).await;
-    }
+    let (seed, traffic, truth, app) = traffic_with_its_app().await;
     send(&app, &on_time(&traffic)).await;
 
     app.engine.start_worker().await.expect("worker starts");
@@ -202,12 +203,7 @@ async fn traffic_figures_are_exact_when_the_worker_stops_and_restarts_midway() {
 
 #[tokio::test]
 async fn traffic_figures_are_exact_after_retention() {
-    let (_, traffic) = todays_traffic();
-    let mut truth = Truth::new(traffic.events(), traffic.goals.clone());
-    let app = traffic_app().await;
-    for (site, goals) in &traffic.goals {
-        put_goals(&app, site, goals).await;
-    }
+    let (_, traffic, mut truth, app) = traffic_with_its_app().await;
     send(&app, &on_time(&traffic)).await;
     send(&app, &late(&traffic)).await;
     app.drain_queue().await;
