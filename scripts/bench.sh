@@ -9,7 +9,8 @@
 #   BENCH_QUICK=1 scripts/bench.sh   # smoke run (1 round, 3 s, 10k events)
 #
 # Knobs (environment): BENCH_ROUNDS, BENCH_SECONDS, BENCH_STATS_SIZES (e.g. 10k,100k,1M),
-# BENCH_QUICK, SEED_DIR (default ../shared/peers/seed-node), WRK_SCRIPT (default
+# BENCH_QUICK, BENCH_LOG (RUST_LOG of our processes, e.g. warn,analytics_desk=debug for the
+# worker's per-batch step times), SEED_DIR (default ../shared/peers/seed-node), WRK_SCRIPT (default
 # ../shared/tools/post_event.lua), both relative to the repo root; CARGO_TARGET_DIR.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

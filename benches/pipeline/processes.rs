@@ -183,7 +183,8 @@ impl Deployment {
                     .env("QUEUE_NAME", QUEUE)
                     .env("BATCH_SIZE", BATCH_SIZE.to_string())
                     .env("POLL_MS", POLL_MS.to_string())
-                    .env("RUST_LOG", "warn");
+                    // BENCH_LOG=debug shows each batch's step times in the worker's log.
+                    .env("RUST_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()));
                 processes.push(ChildProcess::spawn(&format!("ours {}", part.name()), command, &log(part.name())));
             }
             System::Seed => {

@@ -115,7 +115,7 @@ pub async fn unfiltered_visit_sums(
     to: Option<DateTime>,
 ) -> Result<Option<VisitSums>, StoreError> {
     let whole_day = |bound: Option<DateTime>| bound.is_none_or(|time| time.timestamp_millis().rem_euclid(DAY_MS) == 0);
-    if !(whole_day(from) && whole_day(to)) || !rollups::are_ready(store).await? {
+    if !(whole_day(from) && whole_day(to) && rollups::are_ready(store).await?) {
         return Ok(None);
     }
     let daily = rollups::daily::daily_figures(store, site_id, from, to).await?;

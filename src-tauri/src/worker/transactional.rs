@@ -165,6 +165,8 @@ impl Worker {
             return Ok(MovedBatch::empty());
         }
         let moved = batch.len();
+        // Step times for the debug log (see below).
+        let t0 = std::time::Instant::now();
         let ids = prepare_for_events(&mut batch);
         let db = self.store.database();
         let limits = self.store.write_limits().await?;
@@ -180,6 +182,7 @@ impl Worker {
             }
             Err(error) => return Err(error.into()),
         }
+        let t_visits = t0.elapsed();
         let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
         match events.insert_many(&batch).session(&mut *session).await {
@@ -191,6 +194,7 @@ impl Worker {
         // the range of its `_id`s holds exactly it: a range delete is cheaper than
         // looking up each `_id`, and the count below catches any difference.
         let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(MovedBatch::empty()) };
+        let t_insert = t0.elapsed();
         let head = doc! { "_id": { "$gte": first, "$lte": last } };
         let deleted = self.store.queue().delete_many(head).session(&mut *session).await?;
         if deleted.deleted_count != moved as u64 {
@@ -198,7 +202,9 @@ impl Worker {
             // held more than the batch: start again from a fresh read.
             return Err(TransactionError::Conflict("the queue's head changed under the batch".into()));
         }
+        let t_delete = t0.elapsed();
         deltas.add_counts(db, Some(&mut *session), lane, &limits).await?;
+        let t_counts = t0.elapsed();
         // Visitors last, one lane at a time until its commit: a lane then finds
         // the visitors the other just recorded among the known ones, instead of
         // inserting them again (its snapshot predates that commit) and conflicting.
@@ -231,6 +237,15 @@ impl Worker {
             Err(error) => return Err(error.into()),
         };
         let visitors = visitors.into_iter().chain(site_users).collect();
+        debug!(
+            moved,
+            visits_ms = t_visits.as_millis() as u64,
+            insert_ms = (t_insert - t_visits).as_millis() as u64,
+            delete_ms = (t_delete - t_insert).as_millis() as u64,
+            counts_ms = (t_counts - t_delete).as_millis() as u64,
+            visitors_ms = (t0.elapsed() - t_counts).as_millis() as u64,
+            "batch moved within its transaction (not yet committed)"
+        );
         Ok(MovedBatch { moved, visitors, _visitors_turn: Some(visitors_turn) })
     }
 
