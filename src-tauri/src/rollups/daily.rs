@@ -212,6 +212,23 @@ pub fn is_concurrent_write(error: &StoreError) -> bool {
 /// Duplicate key, write conflict.
 const CONCURRENT_CODES: [i32; 2] = [11000, 112];
 
+/// `error` as a [`ConcurrentWrite`] when a concurrent transaction caused it
+/// (a write conflict, or a duplicate key from racing upserts), else as it is.
+pub(super) fn concurrent_or_not(error: mongodb::error::Error) -> StoreError {
+    let code = match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(e) => Some(e.code),
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) => Some(e.code),
+        _ => None,
+    };
+    match code {
+        Some(code) if CONCURRENT_CODES.contains(&code) => {
+            let message = format!("write refused ({code}) because of a concurrent transaction: {error}");
+            StoreError::Operation(mongodb::error::Error::custom(ConcurrentWrite(message)))
+        }
+        _ => error.into(),
+    }
+}
+
 /// Runs `updates` on `collection` in as many commands as `limits` need; a
 /// refused statement fails the whole ([`ConcurrentWrite`] when a concurrent
 /// transaction caused it).

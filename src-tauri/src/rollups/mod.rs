@@ -40,6 +40,7 @@ pub mod deltas;
 pub mod known_visitors;
 pub mod ranks;
 pub mod rebuild;
+pub mod recent_visits;
 pub mod sessionize;
 pub mod visits;
 

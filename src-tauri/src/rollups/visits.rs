@@ -22,10 +22,12 @@ use std::collections::{BTreeMap, HashMap};
 use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, DateTime, Document, RawDocument, RawDocumentBuf, doc};
+use mongodb::options::ReturnDocument;
 use mongodb::{ClientSession, Database};
 
 use super::daily::{DailyDeltas, run_updates};
 use super::key;
+use super::recent_visits::{Lookup, RecentVisits, Written};
 use super::sessionize::{ATTRIBUTES, Attributes, Edge, Hit, Merged, VISIT_GAP_MS, Visit, merge};
 use crate::storage::{StoreError, WriteLimits};
 
@@ -79,20 +81,29 @@ pub struct VisitsKept {
 /// Keeps the visits of `batch` (queue documents about to be inserted into
 /// `events`) within `session`'s transaction, and gives each event its
 /// `visit_id` and visit attributes; the daily rollups go into shard `shard`.
+///
+/// The caller has taken the visits fence in this transaction (count `fence`,
+/// see [`take_fence`]); `recent` answers for the stored visits when it can.
+/// Returns what was kept and the writes to give `recent` once committed.
 pub async fn keep_visits(
     db: &Database,
     session: &mut ClientSession,
     batch: &mut [RawDocumentBuf],
     shard: u32,
     limits: &WriteLimits,
-) -> Result<VisitsKept, StoreError> {
+    fenced: Fenced<'_>,
+) -> Result<(VisitsKept, Written), StoreError> {
     let mut visitors: BTreeMap<(String, String), Vec<Hit>> = BTreeMap::new();
     for event in batch.iter() {
         if let Some((site, user, hit)) = hit_of(event) {
             visitors.entry((site, user)).or_default().push(hit);
         }
     }
-    let (kept, runs) = merge_into_stored(db, session, visitors, shard, limits).await?;
+    let newest = visitors.values().flatten().map(|hit| hit.at).max().unwrap_or(i64::MIN);
+    let fence = fenced.fence;
+    let (kept, runs, deleted) = merge_into_stored(db, session, visitors, shard, limits, Some(fenced)).await?;
+    let visits = runs.iter().map(|((site, user), run)| (visitor_key(site, user), run.visit.clone())).collect();
+    let written = Written { fence, visits, deleted, newest };
     // The batch's events take their visit's id and attributes.
     let mut of_event: HashMap<ObjectId, (ObjectId, &Attributes)> = HashMap::new();
     for (_, run) in &runs {
@@ -105,26 +116,53 @@ pub async fn keep_visits(
             *event = with_visit(event, *visit_id, attributes);
         }
     }
-    Ok(kept)
+    Ok((kept, written))
 }
 
-/// Takes the visits fence, loads the visitors' stored visits near the hits, merges, and
-/// writes visits, stored events' rewrites and daily rollups. Returns the runs
-/// (with their site and user) for the caller to label its events.
-pub async fn merge_into_stored(
+/// A worker's batch that took the visits fence (count `fence`) before its
+/// read, with the worker's memory of recent visits.
+#[derive(Debug, Clone, Copy)]
+pub struct Fenced<'a> {
+    pub fence: i64,
+    pub recent: &'a RecentVisits,
+}
+
+/// Takes the visits fence (unless `fenced`: taken already), gets the visitors'
+/// stored visits near the hits (from `fenced`'s memory when it can answer,
+/// else the database), merges, and writes visits, stored events' rewrites and
+/// daily rollups. Returns the runs (with their site and user) for the caller
+/// to label its events, and the visits deleted.
+#[allow(clippy::type_complexity)]
+async fn merge_into_stored(
     db: &Database,
     session: &mut ClientSession,
     visitors: BTreeMap<(String, String), Vec<Hit>>,
     shard: u32,
     limits: &WriteLimits,
-) -> Result<(VisitsKept, Vec<((String, String), Merged)>), StoreError> {
+    fenced: Option<Fenced<'_>>,
+) -> Result<(VisitsKept, Vec<((String, String), Merged)>, Vec<ObjectId>), StoreError> {
     let mut kept = VisitsKept::default();
-    let Some(low) = visitors.values().flatten().map(|hit| hit.at).min() else { return Ok((kept, Vec::new())) };
+    let Some(low) = visitors.values().flatten().map(|hit| hit.at).min() else {
+        return Ok((kept, Vec::new(), Vec::new()));
+    };
     let high = visitors.values().flatten().map(|hit| hit.at).max().unwrap_or(low);
     // Step times for the debug log: where a batch's visits spend their time.
     let t0 = std::time::Instant::now();
-    take_fence(db, session, limits).await?;
-    let mut stored = load_near(db, session, &visitors, low, high).await?;
+    let (from, to) = (low - VISIT_GAP_MS, high + VISIT_GAP_MS);
+    let mut stored = match fenced {
+        None => {
+            take_fence(db, session).await?;
+            load_near(db, session, &visitors, from, to).await?
+        }
+        Some(Fenced { fence, recent }) => match recent.lookup(fence, from) {
+            Lookup::Held => held_near(recent, &visitors, from, to),
+            Lookup::Fill(horizon) => {
+                recent.fill(horizon, load_ending_after(db, session, horizon).await?);
+                held_near(recent, &visitors, from, to)
+            }
+            Lookup::Load => load_near(db, session, &visitors, from, to).await?,
+        },
+    };
     let t_load = t0.elapsed();
 
     let mut runs = Vec::new();
@@ -136,6 +174,7 @@ pub async fn merge_into_stored(
     }
     let mut daily = DailyDeltas::default();
     let mut writes = Vec::new();
+    let mut inserts = Vec::new();
     let mut deleted: Vec<ObjectId> = Vec::new();
     for ((site, user), run) in &runs {
         for old in &run.replaced {
@@ -143,21 +182,31 @@ pub async fn merge_into_stored(
         }
         daily.count(site, user, &run.visit, 1);
         deleted.extend(run.deleted().map(|old| old.id));
-        let document = visit_document(site, user, &run.visit);
-        writes.push(doc! { "q": { "_id": run.visit.id }, "u": document, "upsert": true });
+        let mut document = visit_document(site, user, &run.visit);
+        if run.replaced.iter().any(|old| old.id == run.visit.id) {
+            writes.push(doc! { "q": { "_id": run.visit.id }, "u": document, "upsert": true });
+        } else {
+            // A new visit (its id is its first event's, stored nowhere yet):
+            // an insert costs SecantusDB less than an upsert's lookup.
+            document.insert("_id", run.visit.id);
+            inserts.push(document);
+        }
         if run.rewrites_stored_events() {
             rewrite_stored_events(db, session, site, user, run).await?;
             kept.rewritten += 1;
         }
     }
-    kept.written = writes.len();
+    kept.written = writes.len() + inserts.len();
     kept.merged = deleted.len();
     let t_merge = t0.elapsed();
     run_updates(db, session, VISITS, writes, limits).await?;
+    if !inserts.is_empty() {
+        db.collection::<Document>(VISITS).insert_many(inserts).session(&mut *session).await?;
+    }
     let t_write = t0.elapsed();
     if !deleted.is_empty() {
         db.collection::<Document>(VISITS)
-            .delete_many(doc! { "_id": { "$in": deleted } })
+            .delete_many(doc! { "_id": { "$in": &deleted } })
             .session(&mut *session)
             .await?;
     }
@@ -171,7 +220,7 @@ pub async fn merge_into_stored(
         rewritten = kept.rewritten,
         "visits kept"
     );
-    Ok((kept, runs))
+    Ok((kept, runs, deleted))
 }
 
 /// Retention, within `session`'s transaction: deletes up to `chunk` visits
@@ -200,7 +249,7 @@ pub async fn delete_visits_before(
         };
         daily.count(site, user, &visit, -1);
     }
-    take_fence(db, session, limits).await?;
+    take_fence(db, session).await?;
     daily.apply(db, session, 0, limits).await?;
     if !ids.is_empty() {
         visits.delete_many(doc! { "_id": { "$in": &ids } }).session(&mut *session).await?;
@@ -217,9 +266,22 @@ pub async fn delete_visits_before(
 /// transaction: the first writer holds it until its commit or abort, and any
 /// other transaction touching it meanwhile fails with a write conflict (or a
 /// duplicate key, the very first time), to be retried on a fresh snapshot.
-pub async fn take_fence(db: &Database, session: &mut ClientSession, limits: &WriteLimits) -> Result<(), StoreError> {
-    let touch = doc! { "q": { "_id": VISITS_FENCE_ID }, "u": { "$inc": { "n": 1 } }, "upsert": true };
-    run_updates(db, session, VISIT_FENCES, vec![touch], limits).await
+/// Returns the fence's count of takers, this one included (see [`RecentVisits`]).
+pub async fn take_fence(db: &Database, session: &mut ClientSession) -> Result<i64, StoreError> {
+    let fence = db.collection::<Document>(VISIT_FENCES);
+    let touched = fence
+        .find_one_and_update(doc! { "_id": VISITS_FENCE_ID }, doc! { "$inc": { "n": 1_i64 } })
+        .upsert(true)
+        .return_document(ReturnDocument::After)
+        .session(&mut *session)
+        .await
+        .map_err(super::daily::concurrent_or_not)?;
+    Ok(touched.map_or(0, |fence| match fence.get("n") {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
+    }))
 }
 
 /// The stored visits that can touch `visitors`' hits, by visitor: every visit
@@ -235,8 +297,8 @@ async fn load_near(
     db: &Database,
     session: &mut ClientSession,
     visitors: &BTreeMap<(String, String), Vec<Hit>>,
-    low: i64,
-    high: i64,
+    from: i64,
+    to: i64,
 ) -> Result<HashMap<String, Vec<Visit>>, StoreError> {
     let mut by_visitor: HashMap<String, Vec<Visit>> = HashMap::new();
     let visits = db.collection::<Document>(VISITS);
@@ -245,8 +307,8 @@ async fn load_near(
         let svs: Vec<String> = chunk.iter().map(|(site, user)| visitor_key(site, user)).collect();
         let near = doc! {
             "sv": { "$in": &svs },
-            "end": { "$gte": DateTime::from_millis(low - VISIT_GAP_MS) },
-            "start": { "$lte": DateTime::from_millis(high + VISIT_GAP_MS) },
+            "end": { "$gte": DateTime::from_millis(from) },
+            "start": { "$lte": DateTime::from_millis(to) },
         };
         let found: Vec<Document> =
             visits.find(near).session(&mut *session).await?.stream(&mut *session).try_collect().await?;
@@ -257,6 +319,37 @@ async fn load_near(
         }
     }
     Ok(by_visitor)
+}
+
+/// [`load_near`]'s answer from the worker's memory.
+fn held_near(
+    recent: &RecentVisits,
+    visitors: &BTreeMap<(String, String), Vec<Hit>>,
+    from: i64,
+    to: i64,
+) -> HashMap<String, Vec<Visit>> {
+    let keys = visitors.keys().map(|(site, user)| visitor_key(site, user));
+    keys.map(|visitor| {
+        let near = recent.near(&visitor, from, to);
+        (visitor, near)
+    })
+    .collect()
+}
+
+/// Every stored visit ending at or after `from`, with its visitor key: what
+/// fills a worker's memory (once, then kept by its batches).
+async fn load_ending_after(
+    db: &Database,
+    session: &mut ClientSession,
+    from: i64,
+) -> Result<Vec<(String, Visit)>, StoreError> {
+    let visits = db.collection::<Document>(VISITS);
+    let recent = visits.find(doc! { "end": { "$gte": DateTime::from_millis(from) } });
+    let found: Vec<Document> = recent.session(&mut *session).await?.stream(&mut *session).try_collect().await?;
+    Ok(found
+        .iter()
+        .filter_map(|document| Some((document.get_str("sv").ok()?.to_string(), visit_of(document)?)))
+        .collect())
 }
 
 /// Rewrites the stored events of the visits `run` replaced: the kept visit's
@@ -325,7 +418,7 @@ pub async fn rebuild_chunk(
             visitors.entry((site, user)).or_default().push(hit);
         }
     }
-    let (_, runs) = merge_into_stored(db, session, visitors, 0, limits).await?;
+    let (_, runs, _) = merge_into_stored(db, session, visitors, 0, limits, None).await?;
     let labels = runs
         .iter()
         .map(|(_, run)| doc! { "q": { "_id": { "$in": &run.hits } }, "u": labelling(&run.visit), "multi": true })

@@ -13,6 +13,7 @@ use mongodb::bson::{DateTime, RawDocumentBuf, doc};
 use super::Worker;
 use super::head_window::{READ_FACTOR, id_number};
 use crate::rollups::VisitorDigest;
+use crate::rollups::recent_visits::Written;
 use crate::storage::StoreError;
 
 /// Every this many reads, the reading lane first waits until no batch is in
@@ -118,13 +119,15 @@ pub(super) struct MovedBatch {
     pub(super) moved: usize,
     /// The visitors it recorded, to remember once committed.
     pub(super) visitors: Vec<VisitorDigest>,
+    /// The visits it wrote, for the worker's memory once committed.
+    pub(super) visits: Written,
     /// The lanes' turn at recording visitors, held until the commit is done.
     pub(super) _visitors_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl MovedBatch {
     pub(super) fn empty() -> MovedBatch {
-        MovedBatch { moved: 0, visitors: Vec::new(), _visitors_turn: None }
+        MovedBatch { moved: 0, visitors: Vec::new(), visits: Written::default(), _visitors_turn: None }
     }
 }
 

@@ -64,6 +64,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::rollups::recent_visits::RecentVisits;
 use crate::rollups::{self, KnownVisitors};
 use crate::storage::{Store, StoreError, is_too_large, is_transient};
 use crate::telemetry::counters::PipelineCounters;
@@ -118,6 +119,8 @@ pub struct Worker {
     head: Arc<std::sync::Mutex<HeadWindow>>,
     /// Visitors already recorded in the rollups, so batches skip their lookup.
     known_visitors: Arc<KnownVisitors>,
+    /// The visits this worker wrote lately, so batches skip loading them.
+    recent_visits: Arc<RecentVisits>,
     /// What the lanes share to keep their batches apart.
     lanes: Arc<Lanes>,
     /// Each lane's session, registered in [`WORKERS_COLLECTION`], with when it started.
@@ -168,6 +171,7 @@ impl Worker {
             retention_days: None,
             head: Arc::default(),
             known_visitors: Arc::default(),
+            recent_visits: Arc::default(),
             lanes: Arc::default(),
             sessions: Arc::default(),
             outage: Arc::default(),

@@ -54,20 +54,23 @@ impl Worker {
             session.start_transaction().write_concern(self.store.durable_write_concern().clone()).await?;
             // The visits fence before the read: while another worker's batch
             // holds it, this attempt costs one write, not a batch's work.
-            if let Err(error) = self.take_visits_fence(session).await {
-                let _ = session.abort_transaction().await;
-                match error {
-                    TransactionError::Conflict(reason) => {
-                        drop(_visits_turn);
-                        if self.conflicted(attempt, &reason).await? {
-                            continue;
+            let fence = match self.take_visits_fence(session).await {
+                Ok(fence) => fence,
+                Err(error) => {
+                    let _ = session.abort_transaction().await;
+                    match error {
+                        TransactionError::Conflict(reason) => {
+                            drop(_visits_turn);
+                            if self.conflicted(attempt, &reason).await? {
+                                continue;
+                            }
+                            return Ok(0);
                         }
-                        return Ok(0);
+                        TransactionError::Store(error) => return Err(error.into()),
+                        TransactionError::AlreadyMoved(_) => unreachable!("the fence moves nothing"),
                     }
-                    TransactionError::Store(error) => return Err(error.into()),
-                    TransactionError::AlreadyMoved(_) => unreachable!("the fence moves nothing"),
                 }
-            }
+            };
             let (batch, mut claim) = match self.read_claimed(Some(&mut *session), lane).await {
                 Ok(read) => read,
                 Err(error) => {
@@ -76,17 +79,25 @@ impl Worker {
                 }
             };
             let ids = ids_of(&batch);
-            let outcome = match self.move_within(&mut *session, batch, lane).await {
+            let outcome = match self.move_within(&mut *session, batch, lane, fence).await {
                 Ok(batch) if batch.moved == 0 => {
                     claim.settle();
                     session.abort_transaction().await?;
                     return Ok(0);
                 }
-                Ok(batch) => session.commit_transaction().await.map_err(TransactionError::from).map(|()| {
-                    claim.settle();
-                    self.known_visitors.remember(batch.visitors);
-                    batch.moved
-                }),
+                Ok(batch) => match session.commit_transaction().await {
+                    Ok(()) => {
+                        claim.settle();
+                        self.known_visitors.remember(batch.visitors);
+                        self.recent_visits.committed(batch.visits);
+                        Ok(batch.moved)
+                    }
+                    Err(error) => {
+                        // Committed or not, who knows: the memory of visits cannot tell.
+                        self.recent_visits.forget();
+                        Err(TransactionError::from(error))
+                    }
+                },
                 Err(error) => {
                     // The server may have aborted it already; nothing else to undo.
                     let _ = session.abort_transaction().await;
@@ -107,8 +118,13 @@ impl Worker {
                     }
                 }
                 Err(TransactionError::AlreadyMoved(ids)) => {
-                    // Then the rest of the batch, on a fresh read.
-                    self.discard_already_moved(ids).await?;
+                    // Then the rest of the batch, on a fresh read; if none was
+                    // moved after all, the duplicate was another batch's: a conflict.
+                    if self.discard_already_moved(ids).await? == 0
+                        && !self.conflicted(attempt, "a duplicate key from a concurrent batch").await?
+                    {
+                        return Ok(0);
+                    }
                 }
                 Err(TransactionError::Store(error)) => return Err(BatchFailure { error, ids }),
             }
@@ -116,11 +132,11 @@ impl Worker {
     }
 
     /// Takes the visits fence (see `rollups::visits`) in `session`'s
-    /// transaction; another batch holding it is a [`TransactionError::Conflict`].
-    async fn take_visits_fence(&self, session: &mut ClientSession) -> Result<(), TransactionError> {
-        let limits = self.store.write_limits().await?;
-        match rollups::visits::take_fence(self.store.database(), session, &limits).await {
-            Ok(()) => Ok(()),
+    /// transaction and returns its count; another batch holding it is a
+    /// [`TransactionError::Conflict`].
+    async fn take_visits_fence(&self, session: &mut ClientSession) -> Result<i64, TransactionError> {
+        match rollups::visits::take_fence(self.store.database(), session).await {
+            Ok(fence) => Ok(fence),
             Err(error) if rollups::daily::is_concurrent_write(&error) => {
                 Err(TransactionError::Conflict("the visits fence is held by another batch".into()))
             }
@@ -160,6 +176,7 @@ impl Worker {
         session: &mut ClientSession,
         mut batch: Vec<RawDocumentBuf>,
         lane: u32,
+        fence: i64,
     ) -> Result<MovedBatch, TransactionError> {
         if batch.is_empty() {
             return Ok(MovedBatch::empty());
@@ -171,17 +188,21 @@ impl Worker {
         let db = self.store.database();
         let limits = self.store.write_limits().await?;
         // Before the insert: the events go in with their visit's id and attributes.
-        match rollups::visits::keep_visits(db, session, &mut batch, lane, &limits).await {
-            Ok(_) => {}
+        let fenced = rollups::visits::Fenced { fence, recent: &self.recent_visits };
+        let visits = match rollups::visits::keep_visits(db, session, &mut batch, lane, &limits, fenced).await {
+            Ok((_, written)) => written,
             // A visit, visitor or day written by a concurrent batch: retry.
             Err(error) if rollups::daily::is_concurrent_write(&error) => {
                 return Err(TransactionError::Conflict("visits written by a concurrent batch".into()));
             }
+            // A new visit's `_id` (its first event's) already stored: that
+            // event was moved before (an idempotent move's leftover, whose
+            // visits a rebuild made); handled as the events' insert would be.
             Err(StoreError::Operation(error)) if only_duplicate_keys(&error) => {
-                return Err(TransactionError::Conflict("a visit written by a concurrent batch".into()));
+                return Err(TransactionError::AlreadyMoved(ids));
             }
             Err(error) => return Err(error.into()),
-        }
+        };
         let t_visits = t0.elapsed();
         let deltas = RollupDeltas::of(batch.iter().map(|event| &**event));
         let events = self.store.events().clone_with_type::<RawDocumentBuf>();
@@ -246,10 +267,11 @@ impl Worker {
             visitors_ms = (t0.elapsed() - t_counts).as_millis() as u64,
             "batch moved within its transaction (not yet committed)"
         );
-        Ok(MovedBatch { moved, visitors, _visitors_turn: Some(visitors_turn) })
+        Ok(MovedBatch { moved, visitors, visits, _visitors_turn: Some(visitors_turn) })
     }
 
-    /// Drops from the queue the entries of `ids` that are already in `events`:
+    /// Drops from the queue the entries of `ids` that are already in `events`
+    /// (returns how many):
     ///
     /// - by `_id`: left by an idempotent (transaction-less) move that crashed
     ///   before its delete, on a database since moved to a replica set; the
@@ -257,7 +279,7 @@ impl Worker {
     /// - by `(site_id, event_id)`: a client's retry of an event processed
     ///   before the retry arrived (one still queued is refused by the queue's
     ///   own index); the first is stored and counted, the retry never is.
-    async fn discard_already_moved(&self, ids: Vec<Bson>) -> Result<(), StoreError> {
+    async fn discard_already_moved(&self, ids: Vec<Bson>) -> Result<usize, StoreError> {
         let present: Vec<Bson> = self
             .store
             .events()
@@ -279,9 +301,9 @@ impl Worker {
         let retries = self.retries_already_stored(ids).await?;
         if !retries.is_empty() {
             info!(events = retries.len(), "retried events whose event_id is already stored: removed from the queue");
-            self.store.queue().delete_many(doc! { "_id": { "$in": retries } }).await?;
+            self.store.queue().delete_many(doc! { "_id": { "$in": &retries } }).await?;
         }
-        Ok(())
+        Ok(present.len() + retries.len())
     }
 
     /// The queue entries of `ids` whose `(site_id, event_id)` an event in
