@@ -288,6 +288,65 @@ async fn stored_visits(app: &TestApp) -> Vec<(String, String, i64, i64, i64)> {
 }
 
 #[tokio::test]
+async fn live_batches_answered_from_a_workers_memory_keep_the_visits_of_all_events_at_once() {
+    let seed: u64 = rand::random();
+    eprintln!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let app = spawn_app().await;
+    let start = at("2026-03-01T22:30:00Z");
+    // Live traffic over three hours across midnight: eight visitors, a page
+    // every few minutes, some pausing past 30 minutes, some events a few
+    // minutes late (they move a visit's entry or bridge two visits).
+    let mut events: Vec<Sent> = Vec::new();
+    for visitor in 0..8 {
+        let mut time = start + rng.random_range(0..20) * MINUTE;
+        while time < start + 180 * MINUTE {
+            events.push(sent("s", &format!("/p{}", rng.random_range(0..4)), &format!("u{visitor}"), time));
+            time += if rng.random_bool(0.1) { rng.random_range(31..50) } else { rng.random_range(1..6) } * MINUTE;
+        }
+    }
+    let mut arrivals: Vec<(i64, Sent)> =
+        events.into_iter().map(|event| (event.4 + if rng.random_bool(0.1) { 8 * MINUTE } else { 0 }, event)).collect();
+    arrivals.sort_by_key(|(arrival, _)| *arrival);
+    let events: Vec<Sent> = arrivals.into_iter().map(|(_, event)| event).collect();
+    // One worker moves the stream as it arrives; now and then another moves
+    // a batch (after which the first must not trust its memory).
+    let (first, other) = (app.worker(15), app.worker(15));
+    let mut others_batches = 0;
+    for (n, chunk) in events.chunks(15).enumerate() {
+        app.post_in_batches(chunk, 15).await;
+        let worker = if n % 7 == 6 { &other } else { &first };
+        let moved = worker.process_batch().await.expect("batch moved");
+        assert_eq!(moved, chunk.len(), "chunk {n} moved as one batch");
+        others_batches += usize::from(n % 7 == 6);
+    }
+    assert!(others_batches > 0);
+    let batches = events.len().div_ceil(15);
+    let from_memory = first.batches_with_visits_from_memory() as usize;
+    assert!(
+        from_memory >= batches / 2,
+        "the first worker's batches mostly found their visits in memory ({from_memory} of {batches})"
+    );
+    assert!(from_memory < batches - others_batches, "after the other's batches it loaded from the database");
+
+    let stored_events = app.processed().await;
+    assert_eq!(stored_events.len(), events.len());
+    assert_eq!(stored_visits(&app).await, sessionised(&stored_events), "the visits of all events at once");
+    let visits = app.store.database().collection::<Document>(VISITS);
+    let all: Vec<Document> = visits.find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    for event in &stored_events {
+        let visit = all.iter().find(|v| v.get_object_id("_id") == event.get_object_id("visit_id")).expect("its visit");
+        assert_eq!(visit.get_str("user_id"), event.get_str("user_id"));
+        let at = event.get_datetime("timestamp").unwrap();
+        assert!(visit.get_datetime("start").unwrap() <= at && at <= visit.get_datetime("end").unwrap());
+    }
+    let day = at("2026-03-02T00:00:00Z");
+    for (from, to) in [(None, None), (Some(day - daily::DAY_MS), Some(day)), (Some(day), None)] {
+        assert_eq!(figures(&app, "s", from, to).await, plain_figures(&app, "s", from, to).await, "{from:?}..{to:?}");
+    }
+}
+
+#[tokio::test]
 async fn racing_workers_in_small_batches_keep_the_visits_of_all_events_at_once_and_retention_removes_old_ones() {
     let seed: u64 = rand::random();
     eprintln!("seed {seed}");

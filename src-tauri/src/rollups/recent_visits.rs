@@ -8,7 +8,9 @@
 //! left, no one else (another worker, a retention, a rebuild) has written a
 //! visit since, and the memory holds what the database does. Any other count,
 //! or a commit whose outcome is unknown, forgets everything; the batch then
-//! loads from the database as it always could.
+//! loads from the database as it always could. The fence document also holds
+//! an `epoch` set when it is created, so a count started again (the document
+//! cleared by a rebuild, or the database replaced) never passes for the old one.
 //!
 //! What the memory holds: every stored visit ending at or after its horizon,
 //! for every visitor (so it can answer for visitors it never saw: they have
@@ -19,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mongodb::bson::oid::ObjectId;
 
@@ -29,16 +32,34 @@ use super::sessionize::Visit;
 /// holds only about two hours of visits.
 pub const KEEP_MS: i64 = 2 * 3_600_000;
 
+/// The visits fence as one taker found it (see the module's comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FenceMark {
+    /// Set when the fence document was created (`None`: made before epochs).
+    pub epoch: Option<ObjectId>,
+    /// Its takers so far, this one included.
+    pub count: i64,
+}
+
+impl FenceMark {
+    /// True when this take comes right after `previous` (no taker between).
+    fn follows(&self, previous: Option<FenceMark>) -> bool {
+        previous.is_some_and(|previous| previous.epoch == self.epoch && previous.count + 1 == self.count)
+    }
+}
+
 /// See the module's comment.
 #[derive(Debug, Default)]
 pub struct RecentVisits {
     state: Mutex<State>,
+    /// Batches answered from memory (filled first or not), for tests and logs.
+    answered: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// The fence's count this worker's last committed batch left.
-    fence: Option<i64>,
+    /// The fence as this worker's last committed batch left it.
+    fence: Option<FenceMark>,
     /// Every visit ending at or after this is held; `None`: not filled.
     horizon: Option<i64>,
     /// Visits by visitor key (`sv`).
@@ -60,8 +81,8 @@ pub enum Lookup {
 /// The writes of one batch, to apply once it has committed.
 #[derive(Debug, Default)]
 pub struct Written {
-    /// The fence count the batch's transaction took.
-    pub fence: i64,
+    /// The fence as the batch's transaction took it.
+    pub fence: Option<FenceMark>,
     /// Visits written (new or changed), by visitor key.
     pub visits: Vec<(String, Visit)>,
     /// Visits deleted (merged into another).
@@ -72,18 +93,27 @@ pub struct Written {
 
 impl RecentVisits {
     /// Whether the visits near a batch (those ending at or after `from`) can
-    /// come from memory, for a batch whose transaction took the fence with count `fence`.
-    pub fn lookup(&self, fence: i64, from: i64) -> Lookup {
+    /// come from memory, for a batch whose transaction took the fence as `fence`.
+    pub fn lookup(&self, fence: FenceMark, from: i64) -> Lookup {
         let mut state = self.state();
-        if state.fence != Some(fence - 1) {
+        if !fence.follows(state.fence) {
             state.forget();
             return Lookup::Load;
         }
-        match state.horizon {
+        let lookup = match state.horizon {
             Some(horizon) if horizon <= from => Lookup::Held,
             Some(_) => Lookup::Load,
             None => Lookup::Fill(from),
+        };
+        if lookup != Lookup::Load {
+            self.answered.fetch_add(1, Ordering::Relaxed);
         }
+        lookup
+    }
+
+    /// How many batches the memory answered (see [`RecentVisits::lookup`]).
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Fills the memory with `visits` (every stored visit ending at or after
@@ -110,8 +140,9 @@ impl RecentVisits {
     /// up behind the newest event.
     pub fn committed(&self, written: Written) {
         let mut state = self.state();
-        let was_current = state.fence == Some(written.fence - 1) && state.horizon.is_some();
-        state.fence = Some(written.fence);
+        let Some(fence) = written.fence else { return state.forget() };
+        let was_current = fence.follows(state.fence) && state.horizon.is_some();
+        state.fence = Some(fence);
         if !was_current {
             // Filled by nothing yet, or by another's writes: a batch that
             // took the memory's path had checked it; one that loaded did not.
@@ -177,19 +208,25 @@ mod tests {
         visit
     }
 
+    const EPOCH: ObjectId = ObjectId::from_bytes([7; 12]);
+
+    fn mark(count: i64) -> FenceMark {
+        FenceMark { epoch: Some(EPOCH), count }
+    }
+
     fn written(fence: i64, visits: Vec<(String, Visit)>, deleted: Vec<ObjectId>, newest: i64) -> Written {
-        Written { fence, visits, deleted, newest }
+        Written { fence: Some(mark(fence)), visits, deleted, newest }
     }
 
     #[test]
     fn answers_only_after_its_own_commit_and_a_fill_and_forgets_when_another_wrote() {
         let recent = RecentVisits::default();
-        assert_eq!(recent.lookup(1, 0), Lookup::Load, "nothing committed yet");
+        assert_eq!(recent.lookup(mark(1), 0), Lookup::Load, "nothing committed yet");
         recent.committed(written(1, vec![("a".into(), visit(0, 10))], vec![], 10));
-        assert_eq!(recent.lookup(2, 5), Lookup::Fill(5), "ours was the last write, but nothing held");
+        assert_eq!(recent.lookup(mark(2), 5), Lookup::Fill(5), "ours was the last write, but nothing held");
         let kept = visit(0, 10);
         recent.fill(5, vec![("a".into(), kept.clone())]);
-        assert_eq!(recent.lookup(2, 5), Lookup::Held);
+        assert_eq!(recent.lookup(mark(2), 5), Lookup::Held);
         assert_eq!(recent.near("a", 5, 20), vec![kept.clone()]);
         assert_eq!(recent.near("b", 5, 20), vec![], "a visitor not held has no visit ending after the horizon");
         assert_eq!(recent.near("a", 11, 20), vec![], "ends before the range");
@@ -199,33 +236,40 @@ mod tests {
         longer.exit.at = 30;
         let other = visit(20, 25);
         recent.committed(written(2, vec![("a".into(), longer.clone()), ("b".into(), other.clone())], vec![], 30));
-        assert_eq!(recent.lookup(3, 5), Lookup::Held);
+        assert_eq!(recent.lookup(mark(3), 5), Lookup::Held);
         assert_eq!(recent.near("a", 5, 40), vec![longer.clone()], "the written visit replaces the held one");
         assert_eq!(recent.near("b", 5, 40), vec![other.clone()]);
 
         recent.committed(written(3, vec![], vec![other.id], 30));
         assert_eq!(recent.near("b", 5, 40), vec![], "deleted (merged into another)");
 
-        assert_eq!(recent.lookup(5, 5), Lookup::Load, "count 4 was another's: forgotten");
+        assert_eq!(recent.lookup(mark(5), 5), Lookup::Load, "count 4 was another's: forgotten");
         assert_eq!(recent.near("a", 5, 40), vec![]);
         recent.committed(written(5, vec![("a".into(), visit(0, 40))], vec![], 40));
-        assert_eq!(recent.lookup(6, 5), Lookup::Fill(5), "filled again before use");
+        assert_eq!(recent.lookup(mark(6), 5), Lookup::Fill(5), "filled again before use");
+        recent.fill(5, vec![]);
+        let recreated = FenceMark { epoch: Some(ObjectId::new()), count: 6 };
+        assert_eq!(recent.lookup(recreated, 5), Lookup::Load, "the same count of a recreated fence is not ours");
     }
 
     #[test]
     fn the_horizon_follows_the_newest_event_and_older_batches_load() {
         let recent = RecentVisits::default();
         recent.committed(written(1, vec![], vec![], 0));
-        assert_eq!(recent.lookup(2, 0), Lookup::Fill(0));
+        assert_eq!(recent.lookup(mark(2), 0), Lookup::Fill(0));
         recent.fill(0, vec![("a".into(), visit(0, 100))]);
         let now = 10 * KEEP_MS;
         let fresh = visit(now - 10, now);
         recent.committed(written(2, vec![("b".into(), fresh.clone())], vec![], now));
         assert_eq!(recent.near("a", 0, now), vec![], "ended before the horizon: dropped");
         assert_eq!(recent.near("b", 0, now), vec![fresh]);
-        assert_eq!(recent.lookup(3, now - KEEP_MS - 1), Lookup::Load, "a batch reaching behind the horizon loads");
-        assert_eq!(recent.lookup(3, now - KEEP_MS), Lookup::Held, "still valid: nothing else wrote");
+        assert_eq!(
+            recent.lookup(mark(3), now - KEEP_MS - 1),
+            Lookup::Load,
+            "a batch reaching behind the horizon loads"
+        );
+        assert_eq!(recent.lookup(mark(3), now - KEEP_MS), Lookup::Held, "still valid: nothing else wrote");
         recent.forget();
-        assert_eq!(recent.lookup(4, now), Lookup::Load, "a commit of unknown outcome forgets");
+        assert_eq!(recent.lookup(mark(4), now), Lookup::Load, "a commit of unknown outcome forgets");
     }
 }

@@ -26,9 +26,9 @@ use mongodb::options::ReturnDocument;
 use mongodb::{ClientSession, Database};
 
 use super::daily::{DailyDeltas, run_updates};
-use super::key;
-use super::recent_visits::{Lookup, RecentVisits, Written};
+use super::recent_visits::{FenceMark, Lookup, RecentVisits, Written};
 use super::sessionize::{ATTRIBUTES, Attributes, Edge, Hit, Merged, VISIT_GAP_MS, Visit, merge};
+use super::{count_of, key};
 use crate::storage::{StoreError, WriteLimits};
 
 /// One document per visit.
@@ -103,7 +103,7 @@ pub async fn keep_visits(
     let fence = fenced.fence;
     let (kept, runs, deleted) = merge_into_stored(db, session, visitors, shard, limits, Some(fenced)).await?;
     let visits = runs.iter().map(|((site, user), run)| (visitor_key(site, user), run.visit.clone())).collect();
-    let written = Written { fence, visits, deleted, newest };
+    let written = Written { fence: Some(fence), visits, deleted, newest };
     // The batch's events take their visit's id and attributes.
     let mut of_event: HashMap<ObjectId, (ObjectId, &Attributes)> = HashMap::new();
     for (_, run) in &runs {
@@ -123,7 +123,7 @@ pub async fn keep_visits(
 /// read, with the worker's memory of recent visits.
 #[derive(Debug, Clone, Copy)]
 pub struct Fenced<'a> {
-    pub fence: i64,
+    pub fence: FenceMark,
     pub recent: &'a RecentVisits,
 }
 
@@ -266,22 +266,21 @@ pub async fn delete_visits_before(
 /// transaction: the first writer holds it until its commit or abort, and any
 /// other transaction touching it meanwhile fails with a write conflict (or a
 /// duplicate key, the very first time), to be retried on a fresh snapshot.
-/// Returns the fence's count of takers, this one included (see [`RecentVisits`]).
-pub async fn take_fence(db: &Database, session: &mut ClientSession) -> Result<i64, StoreError> {
+/// Returns the fence as this taker found it (see [`RecentVisits`]): its
+/// epoch and count of takers, this one included.
+pub async fn take_fence(db: &Database, session: &mut ClientSession) -> Result<FenceMark, StoreError> {
     let fence = db.collection::<Document>(VISIT_FENCES);
+    let take = doc! { "$inc": { "n": 1_i64 }, "$setOnInsert": { "epoch": ObjectId::new() } };
     let touched = fence
-        .find_one_and_update(doc! { "_id": VISITS_FENCE_ID }, doc! { "$inc": { "n": 1_i64 } })
+        .find_one_and_update(doc! { "_id": VISITS_FENCE_ID }, take)
         .upsert(true)
         .return_document(ReturnDocument::After)
         .session(&mut *session)
         .await
-        .map_err(super::daily::concurrent_or_not)?;
-    Ok(touched.map_or(0, |fence| match fence.get("n") {
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Int32(n)) => i64::from(*n),
-        Some(Bson::Double(n)) => *n as i64,
-        _ => 0,
-    }))
+        .map_err(super::daily::concurrent_or_not)?
+        .unwrap_or_default();
+    let epoch = touched.get_object_id("epoch").ok();
+    Ok(FenceMark { epoch, count: count_of(touched.get("n")) as i64 })
 }
 
 /// The stored visits that can touch `visitors`' hits, by visitor: every visit
@@ -504,8 +503,8 @@ pub fn visit_of(document: &Document) -> Option<Visit> {
             id: document.get_object_id("exit_id").unwrap_or(id),
             path: text("exit_page").unwrap_or_default(),
         },
-        pageviews: super::count_of(document.get("pageviews")),
-        events: super::count_of(document.get("events")).max(1),
+        pageviews: count_of(document.get("pageviews")),
+        events: count_of(document.get("events")).max(1),
         hostname: text("hostname"),
         attributes,
         anonymous: document.get_bool("anonymous") == Ok(true),

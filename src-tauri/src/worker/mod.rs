@@ -197,6 +197,13 @@ impl Worker {
         self
     }
 
+    /// Test-only: how many of this worker's batches found their stored
+    /// visits in its memory (see `rollups::recent_visits`).
+    #[doc(hidden)]
+    pub fn batches_with_visits_from_memory(&self) -> u64 {
+        self.recent_visits.answered()
+    }
+
     /// This worker's entry (`_id`) in [`WORKERS_COLLECTION`], so that tools and
     /// tests can find it.
     pub fn registration_id(&self) -> ObjectId {

@@ -15,6 +15,7 @@ use super::batch::{ids_of, prepare_for_events};
 use super::lanes::MovedBatch;
 use super::sessions::SESSION_REUSE;
 use super::{BatchFailure, MAX_TRANSACTION_ATTEMPTS, Worker, retention};
+use crate::rollups::recent_visits::FenceMark;
 use crate::rollups::{self, RankDeltas, RollupDeltas};
 use crate::storage::error::TOO_LARGE_CODES;
 use crate::storage::{StoreError, only_duplicate_keys};
@@ -134,7 +135,7 @@ impl Worker {
     /// Takes the visits fence (see `rollups::visits`) in `session`'s
     /// transaction and returns its count; another batch holding it is a
     /// [`TransactionError::Conflict`].
-    async fn take_visits_fence(&self, session: &mut ClientSession) -> Result<i64, TransactionError> {
+    async fn take_visits_fence(&self, session: &mut ClientSession) -> Result<FenceMark, TransactionError> {
         match rollups::visits::take_fence(self.store.database(), session).await {
             Ok(fence) => Ok(fence),
             Err(error) if rollups::daily::is_concurrent_write(&error) => {
@@ -176,7 +177,7 @@ impl Worker {
         session: &mut ClientSession,
         mut batch: Vec<RawDocumentBuf>,
         lane: u32,
-        fence: i64,
+        fence: FenceMark,
     ) -> Result<MovedBatch, TransactionError> {
         if batch.is_empty() {
             return Ok(MovedBatch::empty());
