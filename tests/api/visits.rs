@@ -287,6 +287,18 @@ async fn stored_visits(app: &TestApp) -> Vec<(String, String, i64, i64, i64)> {
     shapes
 }
 
+/// Every stored event's `visit_id` names a visit of its user spanning it.
+async fn assert_every_event_carries_the_visit_spanning_it(app: &TestApp, stored_events: &[Document]) {
+    let visits = app.store.database().collection::<Document>(VISITS);
+    let all: Vec<Document> = visits.find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    for event in stored_events {
+        let visit = all.iter().find(|v| v.get_object_id("_id") == event.get_object_id("visit_id")).expect("its visit");
+        assert_eq!(visit.get_str("user_id"), event.get_str("user_id"));
+        let at = event.get_datetime("timestamp").unwrap();
+        assert!(visit.get_datetime("start").unwrap() <= at && at <= visit.get_datetime("end").unwrap());
+    }
+}
+
 #[tokio::test]
 async fn live_batches_answered_from_a_workers_memory_keep_the_visits_of_all_events_at_once() {
     let seed: u64 = rand::random();
@@ -335,14 +347,7 @@ async fn live_batches_answered_from_a_workers_memory_keep_the_visits_of_all_even
     let stored_events = app.processed().await;
     assert_eq!(stored_events.len(), events.len());
     assert_eq!(stored_visits(&app).await, sessionised(&stored_events), "the visits of all events at once");
-    let visits = app.store.database().collection::<Document>(VISITS);
-    let all: Vec<Document> = visits.find(doc! {}).await.unwrap().try_collect().await.unwrap();
-    for event in &stored_events {
-        let visit = all.iter().find(|v| v.get_object_id("_id") == event.get_object_id("visit_id")).expect("its visit");
-        assert_eq!(visit.get_str("user_id"), event.get_str("user_id"));
-        let at = event.get_datetime("timestamp").unwrap();
-        assert!(visit.get_datetime("start").unwrap() <= at && at <= visit.get_datetime("end").unwrap());
-    }
+    assert_every_event_carries_the_visit_spanning_it(&app, &stored_events).await;
     let day = at("2026-03-02T00:00:00Z");
     for (from, to) in [(None, None), (Some(day - daily::DAY_MS), Some(day)), (Some(day), None)] {
         assert_eq!(figures(&app, "s", from, to).await, plain_figures(&app, "s", from, to).await, "{from:?}..{to:?}");
@@ -395,15 +400,7 @@ async fn racing_workers_in_small_batches_keep_the_visits_of_all_events_at_once_a
 
     let stored_events = app.processed().await;
     assert_eq!(stored_visits(&app).await, sessionised(&stored_events), "the visits of all events at once");
-    // Every event carries the visit that spans it.
-    let visits = app.store.database().collection::<Document>(VISITS);
-    let all: Vec<Document> = visits.find(doc! {}).await.unwrap().try_collect().await.unwrap();
-    for event in &stored_events {
-        let visit = all.iter().find(|v| v.get_object_id("_id") == event.get_object_id("visit_id")).expect("its visit");
-        assert_eq!(visit.get_str("user_id"), event.get_str("user_id"));
-        let at = event.get_datetime("timestamp").unwrap();
-        assert!(visit.get_datetime("start").unwrap() <= at && at <= visit.get_datetime("end").unwrap());
-    }
+    assert_every_event_carries_the_visit_spanning_it(&app, &stored_events).await;
     let day = at("2026-03-01T00:00:00Z");
     for site in ["s", "t"] {
         for (from, to) in [(None, None), (Some(day), Some(day + daily::DAY_MS)), (Some(day + daily::DAY_MS), None)] {
