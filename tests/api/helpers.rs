@@ -80,6 +80,11 @@ impl TestApp {
         }
     }
 
+    /// `GET path` answered as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }

@@ -234,24 +234,15 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
     assert_shape(&doc, "SiteReport", &stats);
     assert_shape(&doc, "PathCount", &stats["top_paths"][0]);
     assert_shape(&doc, "TypeCount", &stats["events_by_type"][0]);
-    let series: Value =
-        app.http.get(app.url("/stats/timeseries?site_id=shop")).send().await.unwrap().json().await.unwrap();
+    let series: Value = app.get_json("/stats/timeseries?site_id=shop").await;
     assert_shape(&doc, "Timeseries", &series);
     assert_shape(&doc, "Bucket", &series["buckets"][0]);
-    let rows: Value = app
-        .http
-        .get(app.url("/stats/breakdown?site_id=shop&dimension=page"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows: Value = app.get_json("/stats/breakdown?site_id=shop&dimension=page").await;
     assert_shape(&doc, "Breakdown", &rows);
     assert_shape(&doc, "BreakdownRow", &rows["rows"][0]);
-    let live: Value = app.http.get(app.url("/stats/realtime?site_id=shop")).send().await.unwrap().json().await.unwrap();
+    let live: Value = app.get_json("/stats/realtime?site_id=shop").await;
     assert_shape(&doc, "Realtime", &live);
-    let sites: Value = app.http.get(app.url("/sites")).send().await.unwrap().json().await.unwrap();
+    let sites: Value = app.get_json("/sites").await;
     assert_shape(&doc, "SiteList", &sites);
     assert_shape(&doc, "SiteSummary", &sites["sites"][0]);
     let goals: Value = app
@@ -267,7 +258,7 @@ async fn every_reference_resolves_and_the_shapes_and_errors_are_documented() {
         .unwrap();
     assert_shape(&doc, "SiteGoals", &goals);
     assert_shape(&doc, "Goal", &goals["goals"][0]);
-    let health: Value = app.http.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = app.get_json("/health").await;
     assert_shape(&doc, "Health", &health);
     let error: Value = app.post_events("[{}]").await.json().await.unwrap();
     assert_shape(&doc, "ErrorBody", &error);

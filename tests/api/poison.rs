@@ -85,7 +85,7 @@ async fn an_entry_the_database_refuses_is_quarantined_its_neighbours_move_and_it
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "analytics_events_quarantined_total 1"), "{metrics}");
     assert!(metrics.lines().any(|l| l == "analytics_quarantine_depth 1.0"), "{metrics}");
-    let health: serde_json::Value = app.http.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = app.get_json("/health").await;
     assert_eq!(health["quarantined"], 1, "{health}");
 
     // Once the cause is fixed, a requeue moves it back (same _id) and it is counted once.

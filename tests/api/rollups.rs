@@ -362,7 +362,7 @@ async fn stats_and_timeseries_over_http_take_ranges_and_types() {
     assert_eq!(counts.iter().sum::<u64>(), beta, "three days of events, nothing on the fourth");
     assert_eq!(counts[3], 0);
 
-    let sites: Value = app.http.get(app.url("/sites")).send().await.unwrap().json().await.unwrap();
+    let sites: Value = app.get_json("/sites").await;
     let listed: u64 = sites["sites"].as_array().unwrap().iter().map(|s| s["events"].as_u64().unwrap()).sum();
     assert_eq!(listed, events.len() as u64);
 }
