@@ -11,4 +11,4 @@ command -v node >/dev/null 2>&1 || "$here/apt-install.sh" nodejs
 app="$("$here/build-desktop.sh")"
 cd "$here/.."
 APP_BINARY="$app" TAURI_DRIVER="$ANALYTICS_DESK_CACHE/tauri-driver/bin/tauri-driver" \
-  dbus-run-session -- node --test --test-reporter=spec tests/e2e/
+  dbus-run-session -- node --test --test-reporter=spec --test-concurrency=1 tests/e2e/

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::desktop_settings::{self as settings, FieldErrors, Settings, Values};
+use crate::desktop::preferences::{self, Preferences};
 use crate::engine::{Engine, PartStatus};
 use crate::sites::{self, SiteGoals};
 use crate::stats::export::{self, ExportRequest};
@@ -314,6 +315,16 @@ impl Controller {
         *self.last_error.lock().expect("error lock") = result.as_ref().err().cloned();
         result.map_err(|e| format!("Settings saved, but the service could not restart: {e}"))?;
         Ok(SaveOutcome { values, restarted })
+    }
+
+    /// The app's preferences (the defaults before the first save).
+    pub fn preferences(&self) -> Result<Preferences, String> {
+        Preferences::load(&preferences::file_beside(&self.paths.settings_file)).map_err(|e| e.to_string())
+    }
+
+    /// Saves the app's preferences; they never restart the service.
+    pub fn set_preferences(&self, preferences: &Preferences) -> Result<(), String> {
+        preferences.save(&preferences::file_beside(&self.paths.settings_file)).map_err(|e| e.to_string())
     }
 
     /// The sites with processed events (launching the managed database if needed).

@@ -11,6 +11,7 @@ use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
 
 use analytics_desk::config::desktop_settings::{FieldErrors, Values};
 use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
+use analytics_desk::desktop::preferences::Preferences;
 use analytics_desk::engine::shutdown_signal;
 use analytics_desk::sites::SiteGoals;
 use analytics_desk::stats::{SiteStats, SiteSummary};
@@ -89,6 +90,19 @@ async fn requeue_quarantine(controller: Shared<'_>) -> Result<Snapshot, String> 
     Ok(controller.snapshot().await)
 }
 
+/// The app's preferences (background, login, first run).
+#[tauri::command]
+fn get_preferences(controller: Shared<'_>) -> Result<Preferences, String> {
+    controller.preferences()
+}
+
+/// Saves the app's preferences; answers them as saved.
+#[tauri::command]
+fn set_preferences(controller: Shared<'_>, preferences: Preferences) -> Result<Preferences, String> {
+    controller.set_preferences(&preferences)?;
+    Ok(preferences)
+}
+
 #[tauri::command]
 fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
@@ -133,6 +147,8 @@ pub fn run() {
             site_goals,
             set_site_goals,
             requeue_quarantine,
+            get_preferences,
+            set_preferences,
             recent_logs
         ])
         .build(tauri::generate_context!())
