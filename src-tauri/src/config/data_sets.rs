@@ -4,16 +4,30 @@
 
 use std::path::{Path, PathBuf};
 
-/// The directory `scripts/install-data-sets.sh` fills: `$ANALYTICS_DESK_CACHE/data-sets`,
-/// else `~/.cache/analytics-desk/data-sets`, else `data-sets` in the working directory.
+/// Where the data sets are: `$ANALYTICS_DESK_CACHE/data-sets` when that variable
+/// is set (what `scripts/install-data-sets.sh` fills; the tests and scripts set
+/// it), else the copy the package installs beside the program
+/// (`/usr/lib/analytics-desk/data-sets` for `/usr/bin/analytics-desk`) when it
+/// exists, else `~/.cache/analytics-desk/data-sets`, else `data-sets` in the
+/// working directory.
 pub fn default_data_dir() -> PathBuf {
-    let cache =
-        std::env::var_os("ANALYTICS_DESK_CACHE").filter(|dir| !dir.is_empty()).map(PathBuf::from).or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|home| !home.is_empty())
-                .map(|home| Path::new(&home).join(".cache/analytics-desk"))
-        });
-    cache.map(|dir| dir.join("data-sets")).unwrap_or_else(|| PathBuf::from("data-sets"))
+    if let Some(cache) = std::env::var_os("ANALYTICS_DESK_CACHE").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(cache).join("data-sets");
+    }
+    let installed = std::env::current_exe().ok().and_then(|exe| exe.parent().map(packaged_data_dir));
+    if let Some(dir) = installed.filter(|dir| dir.is_dir()) {
+        return dir;
+    }
+    std::env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .map(|home| Path::new(&home).join(".cache/analytics-desk/data-sets"))
+        .unwrap_or_else(|| PathBuf::from("data-sets"))
+}
+
+/// Where the package puts the data sets for programs installed in `bin_dir`:
+/// `../lib/analytics-desk/data-sets` (the `.deb`'s layout, `scripts/package.sh`).
+pub fn packaged_data_dir(bin_dir: &Path) -> PathBuf {
+    bin_dir.join("../lib/analytics-desk/data-sets")
 }
 
 /// The enrichment data sets' paths. A missing file is not an error here: that
@@ -51,6 +65,11 @@ impl DataSets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packaged_data_sets_sit_under_lib_beside_bin() {
+        assert_eq!(packaged_data_dir(Path::new("/usr/bin")), Path::new("/usr/bin/../lib/analytics-desk/data-sets"));
+    }
 
     #[test]
     fn variables_replace_the_default_paths() {

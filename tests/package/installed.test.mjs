@@ -1,0 +1,184 @@
+// The installed package, used as a normal user would (issue #16): run by
+// scripts/test-package.sh as a fresh non-root user, after `apt install ./*.deb`.
+// Launches /usr/bin/analytics-desk through tauri-driver under Xvfb, with the
+// defaults (no .env, no settings): Start serves on port 1000 through the
+// packaged port helper; a page on localhost carrying the <script> tag sends a
+// page view that the window shows; closing the window keeps the API up; quitting
+// stops the API and the database.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WebDriver, pngInk } from '../e2e/webdriver.mjs';
+import { answers, freePort } from '../common/net.mjs';
+
+const tests = join(dirname(fileURLToPath(import.meta.url)), '..');
+const APP = process.env.APP_BINARY ?? '/usr/bin/analytics-desk';
+const TAURI_DRIVER = process.env.TAURI_DRIVER ?? 'tauri-driver';
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const screenshots = process.env.SCREENSHOT_DIR ?? join(tests, '..', 'screenshots');
+const API_PORT = 1000;
+const DB_PORT = 27017; // the default MONGO_URL's
+const SITE = 'my-blog';
+
+const children = [];
+let driver;
+let pageServer;
+
+function run(program, args, options) {
+  const child = spawn(program, args, { stdio: ['ignore', 'inherit', 'inherit'], ...options });
+  children.push(child);
+  return child;
+}
+
+/** Pids of processes whose executable is `path`. */
+function pidsOf(path) {
+  const pids = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/exe`) === path) pids.push(Number(entry));
+    } catch {}
+  }
+  return pids;
+}
+
+async function saveScreenshot(name) {
+  const drawn = (ink) => ink.inked > 0.03 && ink.colours > 24;
+  let png;
+  await driver
+    .until(`screenshot ${name} drawn`, async () => {
+      png = await driver.screenshot();
+      return drawn(pngInk(png));
+    }, 30000)
+    .catch(() => {});
+  mkdirSync(screenshots, { recursive: true });
+  writeFileSync(join(screenshots, `${name}.png`), png);
+  assert.ok(drawn(pngInk(png)), `screenshot ${name} looks blank`);
+}
+
+/** What the window's backend answers to a command, as the UI calls it. */
+async function invoke(command, args = {}) {
+  const value = await driver.asyncScript(
+    'const [c, a, done] = arguments; window.__TAURI__.core.invoke(c, a).then((v) => done({ ok: v }), (e) => done({ error: String(e) }));',
+    command,
+    args,
+  );
+  if (value.error !== undefined) throw new Error(`${command}: ${value.error}`);
+  return value.ok;
+}
+
+/** Polls `check` until it is truthy: at most `ms` and 400 tries. */
+async function until(what, check, ms = 30000) {
+  const deadline = Date.now() + ms;
+  for (let i = 0; i < 400 && Date.now() < deadline; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+before(async () => {
+  assert.notEqual(process.getuid(), 0, 'this test runs as a normal user');
+  assert.equal(await answers(API_PORT), false, 'port 1000 is free before the app starts');
+  const caps = spawnSync('/usr/sbin/getcap', ['/usr/bin/analytics-bind-port'], { encoding: 'utf8' });
+  assert.match(caps.stdout, /cap_net_bind_service/, `the package gave the helper its capability: ${caps.stdout}${caps.stderr}`);
+
+  const env = { ...process.env, RUST_LOG: 'info' };
+  const xvfb = run('Xvfb', ['-displayfd', '3', '-screen', '0', '1400x1000x24', '-nolisten', 'tcp'], {
+    stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
+  });
+  env.DISPLAY = await new Promise((resolve, reject) => {
+    let written = '';
+    const timer = setTimeout(() => reject(new Error('Xvfb gave no display within 30 s')), 30000);
+    xvfb.stdio[3].on('data', (chunk) => {
+      written += chunk;
+      if (written.includes('\n')) {
+        clearTimeout(timer);
+        resolve(`:${written.trim()}`);
+      }
+    });
+  });
+  const driverPort = await freePort();
+  const nativePort = await freePort();
+  run(TAURI_DRIVER, ['--port', String(driverPort), '--native-port', String(nativePort), '--native-driver', '/usr/bin/WebKitWebDriver'], { env });
+  driver = new WebDriver(`http://127.0.0.1:${driverPort}`);
+  await driver.until('tauri-driver', async () => (await fetch(`${driver.base}/status`)).ok);
+  await driver.start({ browserName: 'wry', 'tauri:options': { application: APP } });
+});
+
+after(async () => {
+  await driver?.quit();
+  pageServer?.close();
+  for (const pid of pidsOf(APP)) process.kill(pid, 'SIGTERM');
+  for (const child of children.reverse()) child.kill('SIGTERM');
+});
+
+test('a normal user installs the package, clicks Start and collects on localhost:1000', async (t) => {
+  await t.test('Start serves the API on port 1000 with nothing typed', async () => {
+    await driver.until('the window', () => driver.find('#start-all'), 60000);
+    await saveScreenshot('installed-1-opened');
+    await driver.click('#start-all');
+    await driver.until('API running or failed', async () => /running|failed/i.test(await driver.text('#api-status')), 90000);
+    const banner = await driver.script("const b = document.querySelector('#service-error'); return b && !b.hidden ? b.textContent : ''");
+    assert.match(await driver.text('#api-status'), /running/i, `Start failed: ${banner}`);
+    await driver.until('worker running', async () => /running/i.test(await driver.text('#worker-status')));
+    assert.match(await driver.text('#api-url'), /localhost:1000|127\.0\.0\.1:1000/);
+    const health = await fetch(`http://localhost:${API_PORT}/health`);
+    assert.equal(health.status, 200, 'the API answers on port 1000');
+    assert.ok(await answers(DB_PORT), 'the app launched its own database');
+  });
+
+  await t.test('a page on localhost with the script tag sends a page view the window shows', async () => {
+    const page = `<!doctype html><title>My blog</title><h1>Hello</h1>
+<script defer data-site="${SITE}" src="http://localhost:${API_PORT}/script.js"></script>`;
+    pageServer = createServer((request, response) => {
+      response.writeHead(200, { 'content-type': 'text/html' });
+      response.end(page);
+    });
+    const pagePort = await freePort();
+    await new Promise((resolve) => pageServer.listen(pagePort, '127.0.0.1', resolve));
+
+    const { chromium } = await import(join(tests, 'browser', 'node_modules', 'playwright-core', 'index.mjs'));
+    const browser = await chromium.launch({ executablePath: CHROMIUM, chromiumSandbox: false, args: ['--headless=new'] });
+    try {
+      const tab = await browser.newPage();
+      await tab.goto(`http://localhost:${pagePort}/blog/first-post`);
+      await until('the page view in the window', async () => {
+        const sites = await invoke('list_sites');
+        return sites.some((site) => site.site_id === SITE);
+      }, 60000);
+    } finally {
+      await browser.close();
+    }
+    const stats = await invoke('site_stats', { siteId: SITE });
+    assert.equal(stats.total_events, 1, `one page view: ${JSON.stringify(stats)}`);
+    assert.deepEqual(stats.top_paths.map((row) => row.path), ['/blog/first-post']);
+    await driver.click('#tab-sites');
+    await driver.until('the site in the Sites tab', async () => (await driver.text('#view-sites')).includes(SITE));
+    await saveScreenshot('installed-2-first-page-view');
+  });
+
+  await t.test('closing the window keeps collecting; quitting stops the API and the database', async () => {
+    const [pid] = pidsOf(APP);
+    assert.ok(pid, 'the app runs');
+    await driver.call('DELETE', driver.s('/window')).catch(() => {});
+    await until('the window closed', async () => {
+      const handles = await driver.call('GET', driver.s('/window/handles')).catch(() => []);
+      return handles.length === 0;
+    });
+    const after = await fetch(`http://localhost:${API_PORT}/health`);
+    assert.equal(after.status, 200, 'the API still answers with the window closed');
+    assert.ok(pidsOf(APP).includes(pid), 'the app lives on in the background');
+
+    // How a desktop session (or the tray's Quit) ends the app.
+    process.kill(pid, 'SIGTERM');
+    await until('the app gone', async () => !pidsOf(APP).includes(pid), 60000);
+    assert.equal(await answers(API_PORT), false, 'port 1000 is closed');
+    assert.equal(await answers(DB_PORT), false, 'the managed database stopped');
+    assert.deepEqual(pidsOf('/usr/bin/secantusd-rs'), [], 'no database process is left');
+  });
+});
