@@ -4,7 +4,8 @@
 # D-Bus with WebDriver, launches the INSTALLED app (tests/package/): Start on port
 # 1000, a page on localhost with the <script> tag sends a page view that the window
 # shows, closing the window keeps the API up, quitting stops it and the database.
-# Last, `dpkg -r` removes the app and leaves the user's data. Needs root (dpkg,
+# Last, reinstalling keeps the data, `dpkg -r` removes the app and leaves the
+# user's data, and purging says what it leaves. Needs root (dpkg,
 # useradd); run after scripts/test-browser.sh (it reuses its playwright-core).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -43,10 +44,19 @@ runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$home" LANG
 mkdir -p "$CARGO_TARGET_DIR/package-screenshots" && cp "$work"/screenshots/*.png "$CARGO_TARGET_DIR/package-screenshots/" 2>/dev/null || true
 [ "$status" -eq 0 ] || { echo "the installed app's test failed" >&2; exit "$status"; }
 
-# Removing the package keeps the user's data (dpkg never touches home directories).
+# An upgrade (here: the same .deb again) keeps the user's data and the helper's capability.
+dpkg -i "$deb" >&2
+[ -d "$home/.local/share/analytics-desk" ] || { echo "the user's data was lost by reinstalling" >&2; exit 1; }
+getcap /usr/bin/analytics-bind-port | grep -q cap_net_bind_service || { echo "reinstalling lost the helper's capability" >&2; exit 1; }
+
+# Removing the package keeps the user's data (dpkg never touches home directories);
+# purging says what it leaves.
 dpkg -r analytics-desk >&2
 [ ! -e /usr/bin/analytics-desk ] || { echo "dpkg -r left /usr/bin/analytics-desk" >&2; exit 1; }
 [ -d "$home/.local/share/analytics-desk" ] || { echo "the user's data was not kept after dpkg -r" >&2; exit 1; }
 [ -s "$home/.config/analytics-desk/settings.json" ] || { echo "the user's settings were not kept after dpkg -r" >&2; exit 1; }
+purge_said="$(dpkg --purge analytics-desk 2>&1)"
+grep -q "local/share/analytics-desk" <<<"$purge_said" || { echo "purge did not say what it leaves: $purge_said" >&2; exit 1; }
+[ -d "$home/.local/share/analytics-desk" ] || { echo "purge removed the user's data" >&2; exit 1; }
 echo "package test passed: installed, used as $user on port 1000, removed; the user's data kept" >&2
 userdel -r "$user" >/dev/null 2>&1 || true
