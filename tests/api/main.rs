@@ -9,6 +9,7 @@ mod desktop;
 mod engine;
 mod enrich;
 mod event;
+mod exclusion;
 mod export;
 mod goals;
 mod group_commit;
