@@ -6,6 +6,7 @@ mod breakdown;
 #[path = "../common/mod.rs"]
 mod common;
 mod desktop;
+mod desktop_settings;
 mod engine;
 mod enrich;
 mod event;
