@@ -207,7 +207,13 @@ pub fn validate(values: &Values) -> FieldErrors {
         }
         if name == "GEOIP_DB" && !value.trim().is_empty() && !Path::new(value.trim()).is_file() {
             // The engine would only warn and skip it: say it now, where it is typed.
-            errors.insert(name.clone(), format!("no such file: {}; give the path of a GeoLite2-City .mmdb file, or leave it empty", value.trim()));
+            errors.insert(
+                name.clone(),
+                format!(
+                    "no such file: {}; give the path of a GeoLite2-City .mmdb file, or leave it empty",
+                    value.trim()
+                ),
+            );
             continue;
         }
         // Each field alone, so every invalid one is reported, not just the first.
