@@ -6,9 +6,11 @@ mod breakdown;
 #[path = "../common/mod.rs"]
 mod common;
 mod desktop;
+mod desktop_settings;
 mod engine;
 mod enrich;
 mod event;
+mod exclusion;
 mod export;
 mod goals;
 mod group_commit;

@@ -14,6 +14,7 @@ use crate::helpers::{TestApp, event_json, spawn_app};
 const ROUTES: &[(&str, &[&str])] = &[
     ("/event", &["options", "post"]),
     ("/events", &["options", "post"]),
+    ("/exclude-me", &["get", "post"]),
     ("/health", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),

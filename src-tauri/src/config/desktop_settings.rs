@@ -11,8 +11,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, mask_url_password, url_secrets};
 
-/// The editable settings, in the order the UI shows them.
-pub const FIELDS: [&str; 6] = ["MONGO_URL", "PORT", "HOST", "BATCH_SIZE", "POLL_MS", "QUEUE_NAME"];
+/// The editable settings: every variable the engine reads but the data sets
+/// the app ships (`COUNTRY_DB`, `REFERRERS_DB`) and the connection limits.
+pub const FIELDS: [&str; 13] = [
+    "MONGO_URL",
+    "PORT",
+    "HOST",
+    "BATCH_SIZE",
+    "POLL_MS",
+    "QUEUE_NAME",
+    "API_TOKEN",
+    "ALLOWED_SITES",
+    "PUBLIC_HOSTS",
+    "TRUSTED_PROXIES",
+    "RETENTION_DAYS",
+    "GEOIP_DB",
+    "EXCLUDED_IPS",
+];
+
+/// What a stored secret (`API_TOKEN`, a `MONGO_URL`'s password) is shown as;
+/// sent back unchanged, it stands for the stored one.
+pub const SECRET_MASK: &str = "****";
 
 /// Field name → value, as typed.
 pub type Values = BTreeMap<String, String>;
@@ -70,6 +89,13 @@ impl Settings {
             ("BATCH_SIZE", config.batch_size.to_string()),
             ("POLL_MS", config.poll_interval.as_millis().to_string()),
             ("QUEUE_NAME", config.queue_name.clone()),
+            ("API_TOKEN", config.api_token.clone().unwrap_or_default()),
+            ("ALLOWED_SITES", config.allowed_sites.as_ref().map(|sites| sites.join(", ")).unwrap_or_default()),
+            ("PUBLIC_HOSTS", config.public_hosts.join(", ")),
+            ("TRUSTED_PROXIES", config.trusted_proxies.to_string()),
+            ("RETENTION_DAYS", config.retention_days.map(|days| days.to_string()).unwrap_or_default()),
+            ("GEOIP_DB", config.data_sets.geoip_city_db.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+            ("EXCLUDED_IPS", config.excluded_ips.to_string()),
         ];
         Settings { values: values.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
     }
@@ -128,11 +154,14 @@ impl Settings {
         &self.values
     }
 
-    /// The values for display: the MONGO_URL password replaced by `****`.
+    /// The values for display: the MONGO_URL password and the API_TOKEN replaced by `****`.
     pub fn masked_values(&self) -> Values {
         let mut values = self.values.clone();
         if let Some(url) = values.get_mut("MONGO_URL") {
             *url = mask_url_password(url);
+        }
+        if let Some(token) = values.get_mut("API_TOKEN").filter(|token| !token.is_empty()) {
+            *token = SECRET_MASK.to_string();
         }
         values
     }
@@ -141,8 +170,14 @@ impl Settings {
     /// password (or secret option) stands for the one already stored, but only
     /// while the URL still names the same server, user and options (see
     /// [`url_secrets::restore_secrets`]); otherwise the mask stays, and
-    /// [`validate`] asks for the password again.
+    /// [`validate`] asks for the password again. A `****` API_TOKEN stands for the stored token.
     pub fn unmask(&self, mut edited: Values) -> Values {
+        if let (Some(stored), Some(token)) = (self.values.get("API_TOKEN"), edited.get_mut("API_TOKEN"))
+            && token.trim() == SECRET_MASK
+            && !stored.is_empty()
+        {
+            *token = stored.clone();
+        }
         if let (Some(stored), Some(url)) = (self.values.get("MONGO_URL"), edited.get_mut("MONGO_URL"))
             && let Some(restored) = url_secrets::restore_secrets(stored, url)
         {
@@ -168,6 +203,17 @@ pub fn validate(values: &Values) -> FieldErrors {
         if name == "MONGO_URL" && url_secrets::holds_mask(value) {
             // The UI sent a mask the stored secret could not go back into.
             errors.insert(name.clone(), MASK_NOT_RESTORED.into());
+            continue;
+        }
+        if name == "GEOIP_DB" && !value.trim().is_empty() && !Path::new(value.trim()).is_file() {
+            // The engine would only warn and skip it: say it now, where it is typed.
+            errors.insert(
+                name.clone(),
+                format!(
+                    "no such file: {}; give the path of a GeoLite2-City .mmdb file, or leave it empty",
+                    value.trim()
+                ),
+            );
             continue;
         }
         // Each field alone, so every invalid one is reported, not just the first.
@@ -271,6 +317,56 @@ mod tests {
         assert_eq!(settings.unmask(renamed)["MONGO_URL"], "mongodb://admin:s3cr%40t@db:27017/other", "database edited");
         let typed = values(&[("MONGO_URL", "mongodb://admin:new@db:27017/app")]);
         assert_eq!(settings.unmask(typed.clone()), typed, "a new password is taken as typed");
+    }
+
+    #[test]
+    fn every_new_field_is_validated_with_the_engines_rules_and_written_back() {
+        let errors = validate(&values(&[
+            ("RETENTION_DAYS", "0"),
+            ("EXCLUDED_IPS", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "proxy.local"),
+            ("PUBLIC_HOSTS", "http://stats.example.com/"),
+            ("API_TOKEN", "short"),
+            ("GEOIP_DB", "/nonexistent/GeoLite2-City.mmdb"),
+            ("ALLOWED_SITES", "a, b"),
+        ]));
+        assert_eq!(
+            errors.keys().collect::<Vec<_>>(),
+            ["API_TOKEN", "EXCLUDED_IPS", "GEOIP_DB", "PUBLIC_HOSTS", "RETENTION_DAYS", "TRUSTED_PROXIES"]
+        );
+        assert_eq!(errors["RETENTION_DAYS"], "expected days, a whole number from 1 to 36500");
+        assert!(errors["EXCLUDED_IPS"].contains(r#""10.0.0.0/33" is neither an IP address nor a CIDR range"#));
+        assert!(errors["API_TOKEN"].contains("at least 16 characters"));
+        assert!(errors["GEOIP_DB"].contains("no such file"));
+
+        let typed = values(&[
+            ("RETENTION_DAYS", "30"),
+            ("EXCLUDED_IPS", "203.0.113.7,192.168.1.9/16"),
+            ("TRUSTED_PROXIES", "10.0.0.1"),
+            ("PUBLIC_HOSTS", "Stats.Example.com"),
+            ("ALLOWED_SITES", "a,b"),
+        ]);
+        let settings = Settings::new(&typed).unwrap();
+        let config = settings.config();
+        assert_eq!(config.retention_days, Some(30));
+        assert!(config.excluded_ips.contains("192.168.200.1".parse().unwrap()));
+        let shown = settings.values();
+        assert_eq!(shown["EXCLUDED_IPS"], "203.0.113.7, 192.168.0.0/16");
+        assert_eq!((shown["ALLOWED_SITES"].as_str(), shown["PUBLIC_HOSTS"].as_str()), ("a, b", "stats.example.com"));
+        assert_eq!(Settings::new(shown).unwrap(), settings, "written back, read the same");
+    }
+
+    #[test]
+    fn the_api_token_is_masked_and_the_mask_stands_for_it() {
+        let settings = Settings::new(&values(&[("API_TOKEN", "0123456789abcdefXYZ")])).unwrap();
+        assert_eq!(settings.masked_values()["API_TOKEN"], SECRET_MASK);
+        let kept = Settings::new(&settings.unmask(settings.masked_values())).unwrap();
+        assert_eq!(kept.config().api_token.as_deref(), Some("0123456789abcdefXYZ"));
+        let cleared = settings.unmask(values(&[("API_TOKEN", "")]));
+        assert_eq!(Settings::new(&cleared).unwrap().config().api_token, None);
+        let none = Settings::new(&values(&[])).unwrap();
+        assert_eq!(none.masked_values()["API_TOKEN"], "", "no token, no mask");
+        assert!(validate(&none.unmask(values(&[("API_TOKEN", SECRET_MASK)])))["API_TOKEN"].contains("at least 16"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod data_sets;
 pub mod desktop_settings;
+pub mod excluded_ips;
 pub mod trusted_proxies;
 pub mod url_secrets;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use mongodb::options::ConnectionString;
 
 pub use data_sets::DataSets;
+pub use excluded_ips::ExcludedIps;
 pub use trusted_proxies::TrustedProxies;
 
 /// The database used when `MONGO_URL` names none (`mongodb://host:27017/`).
@@ -70,6 +72,10 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` gives the client's address for anonymous
     /// visitor ids (`TRUSTED_PROXIES`, comma-separated IPs and CIDR ranges); none by default.
     pub trusted_proxies: TrustedProxies,
+    /// Clients whose events are dropped at ingestion, never stored (`EXCLUDED_IPS`,
+    /// comma-separated IPs and CIDR ranges, matched after `TRUSTED_PROXIES`): a
+    /// person's own visits. None by default.
+    pub excluded_ips: ExcludedIps,
     /// Days events are kept (`RETENTION_DAYS`); older ones are deleted by the
     /// worker, rollups included. Unset: kept for ever.
     pub retention_days: Option<u32>,
@@ -106,6 +112,7 @@ impl Default for Config {
             api_token: None,
             allowed_sites: None,
             trusted_proxies: TrustedProxies::default(),
+            excluded_ips: ExcludedIps::default(),
             retention_days: None,
             public_hosts: Vec::new(),
             body_deadline: Duration::from_secs(30),
@@ -206,6 +213,19 @@ impl Config {
             })?,
         };
 
+        let excluded_ips = match var("EXCLUDED_IPS") {
+            None => defaults.excluded_ips,
+            Some(v) => v.parse().map_err(|bad| {
+                invalid(
+                    "EXCLUDED_IPS",
+                    &v,
+                    &format!(
+                        "expected comma-separated IP addresses or CIDR ranges such as 203.0.113.7, 192.168.0.0/16 ({bad})"
+                    ),
+                )
+            })?,
+        };
+
         let retention_days = match var("RETENTION_DAYS") {
             None => None,
             Some(v) => Some(whole_number("RETENTION_DAYS", &v, 1..=MAX_RETENTION_DAYS, "days, ")?),
@@ -247,6 +267,7 @@ impl Config {
             api_token,
             allowed_sites,
             trusted_proxies,
+            excluded_ips,
             retention_days,
             public_hosts,
             body_deadline,
@@ -295,6 +316,7 @@ impl fmt::Debug for Config {
             .field("api_token", &self.api_token.as_ref().map(|_| "****"))
             .field("allowed_sites", &self.allowed_sites)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("excluded_ips", &self.excluded_ips)
             .field("public_hosts", &self.public_hosts)
             .field("body_deadline", &self.body_deadline)
             .field("max_connections", &self.max_connections)

@@ -43,6 +43,24 @@ impl fmt::Debug for TrustedProxies {
     }
 }
 
+/// The list as it is typed back into the setting (used by the desktop app's
+/// settings): single addresses without their `/32` or `/128`, comma-separated.
+impl fmt::Display for TrustedProxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, network) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(", ")?;
+            }
+            if network.prefix_len() == network.max_prefix_len() {
+                write!(f, "{}", network.addr())?;
+            } else {
+                write!(f, "{network}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TrustedProxies {
     /// True when `ip` is one of the trusted proxies.
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -74,6 +92,7 @@ mod tests {
         assert!(trusted.contains(ip("172.31.0.1")), "host bits of a range are ignored");
         assert!(trusted.contains(ip("::ffff:10.0.0.1")), "IPv4-mapped peers match IPv4 entries");
         assert_eq!(format!("{trusted:?}"), r#"["10.0.0.1/32", "192.168.0.0/16", "fd00::/8", "172.16.0.0/12"]"#);
+        assert_eq!(trusted.to_string(), "10.0.0.1, 192.168.0.0/16, fd00::/8, 172.16.0.0/12");
         assert!("".parse::<TrustedProxies>().unwrap().is_empty());
         for bad in ["localhost", "10.0.0.0/33", "10.0.0", "1.2.3.4:80"] {
             let error = bad.parse::<TrustedProxies>().unwrap_err();

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::desktop_settings::{self as settings, FieldErrors, Settings, Values};
+use crate::desktop::api_token;
 use crate::desktop::preferences::{self, Preferences};
 use crate::engine::{Engine, PartStatus};
 use crate::sites::{self, SiteGoals};
@@ -101,6 +102,9 @@ pub struct SaveOutcome {
     pub values: Values,
     /// The parts restarted to apply them.
     pub restarted: Vec<&'static str>,
+    /// The `API_TOKEN` generated because `HOST` exposes the API and none was
+    /// set: shown this once, to copy (masked afterwards).
+    pub generated_token: Option<String>,
 }
 
 /// The settings as the UI edits them.
@@ -110,6 +114,8 @@ pub struct SettingsView {
     pub values: Values,
     /// The settings file.
     pub path: String,
+    /// The data folder (the managed database's files), for **Open folder**.
+    pub data_dir: String,
 }
 
 /// The desktop app's state and actions; shared by all commands (`&self`).
@@ -258,7 +264,13 @@ impl Controller {
     /// The settings for the UI, password masked.
     pub async fn settings_view(&self) -> SettingsView {
         let control = self.control.lock().await;
-        SettingsView { values: control.settings.masked_values(), path: self.paths.settings_file.display().to_string() }
+        let (values, path) = (control.settings.masked_values(), self.paths.settings_file.display().to_string());
+        SettingsView { values, path, data_dir: self.data_dir().display().to_string() }
+    }
+
+    /// The app's data folder: where the managed database keeps its files.
+    pub fn data_dir(&self) -> PathBuf {
+        self.paths.database_dir.parent().unwrap_or(&self.paths.database_dir).to_path_buf()
     }
 
     /// Checks values as typed; an error per invalid field.
@@ -267,15 +279,18 @@ impl Controller {
         settings::validate(&control.settings.unmask(values))
     }
 
-    /// Validates and saves settings; if they changed, replaces the engine and
-    /// restarts the parts that were running so the change applies now.
+    /// Validates and saves settings (a token generated when `HOST` exposes the
+    /// API without one); if they changed, replaces the engine and restarts the
+    /// parts that were running so the change applies now.
     pub async fn save_settings(&self, values: Values) -> Result<SaveOutcome, String> {
         let mut control = self.control.lock().await;
-        let settings = Settings::new(&control.settings.unmask(values)).map_err(|e| e.to_string())?;
+        let mut values = control.settings.unmask(values);
+        let generated_token = api_token::fill_for_exposed_host(&mut values);
+        let settings = Settings::new(&values).map_err(|e| e.to_string())?;
         settings.save(&self.paths.settings_file).map_err(|e| e.to_string())?;
         let values = settings.masked_values();
         if settings == control.settings {
-            return Ok(SaveOutcome { values, restarted: Vec::new() });
+            return Ok(SaveOutcome { values, restarted: Vec::new(), generated_token });
         }
 
         let old = self.engine();
@@ -305,7 +320,7 @@ impl Controller {
         *self.engine.write().expect("engine lock") = Engine::with_counters(config, self.counters.clone());
         control.settings = settings;
 
-        let Some(part) = part else { return Ok(SaveOutcome { values, restarted: Vec::new() }) };
+        let Some(part) = part else { return Ok(SaveOutcome { values, restarted: Vec::new(), generated_token }) };
         let restarted = match part {
             Part::All => vec!["api", "worker"],
             Part::Api => vec!["api"],
@@ -314,7 +329,7 @@ impl Controller {
         let result = self.start_locked(&mut control, part).await;
         *self.last_error.lock().expect("error lock") = result.as_ref().err().cloned();
         result.map_err(|e| format!("Settings saved, but the service could not restart: {e}"))?;
-        Ok(SaveOutcome { values, restarted })
+        Ok(SaveOutcome { values, restarted, generated_token })
     }
 
     /// The app's preferences (the defaults before the first save).

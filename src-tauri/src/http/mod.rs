@@ -2,7 +2,7 @@
 //! parses its request, calls one engine function and shapes the answer.
 //!
 //! - [`routes`]: one file per group: ingestion (`POST /event`, `POST /events`),
-//!   the tracker script (`GET /script.js`), stats (`/stats`, `/stats/timeseries`,
+//!   the tracker script (`GET /script.js`), the `/exclude-me` page, stats (`/stats`, `/stats/timeseries`,
 //!   `/stats/export.csv`, `/sites`; `/stats/breakdown`, `/stats/realtime`), a
 //!   site's settings (`/sites/{site_id}/goals`) and operations (`/health`, `/metrics`);
 //! - [`state`]: what the routes share; [`access`]: the `API_TOKEN` check;
@@ -52,7 +52,7 @@ use utoipa_axum::routes;
 use crate::ingest::{MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES};
 use crate::telemetry::counters::PipelineCounters;
 use openapi::{ApiDoc, HostNotAllowed, Unavailable};
-use routes::{breakdown, ingest, operations, sites, stats, tracker};
+use routes::{breakdown, exclude_me, ingest, operations, sites, stats, tracker};
 
 pub use error::{ApiError, ErrorBody};
 pub use server::{ApiLimits, BindError, SHUTDOWN_GRACE, bind, serve, serve_with};
@@ -94,6 +94,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(operations::metrics))
         .routes(routes!(openapi_document))
         .merge(tracker::routes())
+        .merge(exclude_me::routes())
 }
 
 /// The API's OpenAPI document: every route, its parameters, bodies and answers.

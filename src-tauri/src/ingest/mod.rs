@@ -1,8 +1,9 @@
 //! Ingest: what happens to an event between the request and the queue. In
 //! order, in [`Ingest::submit_event`] (and [`Ingest::submit_batch`], element by
 //! element): the body is parsed and validated ([`event`], [`page_context`]),
-//! its site checked against `ALLOWED_SITES`, a bot's events dropped
-//! ([`enrich`]: answered, counted, never stored), an anonymous visitor id
+//! its site checked against `ALLOWED_SITES`, excluded visits dropped
+//! ([`exclusion`]: `EXCLUDED_IPS`, the `/exclude-me` cookie) and a bot's events
+//! dropped ([`enrich`]), each answered, counted and never stored, an anonymous visitor id
 //! derived when it has no `user_id` ([`anonymous_id`], from the client's
 //! address: [`client_ip`]), the enrichment fields added ([`enrich`]), and its
 //! queue document group-committed into the queue collection
@@ -14,6 +15,7 @@ pub mod anonymous_id;
 pub mod client_ip;
 pub mod enrich;
 pub mod event;
+pub mod exclusion;
 pub mod group_commit;
 pub mod late_visitors;
 pub mod page_context;
@@ -35,6 +37,7 @@ use crate::telemetry::counters::{DropReason, PipelineCounters};
 use anonymous_id::{AnonymousVisitors, SaltError};
 use enrich::bots::BotKind;
 use enrich::{Client, Enricher};
+use exclusion::{Excluded, Exclusion};
 use group_commit::{QueueWriteError, QueueWriter};
 
 pub use client_ip::client_ip;
@@ -61,13 +64,22 @@ pub struct Sender<'a> {
 pub enum Submitted {
     /// This many events are stored in the queue.
     Queued(usize),
-    /// Sent by a bot: this many events were dropped, nothing stored.
+    /// Sent by a bot, or excluded: this many events were dropped, nothing stored.
     Ignored {
-        /// The kind of bot.
-        bot: BotKind,
+        /// Why they were dropped.
+        reason: Ignored,
         /// How many events were dropped.
         count: usize,
     },
+}
+
+/// Why accepted events were dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// A bot sent them.
+    Bot(BotKind),
+    /// The sender's own visits, excluded (`EXCLUDED_IPS` or `/exclude-me`).
+    Excluded(Excluded),
 }
 
 /// Why submitted events were not queued. Nothing of a refused submission is stored.
@@ -117,6 +129,8 @@ pub struct Ingest {
     counters: Arc<PipelineCounters>,
     /// Drops bots' events and enriches the others (data sets loaded once).
     enricher: Arc<Enricher>,
+    /// Drops the visits of excluded addresses and browsers.
+    exclusion: Arc<Exclusion>,
 }
 
 impl Ingest {
@@ -129,6 +143,7 @@ impl Ingest {
             queue_writer: QueueWriter::spawn(store.queue().clone()),
             counters,
             enricher: Arc::new(Enricher::load(&config.data_sets)),
+            exclusion: Arc::new(Exclusion::new(config.excluded_ips.clone())),
         }
     }
 
@@ -139,8 +154,8 @@ impl Ingest {
         let event = event::parse_event(body)?;
         self.check_site(&event.site_id)?;
         let client = self.client(sender);
-        if let Some(bot) = self.drop_if_bot(client, 1) {
-            return Ok(Submitted::Ignored { bot, count: 1 });
+        if let Some(reason) = self.drop_if_ignored(client, sender, 1) {
+            return Ok(Submitted::Ignored { reason, count: 1 });
         }
         let document = self.queue_document(event, sender, client, DateTime::now()).await?;
         self.queue(vec![document]).await?;
@@ -163,8 +178,8 @@ impl Ingest {
             self.check_site(&event.site_id).map_err(|e| in_batch(index, e))?;
         }
         let client = self.client(sender);
-        if let Some(bot) = self.drop_if_bot(client, events.len()) {
-            return Ok(Submitted::Ignored { bot, count: events.len() });
+        if let Some(reason) = self.drop_if_ignored(client, sender, events.len()) {
+            return Ok(Submitted::Ignored { reason, count: events.len() });
         }
         let ingested_at = DateTime::now();
         let mut documents = Vec::with_capacity(events.len());
@@ -183,15 +198,21 @@ impl Ingest {
         Client { user_agent, ip }
     }
 
-    /// The bot that sent `count` events from `client`, counted as dropped; `None` for a visitor.
-    fn drop_if_bot(&self, client: Client<'_>, count: usize) -> Option<BotKind> {
-        let bot = self.enricher.bot(client.user_agent)?;
-        let reason = match bot {
-            BotKind::Crawler => DropReason::Crawler,
-            BotKind::Headless => DropReason::Headless,
+    /// Why `count` events from `client` are dropped (excluded first, then a
+    /// bot's), counted by reason; `None` for a visitor's events.
+    fn drop_if_ignored(&self, client: Client<'_>, sender: Sender<'_>, count: usize) -> Option<Ignored> {
+        let ignored = match self.exclusion.check(client.ip, sender.headers) {
+            Some(excluded) => Ignored::Excluded(excluded),
+            None => Ignored::Bot(self.enricher.bot(client.user_agent)?),
+        };
+        let reason = match ignored {
+            Ignored::Bot(BotKind::Crawler) => DropReason::Crawler,
+            Ignored::Bot(BotKind::Headless) => DropReason::Headless,
+            Ignored::Excluded(Excluded::Ip) => DropReason::ExcludedIp,
+            Ignored::Excluded(Excluded::Browser) => DropReason::ExcludedBrowser,
         };
         self.counters.add_dropped(reason, count as u64);
-        Some(bot)
+        Some(ignored)
     }
 
     /// Refuses a site not in `ALLOWED_SITES` (when set).

@@ -75,6 +75,10 @@ pub enum DropReason {
     Crawler,
     /// Sent by a headless or automated browser.
     Headless,
+    /// From a client address in `EXCLUDED_IPS`.
+    ExcludedIp,
+    /// From a browser excluded by `/exclude-me` (its cookie).
+    ExcludedBrowser,
 }
 
 impl EncodeLabelValue for DropReason {
@@ -82,6 +86,8 @@ impl EncodeLabelValue for DropReason {
         let value = match self {
             DropReason::Crawler => "crawler",
             DropReason::Headless => "headless",
+            DropReason::ExcludedIp => "excluded_ip",
+            DropReason::ExcludedBrowser => "excluded_browser",
         };
         std::fmt::Write::write_str(encoder, value)
     }
@@ -174,7 +180,8 @@ impl Default for PipelineCounters {
         );
         registry.register(
             "events_dropped",
-            "Events accepted but not stored, by reason: sent by bots (crawlers, headless browsers)",
+            "Events accepted but not stored, by reason: sent by bots (crawlers, headless browsers), or excluded \
+             (excluded_ip: EXCLUDED_IPS; excluded_browser: the /exclude-me cookie)",
             counters.events_dropped.clone(),
         );
         registry.register(

@@ -103,6 +103,21 @@ fn set_preferences(controller: Shared<'_>, preferences: Preferences) -> Result<P
     Ok(preferences)
 }
 
+/// A new random `API_TOKEN` for the Generate / Rotate button (saved with the settings).
+#[tauri::command]
+fn generate_api_token() -> String {
+    analytics_desk::desktop::api_token::generate()
+}
+
+/// Shows the data folder in the file manager (the Open folder button); answers its path.
+#[tauri::command]
+fn open_data_folder(controller: Shared<'_>) -> Result<String, String> {
+    let dir = controller.data_dir();
+    analytics_desk::desktop::data_folder::open_with(analytics_desk::desktop::data_folder::opener(), &dir)
+        .map_err(|e| e.to_string())?;
+    Ok(dir.display().to_string())
+}
+
 #[tauri::command]
 fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
@@ -149,6 +164,8 @@ pub fn run() {
             requeue_quarantine,
             get_preferences,
             set_preferences,
+            generate_api_token,
+            open_data_folder,
             recent_logs
         ])
         .build(tauri::generate_context!())

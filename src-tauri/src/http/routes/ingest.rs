@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::http::error::ApiError;
 use crate::http::openapi::{BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unavailable, UnsupportedMediaType};
 use crate::http::state::ApiState;
-use crate::ingest::{self, EventBody, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, Sender, Submitted};
+use crate::ingest::{self, EventBody, Ignored, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, Sender, Submitted};
 use crate::telemetry::counters::PipelineCounters;
 
 /// `OPTIONS /event`: the CORS preflight of a browser about to send an event.
@@ -52,10 +52,11 @@ pub async fn events_preflight() -> StatusCode {
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Queued {
     /// `queued`: the events are stored in the queue (journaled); `ignored`:
-    /// a bot sent them, nothing is stored (202).
+    /// a bot sent them, or they were excluded, nothing is stored (202).
     #[schema(value_type = String, example = "queued")]
     pub status: &'static str,
-    /// Why they were ignored: `bot` (absent when queued).
+    /// Why they were ignored: `bot`, or `excluded` (`EXCLUDED_IPS`, or the
+    /// browser excluded itself at `/exclude-me`); absent when queued.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "bot")]
     pub reason: Option<&'static str>,
@@ -76,11 +77,14 @@ impl Queued {
                 StatusCode::OK,
                 Json(Queued { status: "queued", reason: None, count: batch.then_some(count), ignored: None }),
             ),
-            Submitted::Ignored { count, .. } => (
+            Submitted::Ignored { reason, count } => (
                 StatusCode::ACCEPTED,
                 Json(Queued {
                     status: "ignored",
-                    reason: Some("bot"),
+                    reason: Some(match reason {
+                        Ignored::Bot(_) => "bot",
+                        Ignored::Excluded(_) => "excluded",
+                    }),
                     count: batch.then_some(0),
                     ignored: batch.then_some(count),
                 }),
@@ -104,8 +108,9 @@ impl Queued {
     responses(
         (status = 200, description = "Stored in the queue (journaled)", body = Queued,
             example = json!({ "status": "queued" })),
-        (status = 202, description = "Sent by a bot (crawler or headless browser): not stored, counted in \
-                                      `analytics_events_dropped_total`", body = Queued,
+        (status = 202, description = "Sent by a bot (crawler or headless browser), or excluded (`EXCLUDED_IPS`, \
+                                      `/exclude-me`): not stored, counted in `analytics_events_dropped_total`",
+            body = Queued,
             example = json!({ "status": "ignored", "reason": "bot" })),
         (status = 400, response = BadRequest),
         (status = 403, response = Forbidden),
@@ -148,8 +153,9 @@ pub async fn record_event(
     responses(
         (status = 200, description = "All stored in the queue (journaled), in one insert", body = Queued,
             example = json!({ "status": "queued", "count": 2 })),
-        (status = 202, description = "Sent by a bot (crawler or headless browser): none stored, all counted in \
-                                      `analytics_events_dropped_total`", body = Queued,
+        (status = 202, description = "Sent by a bot (crawler or headless browser), or excluded (`EXCLUDED_IPS`, \
+                                      `/exclude-me`): none stored, all counted in `analytics_events_dropped_total`",
+            body = Queued,
             example = json!({ "status": "ignored", "reason": "bot", "count": 0, "ignored": 2 })),
         (status = 400, response = BadRequest),
         (status = 403, response = Forbidden),

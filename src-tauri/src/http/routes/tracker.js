@@ -14,6 +14,8 @@ var u=site&&(a('api')||new URL(s.src).origin).replace(/\/$/,'')+'/event';
 // nor, with data-respect-dnt, when the browser asks not to be tracked.
 var off=!site||/^(localhost|127\.0\.0\.1|\[::1\])$/.test(l.hostname)&&a('include-localhost')==null||
   a('respect-dnt')!=null&&(n.doNotTrack=='1'||n.globalPrivacyControl);
+// Nor from a browser excluded on this site (see /exclude-me); reading storage may throw.
+try{off=off||localStorage.analytics_desk_ignore=='true'}catch(e){}
 // analytics.track(name, {props: {plan: 'pro'}, path: '/other'}): both optional.
 function track(type,o){
   if(off)return;
