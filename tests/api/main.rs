@@ -7,6 +7,7 @@ mod breakdown;
 #[path = "../common/mod.rs"]
 mod common;
 mod desktop;
+mod desktop_backup;
 mod engine;
 mod enrich;
 mod event;
