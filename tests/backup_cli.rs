@@ -58,7 +58,9 @@ async fn backup_then_restore_through_the_cli_and_a_damaged_file_is_refused() {
     assert!(restore.status.success(), "{}", text(&restore.stderr));
     assert!(text(&restore.stdout).starts_with("restored 12 events (queued"), "{}", text(&restore.stdout));
     let again = service(dir.path(), &target_url, &["restore", "backup.ndjson.gz"]);
-    assert!(text(&again.stdout).contains("restored 0 events (queued: the worker adds them to the figures), skipped 12"));
+    assert!(
+        text(&again.stdout).contains("restored 0 events (queued: the worker adds them to the figures), skipped 12")
+    );
     let target = store(&target_url).await;
     assert_eq!(target.queue().count_documents(doc! {}).await.unwrap(), 12);
 

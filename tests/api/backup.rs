@@ -23,7 +23,8 @@ fn traffic(start: i64, round: i64) -> Vec<Value> {
             for visit in 0..3 {
                 let at = start + (visitor * 5 + visit * 13 + round * 2) * HOUR_MS / 4;
                 let referrer = ["https://www.google.com/", "https://news.ycombinator.com/x", ""][visit as usize];
-                for (step, path) in ["/", "/pricing", "/blog/post"].iter().enumerate().take(1 + (visitor % 3) as usize) {
+                for (step, path) in ["/", "/pricing", "/blog/post"].iter().enumerate().take(1 + (visitor % 3) as usize)
+                {
                     let timestamp = DateTime::from_millis(at + step as i64 * 60_000).try_to_rfc3339_string().unwrap();
                     events.push(json!({
                         "site_id": site, "event_type": "page_view", "path": path,

@@ -117,8 +117,7 @@ fn check_document(kind: Kind, document: &Document) -> Result<(), String> {
 
 /// Reads the header line, or says why this is not a backup this build reads.
 pub fn decode_header(line: &str) -> Result<Header, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|_| "its first line is not JSON".to_string())?;
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|_| "its first line is not JSON".to_string())?;
     if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
         return Err(format!("its first line does not name the format {FORMAT_NAME}"));
     }

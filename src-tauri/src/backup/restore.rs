@@ -28,6 +28,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::ErrorKind;
+use mongodb::options::CollectionOptions;
 use tracing::info;
 
 use super::format::{Counts, Header, Kind, MAX_LINE_BYTES, decode_header, decode_line};
@@ -58,8 +59,7 @@ pub async fn restore_backup(store: &Store, path: &Path) -> Result<RestoreSummary
     let header = check_file(path)?;
     let mut lines = Lines::open(path)?;
     lines.next_line()?; // the header, checked above
-    let mut summary =
-        RestoreSummary { header, events_restored: 0, events_skipped: 0, sites: 0, settings: Vec::new() };
+    let mut summary = RestoreSummary { header, events_restored: 0, events_skipped: 0, sites: 0, settings: Vec::new() };
     let mut chunk = Vec::with_capacity(RESTORE_CHUNK);
     while let Some(line) = lines.next_line()? {
         let (kind, document) = decode_line(&line).map_err(|reason| lines.damaged(reason))?;
@@ -71,7 +71,8 @@ pub async fn restore_backup(store: &Store, path: &Path) -> Result<RestoreSummary
                 }
             }
             Kind::Site => {
-                let sites = store.database().collection::<Document>(SITES_COLLECTION);
+                let journaled = CollectionOptions::builder().write_concern(store.durable_write_concern().clone());
+                let sites = store.database().collection_with_options::<Document>(SITES_COLLECTION, journaled.build());
                 let id = document.get("_id").cloned().unwrap_or(Bson::Null);
                 sites.replace_one(doc! { "_id": id }, document).upsert(true).await?;
                 summary.sites += 1;
@@ -111,7 +112,12 @@ pub fn check_file(path: &Path) -> Result<Header, BackupError> {
     if found != header.counts {
         return Err(lines.damaged(format!(
             "the file ends early: its header announces {} events, {} sites, {} settings, it holds {}, {}, {}",
-            header.counts.events, header.counts.sites, header.counts.settings, found.events, found.sites, found.settings
+            header.counts.events,
+            header.counts.sites,
+            header.counts.settings,
+            found.events,
+            found.sites,
+            found.settings
         )));
     }
     Ok(header)
@@ -204,7 +210,8 @@ struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     fn open(path: &'a Path) -> Result<Lines<'a>, BackupError> {
-        let mut file = File::open(path).map_err(|source| BackupError::Io { action: "read", path: path.into(), source })?;
+        let mut file =
+            File::open(path).map_err(|source| BackupError::Io { action: "read", path: path.into(), source })?;
         let mut magic = [0u8; 2];
         let is_gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
         if !is_gzip {
@@ -220,9 +227,10 @@ impl<'a> Lines<'a> {
     fn next_line(&mut self) -> Result<Option<String>, BackupError> {
         let mut bytes = Vec::new();
         self.number += 1;
-        let read = (&mut self.reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut bytes).map_err(|error| {
-            self.damaged(format!("the compressed data is cut short or corrupt ({error})"))
-        })?;
+        let read = (&mut self.reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut bytes)
+            .map_err(|error| self.damaged(format!("the compressed data is cut short or corrupt ({error})")))?;
         if read == 0 {
             return Ok(None);
         }

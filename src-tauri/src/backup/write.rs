@@ -1,7 +1,8 @@
 //! Writing a backup: the queue's events, then `events`' (skipping those read
 //! in the queue that the worker moved meanwhile, so each is stored once), the
 //! sites, the settings; streamed through batch cursors into a gzip'd body, so a
-//! million events take bounded memory. The header (which counts them) is then
+//! million events take bounded memory (one cursor batch, plus the queued
+//! events' ids: 12 bytes each, for the queue only). The header (which counts them) is then
 //! written as the file's first gzip member and the body appended as the second;
 //! the file appears under its name only once complete (a rename).
 
@@ -78,7 +79,8 @@ async fn write_body(
     settings: &[Setting],
 ) -> Result<Counts, BackupError> {
     let file = File::create(body_path).map_err(|source| io("write", body_path, source))?;
-    let mut body = Body { out: GzEncoder::new(BufWriter::new(file), Compression::default()), counts: Counts::default() };
+    let mut body =
+        Body { out: GzEncoder::new(BufWriter::new(file), Compression::default()), counts: Counts::default() };
     let filter = match &scope.site {
         Some(site) => doc! { "site_id": site },
         None => doc! {},

@@ -50,7 +50,13 @@ pub async fn back_up(engine: &Engine, export_dir: &Path) -> Result<BackupOutcome
         path.display()
     );
     info!(path = %path.display(), events = counts.events, "backup saved");
-    Ok(BackupOutcome { path: path.display().to_string(), events: counts.events, skipped: 0, sites: counts.sites, message })
+    Ok(BackupOutcome {
+        path: path.display().to_string(),
+        events: counts.events,
+        skipped: 0,
+        sites: counts.sites,
+        message,
+    })
 }
 
 /// Restores the backup at `path` (an absolute path, as typed in the field):
@@ -101,5 +107,8 @@ fn reserve_new_file(dir: &Path, stem: &str, extension: &str) -> std::io::Result<
             Err(error) => return Err(error),
         }
     }
-    Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{stem}{extension} and 999 numbered copies exist")))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{stem}{extension} and 999 numbered copies exist"),
+    ))
 }
