@@ -70,12 +70,13 @@ pub async fn restore(engine: &Engine, path: &str) -> Result<BackupOutcome, Strin
     }
     let store = engine.store().await.map_err(|e| e.to_string())?;
     let summary = engine_backup::restore_backup(store, &path).await.map_err(|e| e.to_string())?;
-    let worker_note = match engine.status().worker {
-        PartStatus::Running { .. } => "the worker is adding them to the figures",
-        _ => "start the service to add them to the figures",
+    let worker_note = match (summary.events_restored, engine.status().worker) {
+        (0, _) => "",
+        (_, PartStatus::Running { .. }) => " (the worker is adding them to the figures)",
+        _ => " (start the service to add them to the figures)",
     };
     let message = format!(
-        "Restored {} events ({worker_note}); skipped {} already stored; {} sites restored. \
+        "Restored {} events{worker_note}; skipped {} already stored; {} sites restored. \
          The {} settings in the file were not applied.",
         summary.events_restored,
         summary.events_skipped,
