@@ -20,6 +20,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("ingest", 4),
     ("worker", 4),
     ("stats", 4),
+    // Backup and restore: reads the queue, events and sites; the binaries and desktop call it.
+    ("backup", 4),
     ("http", 5),
     ("engine", 6),
     ("desktop", 7),

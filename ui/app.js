@@ -12,6 +12,7 @@ import { createLogView, logKey } from './js/logs.js';
 import { createOverview } from './js/overview.js';
 import { createSites } from './js/sites.js';
 import { createSettings } from './js/settings.js';
+import { createBackup } from './js/backup.js';
 import { createTabs } from './js/tabs.js';
 import { acceptSnapshot, setSettings, subscribe } from './js/store.js';
 
@@ -20,6 +21,7 @@ const chart = createPipelineChart(byId('pipeline-chart'));
 const logs = createLogView(byId('log-lines'), byId('logs-jump'));
 const sites = createSites();
 const settings = createSettings();
+createBackup();
 
 subscribe(() => overview.render());
 overview.render();

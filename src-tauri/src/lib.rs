@@ -17,8 +17,10 @@
 //! Around them: [`storage`] (the database connection, its errors, the local
 //! database process), [`config`] (environment and the desktop's settings),
 //! [`telemetry`] (logs and metrics), [`engine`] (the one handle that starts and
-//! stops the API and the worker) and [`desktop`] (the desktop app's logic).
+//! stops the API and the worker), [`backup`] (every raw event, site and setting
+//! in one file, and back) and [`desktop`] (the desktop app's logic).
 
+pub mod backup;
 pub mod config;
 pub mod desktop;
 pub mod engine;

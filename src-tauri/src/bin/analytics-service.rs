@@ -1,9 +1,12 @@
 //! `analytics-service`: the engine without a window, for servers. Reads the same
 //! environment and `.env` as the original Node service; `api` and `worker` can
-//! run as separate processes on separate machines, `all` runs both.
+//! run as separate processes on separate machines, `all` runs both;
+//! `backup FILE` / `restore FILE` write and read a backup (see `analytics_desk::backup`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use analytics_desk::backup::{self, BackupError, Scope};
 use analytics_desk::engine::shutdown_signal;
 use analytics_desk::worker::quarantine;
 use analytics_desk::{Config, Engine, telemetry};
@@ -23,7 +26,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Clone, PartialEq, Eq)]
 enum Command {
     /// Run the ingestion and stats API only.
     Api,
@@ -34,6 +37,22 @@ enum Command {
     /// Queue entries the database refused to move, set aside by the worker.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Write every raw event (processed and queued), site, goal and setting
+    /// (no secrets) to FILE: gzip'd NDJSON, replaced if it exists.
+    Backup {
+        /// The file to write (e.g. analytics-backup.ndjson.gz).
+        file: PathBuf,
+        /// Back up this site only.
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Restore a backup written by `backup`: events already stored (same `_id`
+    /// or `event_id`) are skipped, the rest queued for the worker; sites
+    /// upserted; settings shown, not applied. A damaged file restores nothing.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
 }
 
 /// What to do with the quarantine (`events_quarantine`).
@@ -59,6 +78,9 @@ async fn main() -> ExitCode {
     };
     if let Command::Quarantine(action) = cli.command {
         return run_quarantine(action, Engine::new(config)).await;
+    }
+    if matches!(cli.command, Command::Backup { .. } | Command::Restore { .. }) {
+        return run_backup(cli.command, Engine::new(config)).await;
     }
     info!(?config, "starting");
     let engine = Engine::new(config);
@@ -125,6 +147,50 @@ async fn run_quarantine(action: QuarantineCommand, engine: Engine) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("analytics-service: quarantine: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes or restores a backup, printing a summary line, then exits: 0 done,
+/// 1 when the file or the database failed (the message says which).
+async fn run_backup(command: Command, engine: Engine) -> ExitCode {
+    let settings = backup::settings_of(engine.config());
+    let done = async {
+        let store = engine.store().await?;
+        match command {
+            Command::Backup { file, site } => {
+                let header = backup::write_backup(store, &file, &Scope { site }, &settings).await?;
+                let counts = header.counts;
+                println!(
+                    "backed up {} events, {} sites, {} settings (no secrets) to {}",
+                    counts.events,
+                    counts.sites,
+                    counts.settings,
+                    file.display()
+                );
+            }
+            Command::Restore { file } => {
+                let summary = backup::restore_backup(store, &file).await?;
+                println!(
+                    "restored {} events (queued: the worker adds them to the figures), skipped {} already stored; \
+                     {} sites upserted; {} settings in the file, not applied",
+                    summary.events_restored,
+                    summary.events_skipped,
+                    summary.sites,
+                    summary.settings.len()
+                );
+            }
+            _ => unreachable!("only backup and restore come here"),
+        }
+        Ok::<_, BackupError>(())
+    };
+    let result = done.await;
+    engine.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("analytics-service: {error}");
             ExitCode::FAILURE
         }
     }

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::desktop_settings::{self as settings, FieldErrors, Settings, Values};
 use crate::desktop::api_token;
+use crate::desktop::backup::{self, BackupOutcome};
 use crate::desktop::preferences::{self, Preferences};
 use crate::engine::{Engine, PartStatus};
 use crate::sites::{self, SiteGoals};
@@ -399,6 +400,18 @@ impl Controller {
         let requeued = quarantine::requeue(store).await.map_err(|e| format!("cannot requeue the quarantine: {e}"))?;
         info!(requeued, "quarantined entries requeued");
         Ok(requeued)
+    }
+
+    /// Backs up everything to a new file in the export dir (see [`backup::back_up`]).
+    pub async fn back_up(&self) -> Result<BackupOutcome, String> {
+        self.ensure_database(&mut *self.control.lock().await).await?;
+        backup::back_up(&self.engine(), &self.paths.export_dir).await
+    }
+
+    /// Restores the backup at `path` (see [`backup::restore`]).
+    pub async fn restore_backup(&self, path: &str) -> Result<BackupOutcome, String> {
+        self.ensure_database(&mut *self.control.lock().await).await?;
+        backup::restore(&self.engine(), path).await
     }
 
     /// Updates the per-second rates from the counters, then takes a snapshot.

@@ -2,12 +2,14 @@
 //! the rest of the engine. [`controller`] starts and stops the parts (launching
 //! the local database first when needed), applies saved settings and builds the
 //! snapshot the window shows; [`preferences`] holds how the app lives on the
-//! machine (background, login, first run); [`api_token`] makes `API_TOKEN`s and
-//! [`data_folder`] shows the data folder. The Tauri shell itself (windows, commands,
+//! machine (background, login, first run); [`api_token`] makes `API_TOKEN`s,
+//! [`data_folder`] shows the data folder and [`backup`] backs up and restores
+//! from the Settings tab. The Tauri shell itself (windows, commands,
 //! events) is the `analytics-desk` binary's (`src-tauri/src/bin/analytics-desk/`),
 //! which only forwards to this module.
 
 pub mod api_token;
+pub mod backup;
 pub mod controller;
 pub mod data_folder;
 pub mod preferences;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
 
 use analytics_desk::config::desktop_settings::{FieldErrors, Values};
+use analytics_desk::desktop::backup::BackupOutcome;
 use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
 use analytics_desk::desktop::preferences::Preferences;
 use analytics_desk::engine::shutdown_signal;
@@ -118,6 +119,18 @@ fn open_data_folder(controller: Shared<'_>) -> Result<String, String> {
     Ok(dir.display().to_string())
 }
 
+/// The Settings tab's "Back up…": everything to a new file in the export dir.
+#[tauri::command]
+async fn back_up(controller: Shared<'_>) -> Result<BackupOutcome, String> {
+    controller.back_up().await
+}
+
+/// The Settings tab's "Restore…": the backup at `path`.
+#[tauri::command]
+async fn restore_backup(controller: Shared<'_>, path: String) -> Result<BackupOutcome, String> {
+    controller.restore_backup(&path).await
+}
+
 #[tauri::command]
 fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
@@ -159,6 +172,8 @@ pub fn run() {
             list_sites,
             site_stats,
             export_site_csv,
+            back_up,
+            restore_backup,
             site_goals,
             set_site_goals,
             requeue_quarantine,
