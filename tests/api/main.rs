@@ -10,6 +10,7 @@ mod engine;
 mod enrich;
 mod event;
 mod export;
+mod first_run;
 mod goals;
 mod group_commit;
 mod health;
