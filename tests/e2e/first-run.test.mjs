@@ -3,7 +3,8 @@
 // suggested; a free port >= 1024 is typed, as port 1000 needs the installed
 // package's permission), a first site, its script tag with the API's real
 // origin, a test event that turns "waiting" green, Finish; the next launch does
-// not show the flow again. Screenshots of each step: first-run-*.png.
+// not show the flow again; "Skip setup" marks it done too. Screenshots of each
+// step: first-run-*.png.
 //
 // Run through scripts/test-desktop.sh, which builds the app and sets APP_BINARY
 // and TAURI_DRIVER.
@@ -51,6 +52,10 @@ async function saveScreenshot(name) {
   const drawn = (ink) => ink.inked > 0.03 && ink.colours > 24;
   let png;
   let ink;
+  // The shot shows the last painted frame: wait for two frames after the DOM changed.
+  await driver.asyncScript(
+    'const done = arguments[arguments.length - 1]; requestAnimationFrame(() => requestAnimationFrame(() => done(true)));',
+  );
   await driver
     .until(`screenshot ${name} drawn`, async () => {
       png = await driver.screenshot();
@@ -157,6 +162,15 @@ test('the first-run flow: port, site, script tag, first event, finish; not shown
     await saveScreenshot('first-run-1-port');
   });
 
+  await t.test('a bad port is refused with the engine\'s own message, and nothing starts', async () => {
+    await driver.type('#first-run-port', '70000');
+    await driver.click('#first-run-start');
+    await driver.until('the port error', async () => /PORT.*1 to 65535/.test(await driver.text('#first-run-port-error')));
+    assert.ok(await shown('first-run-step-port'), 'still on the port step');
+    assert.equal((await command('get_snapshot')).api.state, 'stopped');
+    assert.equal((await command('get_settings')).values.PORT, '1000', 'nothing saved');
+  });
+
   await t.test('"Use 8000 instead" fills the port; the chosen port is saved and the service starts', async () => {
     await driver.click('#first-run-use-8000');
     assert.equal(await value('first-run-port'), '8000');
@@ -212,5 +226,18 @@ test('the first-run flow: port, site, script tag, first event, finish; not shown
     await launch();
     assert.equal(await shown('first-run'), false, 'the first-run flow stays hidden');
     assert.ok(await shown('view-overview'), 'the overview is what opens');
+  });
+
+  await t.test('"Skip setup" also marks the first run done', async () => {
+    await quitApp();
+    const file = join(workDir, 'config', 'analytics-desk', 'preferences.json');
+    const kept = JSON.parse(readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...kept, first_run_done: false }));
+    await launch();
+    assert.ok(await shown('first-run'), 'shown again while not done');
+    assert.equal(await value('first-run-port'), String(apiPort), 'the saved port is suggested');
+    await driver.click('#first-run-skip');
+    await driver.until('the flow closed', async () => !(await shown('first-run')));
+    assert.equal(JSON.parse(readFileSync(file, 'utf8')).first_run_done, true);
   });
 });
