@@ -11,8 +11,8 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::desktop::controller::Controller;
-use crate::sites::registry::{self, RegisteredSite};
 use crate::sites;
+use crate::sites::registry::{self, RegisteredSite};
 use crate::storage::{Store, StoreError};
 
 /// Longest `site_id` made from a name: long enough for any name, short enough to read.
@@ -119,9 +119,8 @@ fn without_accent(c: char) -> &'static str {
 /// `-`, `.`, starting and ending with a letter or digit) that the events'
 /// own rule ([`sites::check_site_id`]) accepts.
 pub fn check_slug(site_id: &str) -> Result<(), FirstRunError> {
-    sites::check_site_id(site_id).map_err(|e| {
-        FirstRunError::InvalidSiteId(e.to_string().trim_start_matches("site_id ").to_string())
-    })?;
+    sites::check_site_id(site_id)
+        .map_err(|e| FirstRunError::InvalidSiteId(e.to_string().trim_start_matches("site_id ").to_string()))?;
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
     if let Some(bad) = site_id.chars().find(|c| !allowed(*c)) {
         return Err(FirstRunError::InvalidSiteId(format!(
