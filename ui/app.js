@@ -14,6 +14,7 @@ import { createSites } from './js/sites.js';
 import { createSettings } from './js/settings.js';
 import { createBackup } from './js/backup.js';
 import { createTabs } from './js/tabs.js';
+import { createFirstRun } from './js/first-run.js';
 import { acceptSnapshot, setSettings, subscribe } from './js/store.js';
 
 const overview = createOverview();
@@ -22,6 +23,7 @@ const logs = createLogView(byId('log-lines'), byId('logs-jump'));
 const sites = createSites();
 const settings = createSettings();
 createBackup();
+const firstRun = createFirstRun({ onSettingsChanged: (view) => { setSettings(view); settings.load(view); } });
 
 subscribe(() => overview.render());
 overview.render();
@@ -37,6 +39,8 @@ async function start() {
     overview.showError('Not connected', 'The Analytics Desk backend is not available. Open this window from the app.');
     return;
   }
+
+  firstRun.openIfNeeded().catch((err) => overview.showError('Could not read the preferences', errorText(err)));
 
   // Ask for the current state first, but subscribe right away: events that
   // arrive while the answers are on their way must not be lost.

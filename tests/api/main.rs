@@ -14,6 +14,7 @@ mod enrich;
 mod event;
 mod exclusion;
 mod export;
+mod first_run;
 mod goals;
 mod group_commit;
 mod health;

@@ -174,6 +174,13 @@ impl Controller {
         self.engine.read().expect("engine lock").clone()
     }
 
+    /// The engine with its database reachable (launching the managed one if
+    /// needed), for the actions other files of `desktop` add to the controller.
+    pub async fn engine_with_database(&self) -> Result<Engine, String> {
+        self.ensure_database(&mut *self.control.lock().await).await?;
+        Ok(self.engine())
+    }
+
     /// Starts `part`, first launching the managed database if `MONGO_URL` is
     /// local and nothing answers. The error, in plain words, is also kept as the last error.
     pub async fn start(&self, part: Part) -> Result<(), String> {

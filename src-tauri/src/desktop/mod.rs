@@ -2,9 +2,10 @@
 //! the rest of the engine. [`controller`] starts and stops the parts (launching
 //! the local database first when needed), applies saved settings and builds the
 //! snapshot the window shows; [`preferences`] holds how the app lives on the
-//! machine (background, login, first run); [`api_token`] makes `API_TOKEN`s,
-//! [`data_folder`] shows the data folder and [`backup`] backs up and restores
-//! from the Settings tab. The Tauri shell itself (windows, commands,
+//! machine (background, login, first run); [`first_run`] the first-run flow
+//! (a first site, its script tag, its first event); [`api_token`] makes
+//! `API_TOKEN`s, [`data_folder`] shows the data folder and [`backup`] backs up
+//! and restores from the Settings tab. The Tauri shell itself (windows, commands,
 //! events) is the `analytics-desk` binary's (`src-tauri/src/bin/analytics-desk/`),
 //! which only forwards to this module.
 
@@ -12,4 +13,5 @@ pub mod api_token;
 pub mod backup;
 pub mod controller;
 pub mod data_folder;
+pub mod first_run;
 pub mod preferences;

@@ -1,11 +1,13 @@
 //! A site's settings, kept in the database (collection [`SITES_COLLECTION`],
 //! one document `{_id: site_id, goals: [...]}` per site that has any): what the
 //! API (`GET/PUT /sites/{site_id}/goals`), the desktop app and the stats read
-//! and write. [`goals`] owns what a goal is and how it matches events.
+//! and write. [`goals`] owns what a goal is and how it matches events;
+//! [`registry`] the sites a person added by name (`name`, `created_at`).
 //!
 //! A site needs no document here to exist: a site without one has no goals.
 
 pub mod goals;
+pub mod registry;
 
 use mongodb::bson::{self, doc};
 use mongodb::options::CollectionOptions;

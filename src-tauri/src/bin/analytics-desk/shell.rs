@@ -12,9 +12,11 @@ use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
 use analytics_desk::config::desktop_settings::{FieldErrors, Values};
 use analytics_desk::desktop::backup::BackupOutcome;
 use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
+use analytics_desk::desktop::first_run::FirstEvent;
 use analytics_desk::desktop::preferences::Preferences;
 use analytics_desk::engine::shutdown_signal;
 use analytics_desk::sites::SiteGoals;
+use analytics_desk::sites::registry::RegisteredSite;
 use analytics_desk::stats::{SiteStats, SiteSummary};
 use analytics_desk::telemetry::{self, LogBuffer, LogLine};
 
@@ -131,6 +133,42 @@ async fn restore_backup(controller: Shared<'_>, path: String) -> Result<BackupOu
     controller.restore_backup(&path).await
 }
 
+/// First run: the `site_id` a site's name gives.
+#[tauri::command]
+fn suggest_site_id(controller: Shared<'_>, name: String) -> Result<String, String> {
+    controller.site_id_for_name(&name)
+}
+
+/// First run: adds a site by name (`site_id` made from it when absent); idempotent.
+#[tauri::command]
+async fn add_site(controller: Shared<'_>, name: String, site_id: Option<String>) -> Result<RegisteredSite, String> {
+    controller.add_site(&name, site_id.as_deref()).await
+}
+
+/// The sites added by name, oldest first.
+#[tauri::command]
+async fn added_sites(controller: Shared<'_>) -> Result<Vec<RegisteredSite>, String> {
+    controller.added_sites().await
+}
+
+/// First run: the site's `<script>` tag, from the running API's address.
+#[tauri::command]
+async fn site_script_tag(controller: Shared<'_>, site_id: String, include_localhost: bool) -> Result<String, String> {
+    controller.site_script_tag(&site_id, include_localhost).await
+}
+
+/// First run: whether the site's first event arrived (asked once a second).
+#[tauri::command]
+async fn first_event(controller: Shared<'_>, site_id: String) -> Result<FirstEvent, String> {
+    controller.first_event(&site_id).await
+}
+
+/// First run: sends one test page view of the site through the running API.
+#[tauri::command]
+async fn send_test_event(controller: Shared<'_>, site_id: String) -> Result<(), String> {
+    controller.send_test_event(&site_id).await
+}
+
 #[tauri::command]
 fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
@@ -181,6 +219,12 @@ pub fn run() {
             set_preferences,
             generate_api_token,
             open_data_folder,
+            suggest_site_id,
+            add_site,
+            added_sites,
+            site_script_tag,
+            first_event,
+            send_test_event,
             recent_logs
         ])
         .build(tauri::generate_context!())
