@@ -11,6 +11,7 @@ use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
 
 use analytics_desk::config::desktop_settings::{FieldErrors, Values};
 use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
+use analytics_desk::desktop::port_access;
 use analytics_desk::desktop::preferences::Preferences;
 use analytics_desk::engine::shutdown_signal;
 use analytics_desk::sites::SiteGoals;
@@ -103,6 +104,20 @@ fn set_preferences(controller: Shared<'_>, preferences: Preferences) -> Result<P
     Ok(preferences)
 }
 
+/// "Allow port N": `pkexec setcap` on the port helper, then Start again.
+#[tauri::command]
+async fn allow_privileged_port(controller: Shared<'_>) -> Result<Snapshot, String> {
+    port_access::allow_port(&controller, std::path::Path::new(port_access::PKEXEC)).await?;
+    Ok(controller.snapshot().await)
+}
+
+/// "Use port 8000 instead": saves the port, then Start again.
+#[tauri::command]
+async fn use_fallback_port(controller: Shared<'_>) -> Result<Snapshot, String> {
+    port_access::use_port(&controller, port_access::FALLBACK_PORT).await?;
+    Ok(controller.snapshot().await)
+}
+
 #[tauri::command]
 fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
@@ -149,6 +164,8 @@ pub fn run() {
             requeue_quarantine,
             get_preferences,
             set_preferences,
+            allow_privileged_port,
+            use_fallback_port,
             recent_logs
         ])
         .build(tauri::generate_context!())
