@@ -96,7 +96,8 @@ pub enum BindError {
     PrivilegedPort {
         /// The address asked for.
         addr: SocketAddr,
-        /// This program's path, for the setcap command.
+        /// The program to give the capability, for the setcap command: this
+        /// program, or the port helper when one exists and lacks only that.
         exe: String,
         /// The port helper a `setcap` would make work (found, lacking only the
         /// capability): what the desktop's "Allow" button needs. Not in the
@@ -183,8 +184,13 @@ pub async fn bind_with_helper(addr: SocketAddr, helper: Option<&Path>) -> Result
         Err(AskError::NotAvailable) => Err(BindError::NotAvailable { addr }),
         Err(refusal) => {
             warn!(%addr, %refusal, "the port helper could not bind");
-            let fixable = matches!(refusal, AskError::NoCapability { .. });
-            Err(BindError::PrivilegedPort { addr, exe, helper: fixable.then(|| helper.to_path_buf()) })
+            if !matches!(refusal, AskError::NoCapability { .. }) {
+                return Err(BindError::PrivilegedPort { addr, exe, helper: None });
+            }
+            // The helper is what needs the capability (never the desktop app: a
+            // WebKit/GTK program with one runs in secure-execution mode).
+            let exe = helper.display().to_string();
+            Err(BindError::PrivilegedPort { addr, exe, helper: Some(helper.to_path_buf()) })
         }
     }
 }
