@@ -60,9 +60,11 @@ fn nobody_dir(programs: &[&str]) -> tempfile::TempDir {
 /// `setcap cap_net_bind_service=+ep` on `program`; fails the test, saying why,
 /// when the file system cannot hold file capabilities.
 fn grant_capability(program: &Path) {
-    let output = Command::new("setcap").arg("cap_net_bind_service=+ep").arg(program).output().unwrap_or_else(|e| {
-        panic!("cannot run setcap ({e}): install libcap2-bin (scripts/setup.sh does)")
-    });
+    let output = Command::new("setcap")
+        .arg("cap_net_bind_service=+ep")
+        .arg(program)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run setcap ({e}): install libcap2-bin (scripts/setup.sh does)"));
     let shown = Command::new("getcap").arg(program).output().unwrap();
     assert!(
         output.status.success() && String::from_utf8_lossy(&shown.stdout).contains("cap_net_bind_service"),

@@ -185,11 +185,11 @@ impl Controller {
         *self.port_error.lock().expect("error lock") = None;
         self.ensure_database(control).await?;
         let engine = self.engine();
-        if part.has_api() {
-            if let Err(error) = engine.start_api().await {
-                *self.port_error.lock().expect("error lock") = error.port_error();
-                return Err(error.to_string());
-            }
+        if part.has_api()
+            && let Err(error) = engine.start_api().await
+        {
+            *self.port_error.lock().expect("error lock") = error.port_error();
+            return Err(error.to_string());
         }
         if part.has_worker() {
             engine.start_worker().await.map_err(|e| e.to_string())?;

@@ -61,7 +61,9 @@ pub mod exit_code {
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
     /// Not exactly two arguments.
-    #[error("usage: {HELPER_NAME} ADDRESS PORT (a Unix socket as standard input receives the listening socket); got {0} arguments")]
+    #[error(
+        "usage: {HELPER_NAME} ADDRESS PORT (a Unix socket as standard input receives the listening socket); got {0} arguments"
+    )]
     Usage(usize),
     /// ADDRESS is not an IP address.
     #[error("ADDRESS `{0}` is not an IP address: give one such as 127.0.0.1 or ::1")]
@@ -70,7 +72,9 @@ pub enum HelperError {
     #[error("PORT `{0}` is not a port number: give one from 1 to 1023")]
     BadPort(String),
     /// PORT is 0 or 1024 and above: no privilege is needed, so the helper has no business binding it.
-    #[error("PORT {0} is refused: this helper binds only ports 1 to 1023 (bind other ports directly, no helper needed)")]
+    #[error(
+        "PORT {0} is refused: this helper binds only ports 1 to 1023 (bind other ports directly, no helper needed)"
+    )]
     PortNotPrivileged(u16),
     /// The address is neither loopback nor listed.
     #[error(
@@ -160,7 +164,8 @@ pub fn serve_request(
 pub fn check_request(args: &[OsString], allowed_file: &Path) -> Result<SocketAddr, HelperError> {
     let [address, port] = args else { return Err(HelperError::Usage(args.len())) };
     let shown = |s: &OsString| s.to_string_lossy().chars().take(100).collect::<String>();
-    let ip: IpAddr = address.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| HelperError::BadAddress(shown(address)))?;
+    let ip: IpAddr =
+        address.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| HelperError::BadAddress(shown(address)))?;
     let port: u16 = port.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| HelperError::BadPort(shown(port)))?;
     if port == 0 || port >= 1024 {
         return Err(HelperError::PortNotPrivileged(port));

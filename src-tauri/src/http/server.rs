@@ -327,6 +327,18 @@ mod tests {
     }
 
     #[test]
+    fn only_a_privileged_port_refusal_is_a_port_error() {
+        let low: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let refused = BindError::from_io(low, io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(refused.port_error(), Some(PortError { port: 1000, helper: None }));
+        let with_helper = BindError::PrivilegedPort { addr: low, exe: "/x".into(), helper: Some("/usr/bin/h".into()) };
+        assert_eq!(with_helper.port_error().unwrap().helper.as_deref(), Some("/usr/bin/h"));
+        assert_eq!(BindError::from_io(low, io::Error::from(io::ErrorKind::AddrInUse)).port_error(), None);
+        let high: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert_eq!(BindError::from_io(high, io::Error::from(io::ErrorKind::PermissionDenied)).port_error(), None);
+    }
+
+    #[test]
     fn port_in_use_error_says_so() {
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let message = BindError::from_io(addr, io::Error::from(io::ErrorKind::AddrInUse)).to_string();
