@@ -7,7 +7,8 @@ source "$here/env.sh"
 "$here/setup-desktop.sh" >&2
 cd "$here/.."
 profile="${PROFILE:-debug}"
-flags=(--locked --features desktop --bin analytics-desk)
+# The port helper beside the app, as the package installs it (tests/e2e/port-access.test.mjs uses it).
+flags=(--locked --features desktop --bin analytics-desk --bin analytics-bind-port)
 [ "$profile" = release ] && flags+=(--release)
 cargo build "${flags[@]}" >&2
 echo "$CARGO_TARGET_DIR/$profile/analytics-desk"

@@ -10,6 +10,7 @@ import { byId } from './js/dom.js';
 import { createPipelineChart } from './js/chart.js';
 import { createLogView, logKey } from './js/logs.js';
 import { createOverview } from './js/overview.js';
+import { createPortAccess } from './js/port-access.js';
 import { createSites } from './js/sites.js';
 import { createSettings } from './js/settings.js';
 import { createBackup } from './js/backup.js';
@@ -27,6 +28,9 @@ const firstRun = createFirstRun({ onSettingsChanged: (view) => { setSettings(vie
 
 subscribe(() => overview.render());
 overview.render();
+const portAccess = createPortAccess({ onFixed: () => overview.clearError() });
+subscribe(() => portAccess.render());
+portAccess.render();
 
 createTabs((name) => {
   if (name === 'sites') sites.show();

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
@@ -73,6 +74,16 @@ pub enum StartError {
     ExposedWithoutToken(SocketAddr),
 }
 
+impl StartError {
+    /// The structured case the desktop offers fixes for: a port below 1024 refused.
+    pub fn port_error(&self) -> Option<http::port_helper::PortError> {
+        match self {
+            StartError::Bind(error) => error.port_error(),
+            _ => None,
+        }
+    }
+}
+
 /// The engine: one per process, cheap to clone (all clones share the same parts).
 #[derive(Clone)]
 pub struct Engine {
@@ -84,6 +95,8 @@ struct Inner {
     counters: Arc<PipelineCounters>,
     /// Connected (and indexes ensured) on first need; a failed attempt is retried next time.
     store: OnceCell<Store>,
+    /// The port helper asked when a port below 1024 is refused (`analytics-bind-port`).
+    port_helper: Option<PathBuf>,
     api: Part,
     worker: Part,
 }
@@ -113,11 +126,18 @@ impl Engine {
     /// An engine adding to existing counters (the desktop app keeps its totals
     /// when new settings replace the engine).
     pub fn with_counters(config: Config, counters: Arc<PipelineCounters>) -> Engine {
+        Engine::with_port_helper(config, counters, http::port_helper::beside_current_exe())
+    }
+
+    /// An engine asking the port helper at `port_helper` (instead of the one
+    /// beside this program) when a port below 1024 is refused.
+    pub fn with_port_helper(config: Config, counters: Arc<PipelineCounters>, port_helper: Option<PathBuf>) -> Engine {
         Engine {
             inner: Arc::new(Inner {
                 config,
                 counters,
                 store: OnceCell::new(),
+                port_helper,
                 api: Part::default(),
                 worker: Part::default(),
             }),
@@ -172,7 +192,8 @@ impl Engine {
         }
         // The port first: a port problem is reported at once, database or not.
         let opened = async {
-            let listener = http::bind(self.inner.config.listen_addr()).await?;
+            let helper = self.inner.port_helper.as_deref();
+            let listener = http::bind_with_helper(self.inner.config.listen_addr(), helper).await?;
             let addr = listener.local_addr().map_err(|e| BindError::from_io(self.inner.config.listen_addr(), e))?;
             let store = self.store().await?.clone();
             Ok::<_, StartError>((store, listener, addr))

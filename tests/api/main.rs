@@ -26,6 +26,7 @@ mod local_database;
 mod metrics;
 mod openapi;
 mod poison;
+mod port_access;
 mod ranks;
 mod rebuild_fence;
 mod retention;

@@ -267,5 +267,11 @@ export function createOverview() {
     render();
   }
 
-  return { render, markPipeline, showError };
+  /** Forgets the last start/stop error (a fix elsewhere started the service). */
+  function clearError() {
+    commandError = null;
+    render();
+  }
+
+  return { render, markPipeline, showError, clearError };
 }

@@ -16,6 +16,7 @@ use crate::desktop::api_token;
 use crate::desktop::backup::{self, BackupOutcome};
 use crate::desktop::preferences::{self, Preferences};
 use crate::engine::{Engine, PartStatus};
+use crate::http::port_helper::PortError;
 use crate::sites::{self, SiteGoals};
 use crate::stats::export::{self, ExportRequest};
 use crate::stats::{SiteStats, SiteSummary};
@@ -92,6 +93,8 @@ pub struct Snapshot {
     pub api_url: Option<String>,
     /// The last error of an action, in plain words.
     pub last_error: Option<String>,
+    /// Set when the last start failed on a port below 1024 (the window offers its fixes).
+    pub port_error: Option<PortError>,
     /// When this was taken (ms since the epoch).
     pub at: i64,
 }
@@ -127,6 +130,7 @@ pub struct Controller {
     engine: RwLock<Engine>,
     database: Mutex<DatabaseStatus>,
     last_error: Mutex<Option<String>>,
+    port_error: Mutex<Option<PortError>>,
     rates: Mutex<Rates>,
     /// Serializes actions (start, stop, save, quit); readers never wait on it.
     control: tokio::sync::Mutex<Control>,
@@ -160,10 +164,11 @@ impl Controller {
         let config = settings.config();
         Controller {
             database: Mutex::new(DatabaseStatus::initial(&config)),
-            engine: RwLock::new(Engine::with_counters(config, counters.clone())),
+            engine: RwLock::new(Engine::with_port_helper(config, counters.clone(), port_helper(&paths))),
             counters,
             paths,
             last_error: Mutex::new(problem),
+            port_error: Mutex::default(),
             rates: Mutex::default(),
             control: tokio::sync::Mutex::new(Control { settings, managed: None }),
         }
@@ -191,10 +196,14 @@ impl Controller {
     }
 
     async fn start_locked(&self, control: &mut Control, part: Part) -> Result<(), String> {
+        *self.port_error.lock().expect("error lock") = None;
         self.ensure_database(control).await?;
         let engine = self.engine();
-        if part.has_api() {
-            engine.start_api().await.map_err(|e| e.to_string())?;
+        if part.has_api()
+            && let Err(error) = engine.start_api().await
+        {
+            *self.port_error.lock().expect("error lock") = error.port_error();
+            return Err(error.to_string());
         }
         if part.has_worker() {
             engine.start_worker().await.map_err(|e| e.to_string())?;
@@ -269,6 +278,11 @@ impl Controller {
         }
     }
 
+    /// The port helper the engines ask (see [`port_helper`]).
+    pub fn port_helper(&self) -> Option<PathBuf> {
+        port_helper(&self.paths)
+    }
+
     /// The settings for the UI, password masked.
     pub async fn settings_view(&self) -> SettingsView {
         let control = self.control.lock().await;
@@ -325,7 +339,8 @@ impl Controller {
             database.data_path = Some(managed.data_path.display().to_string());
         }
         *self.database.lock().expect("db lock") = database;
-        *self.engine.write().expect("engine lock") = Engine::with_counters(config, self.counters.clone());
+        let helper = port_helper(&self.paths);
+        *self.engine.write().expect("engine lock") = Engine::with_port_helper(config, self.counters.clone(), helper);
         control.settings = settings;
 
         let Some(part) = part else { return Ok(SaveOutcome { values, restarted: Vec::new(), generated_token }) };
@@ -479,9 +494,16 @@ impl Controller {
             database: self.database.lock().expect("db lock").clone(),
             api_url,
             last_error: self.last_error.lock().expect("error lock").clone(),
+            port_error: self.port_error.lock().expect("error lock").clone(),
             at: mongodb::bson::DateTime::now().timestamp_millis(),
         }
     }
+}
+
+/// The port helper `analytics-bind-port` beside the app, where the package
+/// installs it and cargo builds it.
+fn port_helper(paths: &DesktopPaths) -> Option<PathBuf> {
+    paths.sidecar_dir.as_ref().map(|dir| dir.join(crate::http::port_helper::HELPER_NAME))
 }
 
 /// Writes `contents` to a new file in `dir` (created if missing) named `name`,

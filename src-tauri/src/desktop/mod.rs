@@ -3,7 +3,8 @@
 //! the local database first when needed), applies saved settings and builds the
 //! snapshot the window shows; [`preferences`] holds how the app lives on the
 //! machine (background, login, first run); [`first_run`] the first-run flow
-//! (a first site, its script tag, its first event); [`api_token`] makes
+//! (a first site, its script tag, its first event); [`port_access`] the fixes
+//! offered when a port below 1024 is refused; [`api_token`] makes
 //! `API_TOKEN`s, [`data_folder`] shows the data folder and [`backup`] backs up
 //! and restores from the Settings tab. The Tauri shell itself (windows, commands,
 //! events) is the `analytics-desk` binary's (`src-tauri/src/bin/analytics-desk/`),
@@ -14,4 +15,5 @@ pub mod backup;
 pub mod controller;
 pub mod data_folder;
 pub mod first_run;
+pub mod port_access;
 pub mod preferences;

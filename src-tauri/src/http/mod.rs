@@ -11,6 +11,7 @@
 //! - [`server`]: the port, the serve loop and its limits; [`connection_gate`]:
 //!   the caps on connections; [`lingering_close`]: closing so that a refused
 //!   client sees its answer; [`body_deadline`]: a body's total deadline;
+//!   [`port_helper`]: the `analytics-bind-port` helper for ports below 1024;
 //! - [`host_check`]: the `Host` check of the read routes (DNS rebinding);
 //! - this module: the route table, from which both the router and the OpenAPI
 //!   document (`GET /openapi.json`) are made, and the latency middleware.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod host_check;
 pub mod lingering_close;
 pub mod openapi;
+pub mod port_helper;
 pub mod query;
 pub mod report_query;
 pub mod routes;
@@ -55,7 +57,7 @@ use openapi::{ApiDoc, HostNotAllowed, Unavailable};
 use routes::{breakdown, exclude_me, ingest, operations, sites, stats, tracker};
 
 pub use error::{ApiError, ErrorBody};
-pub use server::{ApiLimits, BindError, SHUTDOWN_GRACE, bind, serve, serve_with};
+pub use server::{ApiLimits, BindError, SHUTDOWN_GRACE, bind, bind_with_helper, serve, serve_with};
 pub use state::{ApiState, WorkerHealth, WorkerProbe};
 
 /// The service's routes over `state`, with the default [`ApiLimits`].

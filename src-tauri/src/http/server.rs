@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -17,10 +18,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::connection_gate::{ConnectionGate, ConnectionRefused};
 use super::lingering_close::LingeringClose;
+use super::port_helper::{self, AskError, PortError};
 use crate::config::{Config, TrustedProxies};
 
 /// Limits that keep slow or abusive clients from exhausting the service.
@@ -94,8 +96,13 @@ pub enum BindError {
     PrivilegedPort {
         /// The address asked for.
         addr: SocketAddr,
-        /// This program's path, for the setcap command.
+        /// The program to give the capability, for the setcap command: this
+        /// program, or the port helper when one exists and lacks only that.
         exe: String,
+        /// The port helper a `setcap` would make work (found, lacking only the
+        /// capability): what the desktop's "Allow" button needs. Not in the
+        /// message, which stays the CLI's.
+        helper: Option<PathBuf>,
     },
     /// Another program already listens there.
     #[error(
@@ -132,10 +139,21 @@ impl BindError {
                 addr,
                 exe: std::env::current_exe()
                     .map_or_else(|_| "/path/to/analytics-service".into(), |p| p.display().to_string()),
+                helper: None,
             },
             io::ErrorKind::AddrInUse => BindError::InUse { addr },
             io::ErrorKind::AddrNotAvailable => BindError::NotAvailable { addr },
             _ => BindError::Other { addr, source },
+        }
+    }
+
+    /// The structured case the desktop offers fixes for: a port below 1024 refused.
+    pub fn port_error(&self) -> Option<PortError> {
+        match self {
+            BindError::PrivilegedPort { addr, helper, .. } => {
+                Some(PortError { port: addr.port(), helper: helper.as_ref().map(|p| p.display().to_string()) })
+            }
+            _ => None,
         }
     }
 }
@@ -143,6 +161,38 @@ impl BindError {
 /// Opens the listening socket.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr).await.map_err(|e| BindError::from_io(addr, e))
+}
+
+/// Opens the listening socket; when a port below 1024 is refused for lack of
+/// the privilege and `helper` exists, asks it (see [`super::port_helper`]) and
+/// serves on the socket it hands back. Otherwise the error is [`bind`]'s.
+pub async fn bind_with_helper(addr: SocketAddr, helper: Option<&Path>) -> Result<TcpListener, BindError> {
+    let error = match TcpListener::bind(addr).await {
+        Ok(listener) => return Ok(listener),
+        Err(error) => BindError::from_io(addr, error),
+    };
+    let BindError::PrivilegedPort { addr, exe, .. } = error else { return Err(error) };
+    let Some(helper) = helper.filter(|path| path.is_file()) else {
+        return Err(BindError::PrivilegedPort { addr, exe, helper: None });
+    };
+    match port_helper::ask_helper(helper, addr).await {
+        Ok(listener) => {
+            info!(%addr, helper = %helper.display(), "listening through the port helper");
+            TcpListener::from_std(listener).map_err(|e| BindError::Other { addr, source: e })
+        }
+        Err(AskError::InUse) => Err(BindError::InUse { addr }),
+        Err(AskError::NotAvailable) => Err(BindError::NotAvailable { addr }),
+        Err(refusal) => {
+            warn!(%addr, %refusal, "the port helper could not bind");
+            if !matches!(refusal, AskError::NoCapability { .. }) {
+                return Err(BindError::PrivilegedPort { addr, exe, helper: None });
+            }
+            // The helper is what needs the capability (never the desktop app: a
+            // WebKit/GTK program with one runs in secure-execution mode).
+            let exe = helper.display().to_string();
+            Err(BindError::PrivilegedPort { addr, exe, helper: Some(helper.to_path_buf()) })
+        }
+    }
 }
 
 /// Serves `router` on `listener` with the default [`ApiLimits`] until `shutdown`
@@ -274,6 +324,18 @@ mod tests {
         assert!(message.contains("ports below 1024"), "{message}");
         assert!(message.contains("PORT=8000"), "{message}");
         assert!(message.contains("setcap cap_net_bind_service=+ep"), "{message}");
+    }
+
+    #[test]
+    fn only_a_privileged_port_refusal_is_a_port_error() {
+        let low: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let refused = BindError::from_io(low, io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(refused.port_error(), Some(PortError { port: 1000, helper: None }));
+        let with_helper = BindError::PrivilegedPort { addr: low, exe: "/x".into(), helper: Some("/usr/bin/h".into()) };
+        assert_eq!(with_helper.port_error().unwrap().helper.as_deref(), Some("/usr/bin/h"));
+        assert_eq!(BindError::from_io(low, io::Error::from(io::ErrorKind::AddrInUse)).port_error(), None);
+        let high: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert_eq!(BindError::from_io(high, io::Error::from(io::ErrorKind::PermissionDenied)).port_error(), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use analytics_desk::config::desktop_settings::{FieldErrors, Values};
 use analytics_desk::desktop::backup::BackupOutcome;
 use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
 use analytics_desk::desktop::first_run::FirstEvent;
+use analytics_desk::desktop::port_access;
 use analytics_desk::desktop::preferences::Preferences;
 use analytics_desk::engine::shutdown_signal;
 use analytics_desk::sites::SiteGoals;
@@ -169,6 +170,20 @@ async fn send_test_event(controller: Shared<'_>, site_id: String) -> Result<(), 
     controller.send_test_event(&site_id).await
 }
 
+/// "Allow port N": `pkexec setcap` on the port helper, then Start again.
+#[tauri::command]
+async fn allow_privileged_port(controller: Shared<'_>) -> Result<Snapshot, String> {
+    port_access::allow_port(&controller, std::path::Path::new(port_access::PKEXEC)).await?;
+    Ok(controller.snapshot().await)
+}
+
+/// "Use port 8000 instead": saves the port, then Start again.
+#[tauri::command]
+async fn use_fallback_port(controller: Shared<'_>) -> Result<Snapshot, String> {
+    port_access::use_port(&controller, port_access::FALLBACK_PORT).await?;
+    Ok(controller.snapshot().await)
+}
+
 #[tauri::command]
 fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
@@ -225,6 +240,8 @@ pub fn run() {
             site_script_tag,
             first_event,
             send_test_event,
+            allow_privileged_port,
+            use_fallback_port,
             recent_logs
         ])
         .build(tauri::generate_context!())
