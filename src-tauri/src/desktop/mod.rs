@@ -1,7 +1,8 @@
 //! Desktop: what the desktop app does, free of Tauri so that it is tested like
 //! the rest of the engine. [`controller`] starts and stops the parts (launching
 //! the local database first when needed), applies saved settings and builds the
-//! snapshot the window shows; [`preferences`] holds how the app lives on the
+//! snapshot the window shows; [`site_data`] the sites, stats, goals, exports
+//! and backups its tabs read and change; [`preferences`] holds how the app lives on the
 //! machine (background, login, first run); [`first_run`] the first-run flow
 //! (a first site, its script tag, its first event); [`port_access`] the fixes
 //! offered when a port below 1024 is refused; [`api_token`] makes
@@ -17,3 +18,4 @@ pub mod data_folder;
 pub mod first_run;
 pub mod port_access;
 pub mod preferences;
+pub mod site_data;
