@@ -13,6 +13,8 @@ import { createOverview } from './js/overview.js';
 import { createSites } from './js/sites.js';
 import { createSettings } from './js/settings.js';
 import { createTabs } from './js/tabs.js';
+import { createAppPreferences } from './js/app-preferences.js';
+import { createBackgroundNotice } from './js/background-notice.js';
 import { acceptSnapshot, setSettings, subscribe } from './js/store.js';
 
 const overview = createOverview();
@@ -20,6 +22,7 @@ const chart = createPipelineChart(byId('pipeline-chart'));
 const logs = createLogView(byId('log-lines'), byId('logs-jump'));
 const sites = createSites();
 const settings = createSettings();
+const appPreferences = createAppPreferences();
 
 subscribe(() => overview.render());
 overview.render();
@@ -28,6 +31,7 @@ createTabs((name) => {
   if (name === 'sites') sites.show();
   else sites.hide();
   if (name === 'overview') logs.reveal();
+  if (name === 'settings') appPreferences.load();
 });
 
 async function start() {
@@ -41,6 +45,8 @@ async function start() {
   const snapshotCall = invoke('get_snapshot');
   const settingsCall = invoke('get_settings');
   const logsCall = invoke('recent_logs');
+  createBackgroundNotice();
+  appPreferences.load();
 
   let logBuffer = []; // `log` events received before recent_logs answered
   listen('pipeline', (snapshot) => {

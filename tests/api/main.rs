@@ -1,6 +1,7 @@
 //! Integration tests of the engine and its HTTP API against a real MongoDB-wire
 //! server (see `tests/common`): one database per test, so they run in parallel.
 
+mod background;
 mod batch;
 mod breakdown;
 #[path = "../common/mod.rs"]

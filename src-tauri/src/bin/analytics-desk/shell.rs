@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
 
+use crate::background;
+
 use analytics_desk::config::desktop_settings::{FieldErrors, Values};
 use analytics_desk::desktop::controller::{Controller, DesktopPaths, Part, SaveOutcome, SettingsView, Snapshot};
 use analytics_desk::desktop::preferences::Preferences;
@@ -96,9 +98,11 @@ fn get_preferences(controller: Shared<'_>) -> Result<Preferences, String> {
     controller.preferences()
 }
 
-/// Saves the app's preferences; answers them as saved.
+/// Saves the app's preferences (writing or removing the login item first, so
+/// `start_on_login` is only saved once it took effect); answers them as saved.
 #[tauri::command]
-fn set_preferences(controller: Shared<'_>, preferences: Preferences) -> Result<Preferences, String> {
+fn set_preferences(app: AppHandle, controller: Shared<'_>, preferences: Preferences) -> Result<Preferences, String> {
+    background::sync_login_item(&app, &controller.preferences()?, &preferences)?;
     controller.set_preferences(&preferences)?;
     Ok(preferences)
 }
@@ -113,17 +117,18 @@ pub fn run() {
     let logs = telemetry::init_with_buffer();
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            // A second launch brings the running window forward instead.
-            if let Some(window) = app.get_webview_window("main") {
-                let _ = window.unminimize();
-                let _ = window.set_focus();
-            }
+            // A second launch brings the running window forward (even hidden in the tray) instead.
+            background::show_window(app);
         }))
         .plugin(tauri_plugin_window_state::Builder::default().build())
+        .plugin(tauri_plugin_autostart::Builder::new().build())
+        .on_window_event(background::on_window_event)
         .manage(logs.clone())
         .setup(move |app| {
             let controller = Arc::new(Controller::new(desktop_paths()?));
             app.manage(controller.clone());
+            background::install_tray(app.handle(), controller.clone())?;
+            background::start_if_asked(controller.clone());
             tauri::async_runtime::spawn(push_snapshots(app.handle().clone(), controller));
             tauri::async_runtime::spawn(push_logs(app.handle().clone(), logs.clone()));
             // SIGTERM / Ctrl-C quit like closing the window: through RunEvent::Exit.
@@ -149,6 +154,10 @@ pub fn run() {
             requeue_quarantine,
             get_preferences,
             set_preferences,
+            background::hide_to_background,
+            background::quit_app,
+            background::tray_action,
+            background::tray_menu,
             recent_logs
         ])
         .build(tauri::generate_context!())
