@@ -38,7 +38,9 @@ pub fn install_tray(app: &AppHandle, controller: Arc<Controller>) -> tauri::Resu
     let status = MenuItem::with_id(app, STATUS_ID, "Stopped", false, None::<&str>)?;
     let actions = TrayAction::ALL
         .into_iter()
-        .map(|action| MenuItem::with_id(app, action.id(), action.label(), true, None::<&str>).map(|item| (action, item)))
+        .map(|action| {
+            MenuItem::with_id(app, action.id(), action.label(), true, None::<&str>).map(|item| (action, item))
+        })
         .collect::<tauri::Result<Vec<_>>>()?;
     let separator = PredefinedMenuItem::separator(app)?;
     let mut entries: Vec<&dyn tauri::menu::IsMenuItem<Wry>> = vec![&status, &separator];
@@ -173,8 +175,8 @@ pub fn quit_app(app: AppHandle) {
 /// same code the tray runs, reachable where there is no tray host (Xvfb, tests).
 #[tauri::command]
 pub fn tray_action(app: AppHandle, id: String) -> Result<(), String> {
-    let action = TrayAction::from_id(&id)
-        .ok_or_else(|| format!("unknown tray action {id:?}: use start, stop, open or quit"))?;
+    let action =
+        TrayAction::from_id(&id).ok_or_else(|| format!("unknown tray action {id:?}: use start, stop, open or quit"))?;
     run_action(&app, action);
     Ok(())
 }

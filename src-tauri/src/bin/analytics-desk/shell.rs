@@ -2,6 +2,7 @@
 //! actions as commands, pushes a `pipeline` snapshot every second and each `log`
 //! line as events, keeps one instance and the window's size, and on quit stops
 //! the service gracefully (the batch in progress is finished) and the managed database.
+//! The tray, the window's close and the login item are [`background`]'s.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -102,7 +103,9 @@ fn get_preferences(controller: Shared<'_>) -> Result<Preferences, String> {
 /// `start_on_login` is only saved once it took effect); answers them as saved.
 #[tauri::command]
 fn set_preferences(app: AppHandle, controller: Shared<'_>, preferences: Preferences) -> Result<Preferences, String> {
-    background::sync_login_item(&app, &controller.preferences()?, &preferences)?;
+    // A damaged file must not block saving good preferences over it.
+    let saved = controller.preferences().unwrap_or_default();
+    background::sync_login_item(&app, &saved, &preferences)?;
     controller.set_preferences(&preferences)?;
     Ok(preferences)
 }
