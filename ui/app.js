@@ -16,6 +16,8 @@ import { createSettings } from './js/settings.js';
 import { createBackup } from './js/backup.js';
 import { createTabs } from './js/tabs.js';
 import { createFirstRun } from './js/first-run.js';
+import { createAppPreferences } from './js/app-preferences.js';
+import { createBackgroundNotice } from './js/background-notice.js';
 import { acceptSnapshot, setSettings, subscribe } from './js/store.js';
 
 const overview = createOverview();
@@ -25,6 +27,7 @@ const sites = createSites();
 const settings = createSettings();
 createBackup();
 const firstRun = createFirstRun({ onSettingsChanged: (view) => { setSettings(view); settings.load(view); } });
+const appPreferences = createAppPreferences();
 
 subscribe(() => overview.render());
 overview.render();
@@ -36,6 +39,7 @@ createTabs((name) => {
   if (name === 'sites') sites.show();
   else sites.hide();
   if (name === 'overview') logs.reveal();
+  if (name === 'settings') appPreferences.load();
 });
 
 async function start() {
@@ -51,6 +55,8 @@ async function start() {
   const snapshotCall = invoke('get_snapshot');
   const settingsCall = invoke('get_settings');
   const logsCall = invoke('recent_logs');
+  createBackgroundNotice();
+  appPreferences.load();
 
   let logBuffer = []; // `log` events received before recent_logs answered
   listen('pipeline', (snapshot) => {

@@ -2,6 +2,7 @@
 //! server (see `tests/common`): one database per test, so they run in parallel.
 
 mod backup;
+mod background;
 mod batch;
 mod breakdown;
 #[path = "../common/mod.rs"]

@@ -2,12 +2,15 @@
 //! actions as commands, pushes a `pipeline` snapshot every second and each `log`
 //! line as events, keeps one instance and the window's size, and on quit stops
 //! the service gracefully (the batch in progress is finished) and the managed database.
+//! The tray, the window's close and the login item are [`background`]'s.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tauri::{AppHandle, Emitter, Manager, RunEvent, State};
+
+use crate::background;
 
 use analytics_desk::config::desktop_settings::{FieldErrors, Values};
 use analytics_desk::desktop::backup::BackupOutcome;
@@ -100,9 +103,13 @@ fn get_preferences(controller: Shared<'_>) -> Result<Preferences, String> {
     controller.preferences()
 }
 
-/// Saves the app's preferences; answers them as saved.
+/// Saves the app's preferences (writing or removing the login item first, so
+/// `start_on_login` is only saved once it took effect); answers them as saved.
 #[tauri::command]
-fn set_preferences(controller: Shared<'_>, preferences: Preferences) -> Result<Preferences, String> {
+fn set_preferences(app: AppHandle, controller: Shared<'_>, preferences: Preferences) -> Result<Preferences, String> {
+    // A damaged file must not block saving good preferences over it.
+    let saved = controller.preferences().unwrap_or_default();
+    background::sync_login_item(&app, &saved, &preferences)?;
     controller.set_preferences(&preferences)?;
     Ok(preferences)
 }
@@ -194,17 +201,18 @@ pub fn run() {
     let logs = telemetry::init_with_buffer();
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            // A second launch brings the running window forward instead.
-            if let Some(window) = app.get_webview_window("main") {
-                let _ = window.unminimize();
-                let _ = window.set_focus();
-            }
+            // A second launch brings the running window forward (even hidden in the tray) instead.
+            background::show_window(app);
         }))
         .plugin(tauri_plugin_window_state::Builder::default().build())
+        .plugin(tauri_plugin_autostart::Builder::new().build())
+        .on_window_event(background::on_window_event)
         .manage(logs.clone())
         .setup(move |app| {
             let controller = Arc::new(Controller::new(desktop_paths()?));
             app.manage(controller.clone());
+            background::install_tray(app.handle(), controller.clone())?;
+            background::start_if_asked(controller.clone());
             tauri::async_runtime::spawn(push_snapshots(app.handle().clone(), controller));
             tauri::async_runtime::spawn(push_logs(app.handle().clone(), logs.clone()));
             // SIGTERM / Ctrl-C quit like closing the window: through RunEvent::Exit.
@@ -242,6 +250,10 @@ pub fn run() {
             send_test_event,
             allow_privileged_port,
             use_fallback_port,
+            background::hide_to_background,
+            background::quit_app,
+            background::tray_action,
+            background::tray_menu,
             recent_logs
         ])
         .build(tauri::generate_context!())
