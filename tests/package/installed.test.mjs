@@ -1,10 +1,10 @@
 // The installed package, used as a normal user would (issue #16): run by
 // scripts/test-package.sh as a fresh non-root user, after `apt install ./*.deb`.
 // Launches /usr/bin/analytics-desk through tauri-driver under Xvfb, with the
-// defaults (no .env, no settings): Start serves on port 1000 through the
-// packaged port helper; a page on localhost carrying the <script> tag sends a
-// page view that the window shows; closing the window keeps the API up; quitting
-// stops the API and the database.
+// defaults (no .env, no settings): the first-run flow's Start serves on port
+// 1000 through the packaged port helper; a page on localhost carrying the
+// <script> tag the flow gives sends a page view that the window shows; closing
+// the window keeps the API up; the tray's Quit stops the API and the database.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -117,24 +117,42 @@ after(async () => {
   for (const child of children.reverse()) child.kill('SIGTERM');
 });
 
+const shown = (id) => driver.script(`const n = document.getElementById(${JSON.stringify(id)}); return Boolean(n) && !n.hidden && n.offsetParent !== null;`);
+
 test('a normal user installs the package, clicks Start and collects on localhost:1000', async (t) => {
-  await t.test('Start serves the API on port 1000 with nothing typed', async () => {
-    await driver.until('the window', () => driver.find('#start-all'), 60000);
-    await saveScreenshot('installed-1-opened');
-    await driver.click('#start-all');
-    await driver.until('API running or failed', async () => /running|failed/i.test(await driver.text('#api-status')), 90000);
-    const banner = await driver.script("const b = document.querySelector('#service-error'); return b && !b.hidden ? b.textContent : ''");
-    assert.match(await driver.text('#api-status'), /running/i, `Start failed: ${banner}`);
-    await driver.until('worker running', async () => /running/i.test(await driver.text('#worker-status')));
-    assert.match(await driver.text('#api-url'), /localhost:1000|127\.0\.0\.1:1000/);
+  let scriptTag;
+
+  await t.test('the first run offers port 1000, and Start serves it with nothing typed', async () => {
+    await driver.until('the first-run flow', () => shown('first-run'), 60000);
+    assert.equal(await driver.script("return document.getElementById('first-run-port').value"), '1000');
+    await saveScreenshot('installed-1-first-run');
+    await driver.click('#first-run-start');
+    await driver.until('the site step, or an error', async () =>
+      (await shown('first-run-step-site')) || (await driver.text('#first-run-port-error')).trim() !== '', 90000);
+    assert.equal((await driver.text('#first-run-port-error')).trim(), '', 'Start on port 1000 succeeded');
+    const snapshot = await invoke('get_snapshot');
+    assert.equal(snapshot.api.state, 'running');
+    assert.match(snapshot.api_url, /:1000$/);
     const health = await fetch(`http://localhost:${API_PORT}/health`);
     assert.equal(health.status, 200, 'the API answers on port 1000');
     assert.ok(await answers(DB_PORT), 'the app launched its own database');
   });
 
-  await t.test('a page on localhost with the script tag sends a page view the window shows', async () => {
-    const page = `<!doctype html><title>My blog</title><h1>Hello</h1>
-<script defer data-site="${SITE}" src="http://localhost:${API_PORT}/script.js"></script>`;
+  await t.test('a first site gives the script tag to paste', async () => {
+    await driver.type('#first-run-site-name', 'My Blog');
+    await driver.until('the site_id', async () => (await driver.text('#first-run-site-id')) === SITE);
+    await driver.click('#first-run-add-site');
+    await driver.until('the script step', () => shown('first-run-step-script'));
+    // The page below is served from localhost: count it, as a developer would.
+    await driver.click('#first-run-include-localhost');
+    await driver.until('the tag for localhost pages', async () => /data-include-localhost/.test(await driver.text('#first-run-script-tag')));
+    scriptTag = await driver.text('#first-run-script-tag');
+    assert.match(scriptTag, new RegExp(`data-site="${SITE}".*:1000/script\\.js`));
+    assert.equal(await driver.script("return document.getElementById('first-run-waiting').dataset.state"), 'waiting');
+  });
+
+  await t.test('a page on localhost with that tag, in Chromium, sends a page view the window shows', async () => {
+    const page = `<!doctype html><html><head><title>My blog</title>${scriptTag}</head><body><h1>Hello</h1></body></html>`;
     pageServer = createServer((request, response) => {
       response.writeHead(200, { 'content-type': 'text/html' });
       response.end(page);
@@ -147,35 +165,43 @@ test('a normal user installs the package, clicks Start and collects on localhost
     try {
       const tab = await browser.newPage();
       await tab.goto(`http://localhost:${pagePort}/blog/first-post`);
-      await until('the page view in the window', async () => {
-        const sites = await invoke('list_sites');
-        return sites.some((site) => site.site_id === SITE);
-      }, 60000);
+      await driver.until('"waiting" turned green', async () =>
+        (await driver.script("return document.getElementById('first-run-waiting').dataset.state")) === 'arrived', 60000);
     } finally {
       await browser.close();
     }
+    await driver.until('processed', async () => /processed/i.test(await driver.text('#first-run-waiting')), 60000);
+    await saveScreenshot('installed-2-first-page-view');
     const stats = await invoke('site_stats', { siteId: SITE });
     assert.equal(stats.total_events, 1, `one page view: ${JSON.stringify(stats)}`);
     assert.deepEqual(stats.top_paths.map((row) => row.path), ['/blog/first-post']);
+
+    await driver.click('#first-run-next');
+    await driver.until('the finish step', () => shown('first-run-step-finish'));
+    await driver.click('#first-run-finish');
+    await driver.until('the flow closed', async () => !(await shown('first-run')));
     await driver.click('#tab-sites');
     await driver.until('the site in the Sites tab', async () => (await driver.text('#view-sites')).includes(SITE));
-    await saveScreenshot('installed-2-first-page-view');
+    await saveScreenshot('installed-3-sites');
   });
 
-  await t.test('closing the window keeps collecting; quitting stops the API and the database', async () => {
+  await t.test('closing the window keeps collecting; Quit stops the API and the database', async () => {
     const [pid] = pidsOf(APP);
     assert.ok(pid, 'the app runs');
-    await driver.call('DELETE', driver.s('/window')).catch(() => {});
-    await until('the window closed', async () => {
-      const handles = await driver.call('GET', driver.s('/window/handles')).catch(() => []);
-      return handles.length === 0;
-    });
-    const after = await fetch(`http://localhost:${API_PORT}/health`);
-    assert.equal(after.status, 200, 'the API still answers with the window closed');
+    // The window's own close(), as its title bar's X does (WebDriver's "close
+    // window" would end the session, and tauri-driver would kill the app).
+    await driver.script('window.__TAURI__.window.getCurrentWindow().close(); return true;');
+    await driver.until('the first-close notice', () => shown('background-notice'));
+    await driver.script("document.getElementById('background-notice-ok').click(); return true;");
+    await until('the notice recorded', async () => (await invoke('get_preferences')).background_notice_shown === true);
+    for (let i = 0; i < 3; i++) {
+      const health = await fetch(`http://localhost:${API_PORT}/health`);
+      assert.equal(health.status, 200, 'the API still answers with the window closed');
+    }
     assert.ok(pidsOf(APP).includes(pid), 'the app lives on in the background');
 
-    // How a desktop session (or the tray's Quit) ends the app.
-    process.kill(pid, 'SIGTERM');
+    // The tray's Quit (through the command its menu item calls: Xvfb has no tray host).
+    await invoke('tray_action', { id: 'quit' }).catch(() => {});
     await until('the app gone', async () => !pidsOf(APP).includes(pid), 60000);
     assert.equal(await answers(API_PORT), false, 'port 1000 is closed');
     assert.equal(await answers(DB_PORT), false, 'the managed database stopped');

@@ -77,6 +77,32 @@ export function createFirstRun({ onSettingsChanged }) {
       } catch (err) {
         setText(status, '');
         setText(byId('first-run-port-error'), errorText(err));
+        await offerPortPermission();
+      }
+    }),
+  );
+
+  // A port below 1024 refused for want of the permission: the same fix as the
+  // #service-error banner's "Allow port N" (desktop/port_access.rs), here in the flow.
+  const allowPort = byId('first-run-allow-port');
+  async function offerPortPermission() {
+    let portError = null;
+    try {
+      portError = (await invoke('get_snapshot')).port_error;
+    } catch {}
+    allowPort.hidden = !(portError && portError.helper);
+    if (portError) setText(allowPort, `Allow port ${portError.port}`);
+  }
+  allowPort.addEventListener('click', () =>
+    busy(allowPort, async () => {
+      setText(byId('first-run-port-error'), '');
+      try {
+        acceptSnapshot(await invoke('allow_privileged_port'));
+        allowPort.hidden = true;
+        showStep('site');
+        nameInput.focus();
+      } catch (err) {
+        setText(byId('first-run-port-error'), errorText(err));
       }
     }),
   );
