@@ -163,6 +163,7 @@ mod tests {
             database: DatabaseStatus::initial(&crate::Config::default()),
             api_url: None,
             last_error: None,
+            port_error: None,
             at: 0,
         }
     }
