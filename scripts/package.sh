@@ -22,20 +22,15 @@ if [ ! -x "$cli_dir/node_modules/.bin/tauri" ]; then
 fi
 
 profile="${PROFILE:-release}"
-cargo_flags=(--locked --bin analytics-bind-port)
 tauri_flags=(--bundles deb --features desktop --ci)
-if [ "$profile" = debug ]; then
-  tauri_flags+=(--debug)
-else
-  cargo_flags+=(--release)
-fi
+[ "$profile" = debug ] && tauri_flags+=(--debug)
 
-# The deb's extra files (tauri.conf.json, bundle > linux > deb > files) are staged
-# in src-tauri/bundle/ (ignored by git): the helper and the data sets.
+# The bundler packages every binary the build makes (the app, analytics-service,
+# the port helper analytics-bind-port) into /usr/bin. The data sets are the
+# deb's extra files (tauri.conf.json, bundle > linux > deb > files), staged in
+# src-tauri/bundle/ (ignored by git).
 stage="src-tauri/bundle"
 rm -rf "$stage" && mkdir -p "$stage/data-sets"
-cargo build "${cargo_flags[@]}" >&2
-cp "$CARGO_TARGET_DIR/$profile/analytics-bind-port" "$stage/analytics-bind-port"
 data="$("$here/install-data-sets.sh")"
 cp "$data"/country.mmdb "$data"/country.LICENSE "$data"/referrers.json "$data"/referrers.LICENSE "$stage/data-sets/"
 
@@ -46,4 +41,8 @@ out="$CARGO_TARGET_DIR/$profile/bundle/deb"
 built="$(ls -t "$out"/*.deb | head -1)"
 deb="$out/$(dpkg-deb -f "$built" Package)_$(dpkg-deb -f "$built" Version)_$(dpkg-deb -f "$built" Architecture).deb"
 [ "$built" = "$deb" ] || mv -f "$built" "$deb"
+contents="$(dpkg-deb -c "$deb")"
+for program in analytics-desk analytics-bind-port secantusd-rs; do
+  grep -q "/usr/bin/$program\$" <<<"$contents" || { echo "the .deb lacks /usr/bin/$program" >&2; exit 1; }
+done
 echo "$deb"

@@ -9,7 +9,7 @@ source "$here/env.sh"
 "$here/setup.sh"
 
 "$here/apt-install.sh" libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev \
-  xvfb xauth webkit2gtk-driver fonts-dejavu-core
+  xvfb xauth x11-utils webkit2gtk-driver fonts-dejavu-core
 
 # The app ships secantusd-rs as a sidecar: Tauri wants it at
 # src-tauri/binaries/secantusd-rs-<target triple> when building.

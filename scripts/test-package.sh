@@ -12,7 +12,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/env.sh"
 # It installs a package and creates a user: root, or through sudo.
 [ "$(id -u)" -eq 0 ] || exec sudo --preserve-env=ANALYTICS_DESK_CACHE,CARGO_TARGET_DIR,PATH bash "$0" "$@"
-"$here/apt-install.sh" libcap2-bin dbus-daemon dbus-bin passwd util-linux
+"$here/apt-install.sh" libcap2-bin dbus-daemon dbus-bin passwd util-linux procps
 cd "$here/.."
 
 deb="$(PROFILE=debug "$here/package.sh")"
@@ -22,14 +22,29 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$
 
 # A normal user with a fresh home, as on a new machine.
 user=analytics-desk-e2e
-if id "$user" >/dev/null 2>&1; then userdel -r "$user" >/dev/null 2>&1 || true; fi
+# Whatever happens, leave no user, process or package behind (a failed run too),
+# so the next run starts fresh.
+remove_user() {
+  if id "$user" >/dev/null 2>&1; then
+    pkill -KILL -u "$user" >/dev/null 2>&1 || true
+    for _ in $(seq 50); do pgrep -u "$user" >/dev/null 2>&1 || break; sleep 0.1; done
+    userdel -r "$user" >/dev/null 2>&1 || true
+  fi
+}
+work=""
+cleanup() {
+  remove_user
+  dpkg --purge analytics-desk >/dev/null 2>&1 || true
+  [ -z "$work" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+remove_user
 useradd --create-home --shell /bin/bash "$user"
 home="$(getent passwd "$user" | cut -d: -f6)"
 
 # What the user runs must be readable by them: the test files, the WebDriver
 # bridge and playwright-core, copied out of this clone (which may sit under /root).
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/tests/browser/node_modules" "$work/bin" "$work/screenshots"
 cp -r tests/package tests/e2e tests/common "$work/tests/"
 cp -r tests/browser/node_modules/playwright-core "$work/tests/browser/node_modules/"
@@ -59,4 +74,3 @@ purge_said="$(dpkg --purge analytics-desk 2>&1)"
 grep -q "local/share/analytics-desk" <<<"$purge_said" || { echo "purge did not say what it leaves: $purge_said" >&2; exit 1; }
 [ -d "$home/.local/share/analytics-desk" ] || { echo "purge removed the user's data" >&2; exit 1; }
 echo "package test passed: installed, used as $user on port 1000, removed; the user's data kept" >&2
-userdel -r "$user" >/dev/null 2>&1 || true

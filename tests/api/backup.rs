@@ -198,6 +198,12 @@ async fn a_backup_holds_no_secret_and_one_site_when_asked() {
     assert!(!text.contains("hunter2secret") && !text.contains("a-very-secret-token"), "no secret in the file");
     assert!(!text.contains("API_TOKEN"));
     assert!(text.contains("MONGO_URL"), "the URL is kept, masked");
+    for key in ["TRUSTED_PROXIES", "EXCLUDED_IPS", "PUBLIC_HOSTS"] {
+        assert!(text.contains(key), "the setting {key} is recorded");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a backup holds every visitor's events: its owner's only");
     assert!(!text.contains("\"blog\""), "only the site asked for");
     let shop_events = traffic(recent_start(), 0).iter().filter(|e| e["site_id"] == "shop").count();
     assert_eq!(header.counts.events, shop_events as u64);

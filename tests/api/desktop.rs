@@ -51,7 +51,7 @@ async fn start_and_stop_move_through_the_statuses_and_the_snapshot_follows_the_p
     assert!(matches!(running.api, PartStatus::Running { addr: Some(a) } if a.port() == port));
     assert_eq!(running.worker, PartStatus::Running { addr: None });
     assert_eq!(running.worker_batch_size, Some(1000), "the running worker's batch size");
-    assert_eq!(running.api_url, Some(format!("http://127.0.0.1:{port}")));
+    assert_eq!(running.api_url, Some(format!("http://localhost:{port}")));
     assert_eq!(running.last_error, None);
 
     let http = reqwest::Client::new();

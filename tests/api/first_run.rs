@@ -94,7 +94,7 @@ async fn the_test_event_goes_through_the_api_and_the_first_event_check_turns_tru
     // The API alone: the event waits in the queue, and has already arrived.
     controller.start(Part::Api).await.unwrap();
     let tag = controller.site_script_tag(&site, false).await.unwrap();
-    assert_eq!(tag, format!(r#"<script defer data-site="shop" src="http://127.0.0.1:{port}/script.js"></script>"#));
+    assert_eq!(tag, format!(r#"<script defer data-site="shop" src="http://localhost:{port}/script.js"></script>"#));
     assert_eq!(controller.first_event(&site).await.unwrap(), FirstEvent { arrived: false, processed: false });
 
     controller.send_test_event(&site).await.unwrap();
@@ -129,4 +129,17 @@ async fn a_refused_test_event_says_why_in_the_apis_words() {
     let closed = format!("http://127.0.0.1:{}", common::free_port());
     let unreachable = first_run::send_test_event(&closed, "shop").await.unwrap_err().to_string();
     assert!(unreachable.starts_with(&format!("cannot reach the API at {closed}/event")), "{unreachable}");
+}
+
+#[tokio::test]
+async fn a_test_event_the_api_drops_is_an_error_not_a_silent_success() {
+    // This machine excluded (as a user might, to keep their own visits out):
+    // the API answers 202 "ignored", and "waiting" would never turn green.
+    let app = spawn_app_with(|config| config.excluded_ips = "127.0.0.0/8, ::1".parse().unwrap()).await;
+    let api_url = format!("http://{}", app.address);
+
+    let dropped = first_run::send_test_event(&api_url, "shop").await.unwrap_err().to_string();
+    assert!(dropped.starts_with("the API ignored the test event (excluded)"), "{dropped}");
+    assert!(dropped.contains("EXCLUDED_IPS"), "says where to look: {dropped}");
+    assert!(!first_run::first_event(&app.store, "shop").await.unwrap().arrived, "nothing stored");
 }

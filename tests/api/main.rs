@@ -1,15 +1,15 @@
 //! Integration tests of the engine and its HTTP API against a real MongoDB-wire
 //! server (see `tests/common`): one database per test, so they run in parallel.
 
-mod backup;
 mod background;
+mod backup;
 mod batch;
 mod breakdown;
 #[path = "../common/mod.rs"]
 mod common;
 mod desktop;
-mod desktop_settings;
 mod desktop_backup;
+mod desktop_settings;
 mod engine;
 mod enrich;
 mod event;

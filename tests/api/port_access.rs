@@ -134,3 +134,17 @@ async fn use_port_saves_the_new_port_and_starts_there() {
     assert_eq!((snapshot.port_error, snapshot.last_error), (None, None));
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_address_the_helper_refuses_is_said_plainly_without_a_setcap_that_would_not_help() {
+    let port = free_low_port();
+    drop_bind_privilege();
+    // The real helper (run as root here, so holding the capability) refuses every address but loopback.
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let error = analytics_desk::http::bind_with_helper(addr, Some(Path::new(HELPER))).await.unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(&format!("cannot listen on 0.0.0.0:{port}")), "{message}");
+    assert!(message.contains("the port helper, which refused") && message.contains("0.0.0.0"), "{message}");
+    assert!(!message.contains("setcap"), "a capability would not help here: {message}");
+    assert_eq!(error.port_error(), Some(PortError { port, helper: None }), "only Use port 8000 is offered");
+}

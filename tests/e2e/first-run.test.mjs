@@ -180,7 +180,7 @@ test('the first-run flow: port, site, script tag, first event, finish; not shown
     await driver.until('the site step', () => shown('first-run-step-site'), 60000);
     const snapshot = await command('get_snapshot');
     assert.equal(snapshot.api.state, 'running');
-    assert.equal(snapshot.api_url, `http://127.0.0.1:${apiPort}`);
+    assert.equal(snapshot.api_url, `http://localhost:${apiPort}`);
     assert.equal((await command('get_settings')).values.PORT, String(apiPort), 'saved through save_settings');
   });
 
@@ -190,7 +190,7 @@ test('the first-run flow: port, site, script tag, first event, finish; not shown
     await saveScreenshot('first-run-2-site');
     await driver.click('#first-run-add-site');
     await driver.until('the script step', () => shown('first-run-step-script'));
-    const tag = `<script defer data-site="my-shop" src="http://127.0.0.1:${apiPort}/script.js"></script>`;
+    const tag = `<script defer data-site="my-shop" src="http://localhost:${apiPort}/script.js"></script>`;
     await driver.until('the script tag', async () => (await driver.text('#first-run-script-tag')) === tag);
     assert.equal(await dataset('first-run-waiting', 'state'), 'waiting');
     assert.match(await driver.text('#first-run-waiting'), /waiting for the first event/i);

@@ -71,10 +71,10 @@ async function invoke(command, args = {}) {
   return value.ok;
 }
 
-/** Polls `check` until it is truthy: at most `ms` and 400 tries. */
+/** Polls `check` every 100 ms until it is truthy, for at most `ms`. */
 async function until(what, check, ms = 30000) {
   const deadline = Date.now() + ms;
-  for (let i = 0; i < 400 && Date.now() < deadline; i++) {
+  for (let i = 0; i < Math.ceil(ms / 100) + 10 && Date.now() < deadline; i++) {
     if (await check()) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
@@ -84,6 +84,7 @@ async function until(what, check, ms = 30000) {
 before(async () => {
   assert.notEqual(process.getuid(), 0, 'this test runs as a normal user');
   assert.equal(await answers(API_PORT), false, 'port 1000 is free before the app starts');
+  assert.equal(await answers(DB_PORT), false, 'nothing answers on 27017: the app must launch its own database');
   const caps = spawnSync('/usr/sbin/getcap', ['/usr/bin/analytics-bind-port'], { encoding: 'utf8' });
   assert.match(caps.stdout, /cap_net_bind_service/, `the package gave the helper its capability: ${caps.stdout}${caps.stderr}`);
 

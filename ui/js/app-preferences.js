@@ -24,7 +24,19 @@ export function createAppPreferences() {
 
   async function save(key) {
     if (!saved) return;
-    const wanted = { ...saved, [key]: boxes[key].checked };
+    const value = boxes[key].checked;
+    for (const box of Object.values(boxes)) box.disabled = true;
+    let wanted;
+    try {
+      // The other preferences as stored now (the notice may have been recorded
+      // since this tab read them): only this box's key changes.
+      wanted = { ...(await invoke('get_preferences')), [key]: value };
+    } catch (err) {
+      for (const box of Object.values(boxes)) box.disabled = false;
+      show(saved);
+      say(errorText(err), 'error');
+      return;
+    }
     for (const box of Object.values(boxes)) box.disabled = true;
     try {
       show(await invoke('set_preferences', { preferences: wanted }));
@@ -38,6 +50,8 @@ export function createAppPreferences() {
   }
 
   for (const key of PREFERENCE_BOXES) boxes[key].addEventListener('change', () => save(key));
+  // The tray's Quit, for desktops without a tray: finishes the batch, stops the service and the database.
+  byId('quit-app').addEventListener('click', () => invoke('quit_app').catch((err) => say(errorText(err), 'error')));
 
   return {
     /** Reads the preferences (again, e.g. when the Settings tab opens). */

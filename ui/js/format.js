@@ -107,15 +107,14 @@ export function databaseKind(kind) {
 /**
  * Base URL of the API: the snapshot's api_url while it runs, otherwise the
  * address the saved settings will use (so the curl example is useful even
- * before the first start). A wildcard listen address is not something you can
- * send to, so it becomes the loopback address.
+ * before the first start). Loopback and the wildcard listen address become
+ * `localhost`, as the backend's api_url does.
  */
 export function apiBase(snapshot, settings) {
   if (snapshot && snapshot.api_url) return String(snapshot.api_url).replace(/\/+$/, '');
   const values = (settings && settings.values) || {};
   let host = values.HOST || '127.0.0.1';
-  if (host === '0.0.0.0') host = '127.0.0.1';
-  if (host === '::' || host === '[::]') host = '::1';
+  if (['0.0.0.0', '127.0.0.1', '::', '[::]', '::1', '[::1]'].includes(host)) host = 'localhost';
   if (host.includes(':') && !host.startsWith('[')) host = `[${host}]`;
   return `http://${host}:${values.PORT || '1000'}`;
 }

@@ -48,6 +48,11 @@ pub fn settings_of(config: &Config) -> Vec<Setting> {
     if let Some(days) = config.retention_days {
         settings.push(("RETENTION_DAYS", days.to_string()));
     }
+    settings.push(("TRUSTED_PROXIES", config.trusted_proxies.to_string()));
+    settings.push(("EXCLUDED_IPS", config.excluded_ips.to_string()));
+    if let Some(city_db) = &config.data_sets.geoip_city_db {
+        settings.push(("GEOIP_DB", city_db.display().to_string()));
+    }
     settings.into_iter().map(|(key, value)| Setting { key: key.to_string(), value }).collect()
 }
 

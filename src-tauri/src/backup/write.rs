@@ -78,7 +78,7 @@ async fn write_body(
     scope: &Scope,
     settings: &[Setting],
 ) -> Result<Counts, BackupError> {
-    let file = File::create(body_path).map_err(|source| io("write", body_path, source))?;
+    let file = owner_only_file(body_path).map_err(|source| io("write", body_path, source))?;
     let mut body =
         Body { out: GzEncoder::new(BufWriter::new(file), Compression::default()), counts: Counts::default() };
     let filter = match &scope.site {
@@ -142,7 +142,7 @@ impl Body {
 /// Writes the header as a gzip member of its own into `whole_path`, then
 /// appends the body's member, and syncs the file.
 fn join(header: &Header, body_path: &Path, whole_path: &Path) -> std::io::Result<()> {
-    let mut whole = BufWriter::new(File::create(whole_path)?);
+    let mut whole = BufWriter::new(owner_only_file(whole_path)?);
     let mut header_member = GzEncoder::new(&mut whole, Compression::default());
     let mut line = serde_json::to_string(header).map_err(std::io::Error::other)?;
     line.push('\n');
@@ -161,4 +161,13 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 
 fn io(action: &'static str, path: &Path, source: std::io::Error) -> BackupError {
     BackupError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// A new file only its owner can read: a backup holds every visitor's events.
+fn owner_only_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }

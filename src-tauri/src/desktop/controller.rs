@@ -400,7 +400,9 @@ impl Controller {
             }
         };
         let api_url = match &status.api {
-            PartStatus::Running { addr: Some(addr) } if addr.ip().is_unspecified() => {
+            // Loopback or every address: `localhost`, the name sites are told to use
+            // (and the one cookies such as /exclude-me's are set for).
+            PartStatus::Running { addr: Some(addr) } if addr.ip().is_unspecified() || is_localhost(addr.ip()) => {
                 Some(format!("http://localhost:{}", addr.port()))
             }
             PartStatus::Running { addr: Some(addr) } => Some(format!("http://{addr}")),
@@ -433,4 +435,9 @@ impl Controller {
 /// installs it and cargo builds it.
 fn port_helper(paths: &DesktopPaths) -> Option<PathBuf> {
     paths.sidecar_dir.as_ref().map(|dir| dir.join(crate::http::port_helper::HELPER_NAME))
+}
+
+/// Whether `ip` is what `localhost` names (127.0.0.1 or ::1).
+fn is_localhost(ip: std::net::IpAddr) -> bool {
+    ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST
 }

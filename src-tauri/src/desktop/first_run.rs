@@ -55,6 +55,13 @@ pub enum FirstRunError {
         /// The API's `error`, or its body.
         reason: String,
     },
+    /// The API accepted the request but dropped the event (a bot, an excluded
+    /// address such as this machine's in `EXCLUDED_IPS`): nothing will arrive.
+    #[error("the API ignored the test event ({reason}): nothing was stored; check EXCLUDED_IPS in Settings")]
+    Ignored {
+        /// The API's `reason`.
+        reason: String,
+    },
 }
 
 /// Whether a site's first event has arrived.
@@ -179,6 +186,11 @@ pub async fn send_test_event(api_url: &str, site_id: &str) -> Result<(), FirstRu
             .and_then(|answer| answer.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or(text);
         return Err(FirstRunError::Refused { status: status.as_u16(), reason });
+    }
+    let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+    if answer.get("status").and_then(|s| s.as_str()) == Some("ignored") {
+        let reason = answer.get("reason").and_then(|r| r.as_str()).unwrap_or("no reason given").to_string();
+        return Err(FirstRunError::Ignored { reason });
     }
     Ok(())
 }

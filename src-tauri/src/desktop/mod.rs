@@ -14,8 +14,8 @@
 //! which only forwards to this module.
 
 pub mod api_token;
-pub mod backup;
 pub mod background;
+pub mod backup;
 pub mod controller;
 pub mod data_folder;
 pub mod first_run;

@@ -104,6 +104,18 @@ pub enum BindError {
         /// message, which stays the CLI's.
         helper: Option<PathBuf>,
     },
+    /// A port below 1024 the port helper refused to bind (an address it does
+    /// not allow, such as 0.0.0.0): no capability would change that.
+    #[error(
+        "cannot listen on {addr}: ports below 1024 go through the port helper, which refused: {message}. \
+         Set PORT to 1024 or above (for example PORT=8000), or HOST to 127.0.0.1"
+    )]
+    HelperRefused {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the helper said.
+        message: String,
+    },
     /// Another program already listens there.
     #[error(
         "cannot listen on {addr}: the port is already in use by another program. Stop that program or set PORT to another port"
@@ -153,6 +165,8 @@ impl BindError {
             BindError::PrivilegedPort { addr, helper, .. } => {
                 Some(PortError { port: addr.port(), helper: helper.as_ref().map(|p| p.display().to_string()) })
             }
+            // Another port helps; allowing this one would not ("Use port 8000" only).
+            BindError::HelperRefused { addr, .. } => Some(PortError { port: addr.port(), helper: None }),
             _ => None,
         }
     }
@@ -184,8 +198,8 @@ pub async fn bind_with_helper(addr: SocketAddr, helper: Option<&Path>) -> Result
         Err(AskError::NotAvailable) => Err(BindError::NotAvailable { addr }),
         Err(refusal) => {
             warn!(%addr, %refusal, "the port helper could not bind");
-            if !matches!(refusal, AskError::NoCapability { .. }) {
-                return Err(BindError::PrivilegedPort { addr, exe, helper: None });
+            if let AskError::Refused { message, .. } = refusal {
+                return Err(BindError::HelperRefused { addr, message });
             }
             // The helper is what needs the capability (never the desktop app: a
             // WebKit/GTK program with one runs in secure-execution mode).

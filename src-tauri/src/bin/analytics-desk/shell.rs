@@ -196,7 +196,8 @@ fn recent_logs(logs: State<'_, Arc<LogBuffer>>) -> Vec<LogLine> {
     logs.recent()
 }
 
-/// Runs the desktop app until its window is closed.
+/// Runs the desktop app until it quits (the tray's Quit, SIGTERM, or closing
+/// the window when it does not keep collecting in the background).
 pub fn run() {
     let logs = telemetry::init_with_buffer();
     let app = tauri::Builder::default()
@@ -215,7 +216,7 @@ pub fn run() {
             background::start_if_asked(controller.clone());
             tauri::async_runtime::spawn(push_snapshots(app.handle().clone(), controller));
             tauri::async_runtime::spawn(push_logs(app.handle().clone(), logs.clone()));
-            // SIGTERM / Ctrl-C quit like closing the window: through RunEvent::Exit.
+            // SIGTERM / Ctrl-C quit like the tray's Quit: through RunEvent::Exit.
             let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
                 shutdown_signal().await;

@@ -88,8 +88,13 @@ async fn set_exclusion(headers: HeaderMap, body: Bytes) -> Result<Response, ApiE
 /// True unless the request's `Origin` names another host than its `Host` (a
 /// form posted from elsewhere). Without `Origin` (not a browser) it is allowed:
 /// the cookie only matters in a browser, and browsers send `Origin` with a POST.
+/// An opaque `Origin: null` passes only when the browser itself says the post
+/// came from this origin (`Sec-Fetch-Site: same-origin`).
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    if origin.as_bytes() == b"null" {
+        return headers.get("sec-fetch-site").is_some_and(|site| site.as_bytes() == b"same-origin");
+    }
     let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
     let origin_host = origin
         .to_str()
@@ -138,7 +143,9 @@ in the settings.</p>
             (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
             (header::CACHE_CONTROL, "no-store"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
+            // `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+            // `Origin: null` with the page's own form post, which [`same_origin`] refuses.
+            (header::REFERRER_POLICY, "same-origin"),
         ],
         html,
     )
@@ -160,6 +167,11 @@ mod tests {
         assert!(same_origin(&headers(&[("host", "localhost:1000")])), "no Origin: not a browser");
         assert!(!same_origin(&headers(&[("host", "localhost:1000"), ("origin", "http://localhost:3000")])));
         assert!(!same_origin(&headers(&[("host", "localhost:1000"), ("origin", "null")])));
+        assert!(!same_origin(&headers(&[("origin", "null"), ("sec-fetch-site", "cross-site")])));
+        assert!(
+            same_origin(&headers(&[("host", "localhost:1000"), ("origin", "null"), ("sec-fetch-site", "same-origin")])),
+            "an opaque origin the browser says is this one"
+        );
         assert!(!same_origin(&headers(&[("origin", "http://localhost:1000")])), "no Host to compare");
     }
 }
