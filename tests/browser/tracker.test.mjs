@@ -81,6 +81,8 @@ const VARIANTS = {
   links: () => `data-site="body-site" data-include-localhost data-api="http://127.0.0.1:${receiverPort}"`,
   missing: () => `data-site="body-site" data-include-localhost data-api="http://127.0.0.1:${receiverPort}"`,
   stored: 'data-site="stored-site" data-include-localhost',
+  // Issue #16: excluding your own visits (/exclude-me's cookie, the localStorage flag).
+  excluded: 'data-site="excluded-site" data-include-localhost',
   // No tracker: a page on another site linking to ?to=.
   source: null,
 };
@@ -539,4 +541,49 @@ test('the server stores the tracker fields (referrer of the first view, props, h
   assert.equal(events[0].props, undefined);
   assert.ok(!JSON.stringify(events).includes('utm_source=news'), 'the full URL is not stored');
   await context.close();
+});
+
+test('/exclude-me excludes this browser (its button, a cookie) and counts it again; the localStorage flag silences the tracker', async () => {
+  const { context, tab, posts } = await openPage();
+  const excludeMe = `http://127.0.0.1:${apiPort}/exclude-me`;
+  /** Loads the tracked page; resolves once its page view was sent. */
+  const pageView = async () => {
+    const before = posts.length;
+    await tab.goto(`http://127.0.0.1:${pagePort}/?v=excluded`);
+    await eventually('the page view sent', () => posts[before]);
+  };
+  /** The events the API dropped as coming from an excluded browser (GET /metrics). */
+  const droppedExcluded = async () => {
+    const metrics = await (await fetch(`http://127.0.0.1:${apiPort}/metrics`)).text();
+    const line = metrics.split('\n').find((l) => l.startsWith('analytics_events_dropped_total{') && l.includes('reason="excluded_browser"'));
+    return line ? Number(line.trim().split(/\s+/).pop()) : 0;
+  };
+
+  // The page's own button, as a person clicks it (a real form post from the API's origin).
+  await tab.goto(excludeMe);
+  await tab.getByRole('button', { name: 'Exclude this browser' }).click();
+  await tab.waitForURL(excludeMe);
+  assert.match(await tab.textContent('body'), /This browser is excluded/);
+  await pageView();
+  await eventually('the page view dropped as from an excluded browser', async () => (await droppedExcluded()) === 1);
+  assert.deepEqual(await storedEvents('excluded-site'), [], 'nothing stored from an excluded browser');
+
+  await tab.goto(excludeMe);
+  await tab.getByRole('button', { name: 'Count this browser again' }).click();
+  await tab.waitForURL(excludeMe);
+  assert.match(await tab.textContent('body'), /This browser is counted/);
+  await pageView();
+  await eventually('the page view stored once counted again', async () => (await storedEvents('excluded-site')).length === 1);
+  await context.close();
+
+  // The flag on the site's own origin: the tracker sends nothing at all.
+  const flagged = await openPage({ initScript: "localStorage.setItem('analytics_desk_ignore', 'true')" });
+  await flagged.tab.goto(`http://127.0.0.1:${pagePort}/?v=excluded&flag=1`);
+  await flagged.tab.waitForFunction(() => window.analytics && typeof window.analytics.track === 'function');
+  await flagged.tab.evaluate(() => window.analytics.track('signup'));
+  await controlArrives(flagged);
+  assert.deepEqual(flagged.posts.map((p) => p.body), [], 'no page view, no custom event');
+  assert.equal((await storedEvents('excluded-site')).length, 1, 'still only the counted one');
+  assert.equal(await droppedExcluded(), 1, 'and the one dropped before');
+  await flagged.context.close();
 });

@@ -37,7 +37,6 @@ export function createAppPreferences() {
       say(errorText(err), 'error');
       return;
     }
-    for (const box of Object.values(boxes)) box.disabled = true;
     try {
       show(await invoke('set_preferences', { preferences: wanted }));
       say('Saved.', 'ok');
