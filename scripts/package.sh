@@ -43,6 +43,6 @@ deb="$out/$(dpkg-deb -f "$built" Package)_$(dpkg-deb -f "$built" Version)_$(dpkg
 [ "$built" = "$deb" ] || mv -f "$built" "$deb"
 contents="$(dpkg-deb -c "$deb")"
 for program in analytics-desk analytics-bind-port secantusd-rs; do
-  grep -q "/usr/bin/$program\$" <<<"$contents" || { echo "the .deb lacks /usr/bin/$program" >&2; exit 1; }
+  grep -qE "(^| |\./)usr/bin/$program\$" <<<"$contents" || { echo "the .deb lacks /usr/bin/$program" >&2; exit 1; }
 done
 echo "$deb"
