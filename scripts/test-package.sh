@@ -51,6 +51,10 @@ cp -r tests/browser/node_modules/playwright-core "$work/tests/browser/node_modul
 cp "$ANALYTICS_DESK_CACHE/tauri-driver/bin/tauri-driver" "$work/bin/"
 chmod -R a+rX "$work" && chown "$user" "$work/screenshots"
 
+# Another user ran a tray app first: tray-icon's default image dir is theirs.
+# The app must neither depend on it nor fail (it did: "tray icon error: Permission denied").
+mkdir -p /tmp/tray-icon && chown root:root /tmp/tray-icon && chmod 755 /tmp/tray-icon
+
 status=0
 runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$home" LANG=C.UTF-8 \
   APP_BINARY=/usr/bin/analytics-desk TAURI_DRIVER="$work/bin/tauri-driver" CHROMIUM=/usr/bin/chromium \

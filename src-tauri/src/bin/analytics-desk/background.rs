@@ -33,8 +33,12 @@ struct TrayItems {
 }
 
 /// Builds the tray icon and starts refreshing it. Without a tray host (a bare
-/// X server) the icon is simply not shown; the app works the same.
-pub fn install_tray(app: &AppHandle, controller: Arc<Controller>) -> tauri::Result<()> {
+/// X server) the icon is simply not shown; the app works the same. `icon_dir`
+/// is where the icon's image is written for the tray host to read: a directory
+/// of this user's, since the default (`/tmp/tray-icon`) belongs to whichever user
+/// ran a tray app first, and every other user's then fails (measured: "tray icon
+/// error: Permission denied").
+pub fn install_tray(app: &AppHandle, controller: Arc<Controller>, icon_dir: &std::path::Path) -> tauri::Result<()> {
     let status = MenuItem::with_id(app, STATUS_ID, "Stopped", false, None::<&str>)?;
     let actions = TrayAction::ALL
         .into_iter()
@@ -50,6 +54,7 @@ pub fn install_tray(app: &AppHandle, controller: Arc<Controller>) -> tauri::Resu
         .menu(&menu)
         .show_menu_on_left_click(true)
         .tooltip("Analytics Desk")
+        .temp_dir_path(icon_dir)
         .on_menu_event(|app, event| {
             if let Some(action) = TrayAction::from_id(&event.id().0) {
                 run_action(app, action);

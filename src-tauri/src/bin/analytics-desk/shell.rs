@@ -212,7 +212,11 @@ pub fn run() {
         .setup(move |app| {
             let controller = Arc::new(Controller::new(desktop_paths()?));
             app.manage(controller.clone());
-            background::install_tray(app.handle(), controller.clone())?;
+            // The tray is a convenience: without it (no tray host, an error) the
+            // window and Settings → App's Quit still do everything.
+            if let Err(error) = background::install_tray(app.handle(), controller.clone(), &tray_icon_dir()) {
+                tracing::warn!(%error, "no tray icon; the window and Settings → App's Quit do what it would");
+            }
             background::start_if_asked(controller.clone());
             tauri::async_runtime::spawn(push_snapshots(app.handle().clone(), controller));
             tauri::async_runtime::spawn(push_logs(app.handle().clone(), logs.clone()));
@@ -266,6 +270,14 @@ pub fn run() {
             tauri::async_runtime::block_on(controller.shutdown());
         }
     });
+}
+
+/// Where the tray icon's image is written: this user's runtime dir (private,
+/// `XDG_RUNTIME_DIR`), else the app's cache dir, never a directory shared by users.
+fn tray_icon_dir() -> PathBuf {
+    let dirs = directories::ProjectDirs::from("dev", "Analytics Desk", "analytics-desk");
+    dirs.map(|dirs| dirs.runtime_dir().unwrap_or(dirs.cache_dir()).join("tray-icon"))
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("analytics-desk-tray-{}", std::process::id())))
 }
 
 /// Settings in the OS config dir, the managed database in the OS data dir
