@@ -118,7 +118,8 @@ after(async () => {
   for (const child of children.reverse()) child.kill('SIGTERM');
 });
 
-const shown = (id) => driver.script(`const n = document.getElementById(${JSON.stringify(id)}); return Boolean(n) && !n.hidden && n.offsetParent !== null;`);
+// Rendered, not just present (a fixed overlay has no offsetParent, so its boxes are asked).
+const shown = (id) => driver.script(`const n = document.getElementById(${JSON.stringify(id)}); return Boolean(n) && !n.hidden && n.getClientRects().length > 0;`);
 
 test('a normal user installs the package, clicks Start and collects on localhost:1000', async (t) => {
   let scriptTag;
