@@ -163,7 +163,13 @@ test('a normal user installs the package, clicks Start and collects on localhost
     await new Promise((resolve) => pageServer.listen(pagePort, '127.0.0.1', resolve));
 
     const { chromium } = await import(join(tests, 'browser', 'node_modules', 'playwright-core', 'index.mjs'));
-    const browser = await chromium.launch({ executablePath: CHROMIUM, chromiumSandbox: false, args: ['--headless=new'] });
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      chromiumSandbox: false,
+      // Headless Chromium says "HeadlessChrome", which the API drops as a bot:
+      // present it as the desktop Chrome a visitor would use.
+      args: ['--headless=new', '--user-agent=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36'],
+    });
     try {
       const tab = await browser.newPage();
       await tab.goto(`http://localhost:${pagePort}/blog/first-post`);
