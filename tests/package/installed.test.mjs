@@ -49,6 +49,10 @@ function pidsOf(path) {
 async function saveScreenshot(name) {
   const drawn = (ink) => ink.inked > 0.03 && ink.colours > 24;
   let png;
+  // The shot shows the last painted frame: wait for two frames after the DOM changed.
+  await driver.asyncScript(
+    'const done = arguments[arguments.length - 1]; requestAnimationFrame(() => requestAnimationFrame(() => done(true)));',
+  );
   await driver
     .until(`screenshot ${name} drawn`, async () => {
       png = await driver.screenshot();
