@@ -55,6 +55,20 @@ pub enum ReferrersError {
     },
 }
 
+/// How telling a medium is for a source known by name (`utm_source=google`):
+/// what the source mostly is comes first; "paid" only when nothing else is
+/// listed for it (a paid click says so with `utm_medium`, not with the name).
+fn name_rank(medium: Medium) -> u8 {
+    match medium {
+        Medium::Search => 5,
+        Medium::Social => 4,
+        Medium::Email => 3,
+        Medium::Referral => 2,
+        Medium::Paid => 1,
+        Medium::Unknown => 0,
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct Entry {
     source: String,
@@ -90,10 +104,11 @@ impl Referrers {
                 _ => Medium::Unknown,
             };
             let known = KnownSource { name: entry.source, medium };
-            // By name: the most telling medium wins (Google is a search engine
-            // even though some of its domains are listed as "unknown").
+            // By name: the most telling medium wins, whatever the file's (and the
+            // map's random) order: Google is a search engine even though some of
+            // its domains are listed as "paid" (ads) or "unknown".
             let by_name = referrers.by_name.entry(known.name.to_lowercase()).or_insert_with(|| known.clone());
-            if by_name.medium == Medium::Unknown {
+            if name_rank(medium) > name_rank(by_name.medium) {
                 by_name.medium = medium;
             }
             referrers.by_domain.insert(domain.to_ascii_lowercase(), known);
@@ -187,6 +202,21 @@ pub(crate) mod tests {
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_name_gets_its_most_telling_medium_whatever_the_order() {
+        for text in [
+            r#"{"googleads.g.doubleclick.net": {"source": "Google", "medium": "paid"}, "google.com": {"source": "Google", "medium": "search"}, "g.co": {"source": "Google", "medium": "unknown"}}"#,
+            r#"{"g.co": {"source": "Google", "medium": "unknown"}, "google.com": {"source": "Google", "medium": "search"}, "googleads.g.doubleclick.net": {"source": "Google", "medium": "paid"}}"#,
+        ] {
+            let referrers = Referrers::from_json(text).unwrap();
+            assert_eq!(referrers.by_source("google").map(|k| k.medium), Some(Medium::Search), "{text}");
+            let ads = url("https://googleads.g.doubleclick.net/x");
+            assert_eq!(referrers.by_url(&ads).map(|k| k.medium), Some(Medium::Paid), "a domain keeps its own");
+        }
+        let only_paid = r#"{"ads.example": {"source": "Ads", "medium": "paid"}}"#;
+        assert_eq!(Referrers::from_json(only_paid).unwrap().by_source("ads").map(|k| k.medium), Some(Medium::Paid));
     }
 
     #[test]
