@@ -7,12 +7,12 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use ipnet::IpNet;
+use super::ip_list::IpList;
 
 /// The addresses and ranges whose events are never stored (`EXCLUDED_IPS`);
 /// empty by default.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct ExcludedIps(Vec<IpNet>);
+pub struct ExcludedIps(IpList);
 
 /// An `EXCLUDED_IPS` entry that is neither an IP address nor a CIDR range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,35 +23,16 @@ impl FromStr for ExcludedIps {
     type Err = BadExcludedEntry;
 
     /// Parses a comma-separated list such as `203.0.113.7, 192.168.0.0/16, 2001:db8::/32`
-    /// (empty entries skipped; a range's host bits ignored).
+    /// (see [`IpList::parse`]).
     fn from_str(list: &str) -> Result<ExcludedIps, BadExcludedEntry> {
-        let entries = list.split(',').map(str::trim).filter(|entry| !entry.is_empty());
-        let networks = entries.map(|entry| {
-            let network = match entry.parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip.to_canonical()),
-                Err(_) => entry.parse::<IpNet>().map_err(|_| BadExcludedEntry(entry.to_string()))?,
-            };
-            Ok(network.trunc())
-        });
-        Ok(ExcludedIps(networks.collect::<Result<_, _>>()?))
+        IpList::parse(list).map(ExcludedIps).map_err(BadExcludedEntry)
     }
 }
 
-/// The list as it is typed back into the setting: single addresses without
-/// their `/32` or `/128`, comma-separated.
+/// The list as it is typed back into the setting.
 impl fmt::Display for ExcludedIps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, network) in self.0.iter().enumerate() {
-            if index > 0 {
-                f.write_str(", ")?;
-            }
-            if network.prefix_len() == network.max_prefix_len() {
-                write!(f, "{}", network.addr())?;
-            } else {
-                write!(f, "{network}")?;
-            }
-        }
-        Ok(())
+        self.0.fmt(f)
     }
 }
 
@@ -65,8 +46,7 @@ impl fmt::Debug for ExcludedIps {
 impl ExcludedIps {
     /// True when `ip` is excluded (an IPv4-mapped IPv6 address matches its IPv4 entry).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|network| network.contains(&ip))
+        self.0.contains(ip)
     }
 
     /// True when nothing is excluded.

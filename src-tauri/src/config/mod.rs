@@ -8,6 +8,7 @@
 pub mod data_sets;
 pub mod desktop_settings;
 pub mod excluded_ips;
+pub mod ip_list;
 pub mod trusted_proxies;
 pub mod url_secrets;
 

@@ -6,13 +6,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use ipnet::IpNet;
+use super::ip_list::IpList;
 
 /// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`): addresses
 /// and CIDR ranges. Empty by default: the header is then ignored, since any
 /// client can send it.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies(IpList);
 
 /// A `TRUSTED_PROXIES` entry that is neither an IP address nor a CIDR range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,49 +23,29 @@ impl FromStr for TrustedProxies {
     type Err = BadProxyEntry;
 
     /// Parses a comma-separated list such as `10.0.0.1, 192.168.0.0/16, fd00::/8`
-    /// (empty entries skipped).
+    /// (see [`IpList::parse`]).
     fn from_str(list: &str) -> Result<TrustedProxies, BadProxyEntry> {
-        let entries = list.split(',').map(str::trim).filter(|entry| !entry.is_empty());
-        let networks = entries.map(|entry| {
-            let network = match entry.parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip),
-                Err(_) => entry.parse::<IpNet>().map_err(|_| BadProxyEntry(entry.to_string()))?,
-            };
-            Ok(network.trunc())
-        });
-        Ok(TrustedProxies(networks.collect::<Result<_, _>>()?))
+        IpList::parse(list).map(TrustedProxies).map_err(BadProxyEntry)
     }
 }
 
 impl fmt::Debug for TrustedProxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|network| network.to_string())).finish()
+        f.debug_list().entries(self.0.networks().iter().map(|network| network.to_string())).finish()
     }
 }
 
-/// The list as it is typed back into the setting (used by the desktop app's
-/// settings): single addresses without their `/32` or `/128`, comma-separated.
+/// The list as it is typed back into the setting (used by the desktop app's settings).
 impl fmt::Display for TrustedProxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, network) in self.0.iter().enumerate() {
-            if index > 0 {
-                f.write_str(", ")?;
-            }
-            if network.prefix_len() == network.max_prefix_len() {
-                write!(f, "{}", network.addr())?;
-            } else {
-                write!(f, "{network}")?;
-            }
-        }
-        Ok(())
+        self.0.fmt(f)
     }
 }
 
 impl TrustedProxies {
     /// True when `ip` is one of the trusted proxies.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|network| network.contains(&ip))
+        self.0.contains(ip)
     }
 
     /// True when no proxy is trusted.
